@@ -1,0 +1,107 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from deepserve.api import docs, media, openapi
+from deepserve.api.args import ArgSpec
+from deepserve.api.debug import LogBuffer
+from deepserve.api.errors import error_middleware
+from deepserve.api.routes import Handlers, json_response
+from deepserve.runtime import Registry
+from deepserve.settings import ApiSettings
+
+REGISTRY = web.AppKey("registry", Registry)
+SETTINGS = web.AppKey("settings", ApiSettings)
+#: The OpenAPI document, built once per app.
+SPEC = web.AppKey("spec", dict)
+
+SLASH = "{slash:/?}"
+
+
+def model_ops(registry: Registry) -> dict[str, openapi.ModelOps]:
+    """Prepare every model's argument parsing and negotiation once."""
+    ops = {}
+    for name, served in registry.items():
+        model = served.model
+        predict = ArgSpec.prepare(model.predict_args(), negotiate_accept=True)
+        ops[name] = openapi.ModelOps(
+            name=name,
+            predict=predict,
+            train=ArgSpec.prepare(model.train_args(), negotiate_accept=False),
+            offer=media.Offer.from_accept_field(predict.accept),
+            response_schema=model.response_schema,
+        )
+    return ops
+
+
+def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
+    """Build a fresh application serving ``registry``.
+
+    The registry's executors are started and closed by the caller; the app
+    only routes requests to them.
+    """
+    app = web.Application(
+        client_max_size=settings.client_max_size, middlewares=[error_middleware]
+    )
+    app[REGISTRY] = registry
+    app[SETTINGS] = settings
+    ops = model_ops(registry)
+    spec = openapi.build(list(ops.values()), settings)
+    app[SPEC] = spec
+    spec_text = media.dumps(spec)
+
+    base = settings.base_path
+    spec_url = f"{base}/swagger.json"
+    docs_url = (
+        docs.add_routes(app, base_path=base, spec_url=spec_url)
+        if settings.doc_endpoint
+        else None
+    )
+    h = Handlers(registry, ops, settings, docs_url=docs_url, spec_url=spec_url)
+
+    async def swagger(_request: web.Request) -> web.Response:
+        return web.Response(text=spec_text, content_type=media.JSON)
+
+    r = app.router
+    r.add_get(base + "/" if not base else base + SLASH, h.versions, allow_head=False)
+    r.add_get(spec_url, swagger, allow_head=False)
+    r.add_get(f"{base}/v2{SLASH}", h.version, allow_head=False)
+    r.add_get(f"{base}/v2/models{SLASH}", h.models, allow_head=False)
+    model = f"{base}/v2/models/{{name}}"
+    r.add_get(f"{model}{SLASH}", h.model, allow_head=False)
+    if settings.predict_endpoint:
+        r.add_post(f"{model}/predict{SLASH}", h.predict)
+    if settings.train_endpoint:
+        r.add_post(f"{model}/train{SLASH}", h.start_training)
+        r.add_get(f"{model}/train{SLASH}", h.trainings, allow_head=False)
+        r.add_get(f"{model}/train/{{uuid}}{SLASH}", h.training, allow_head=False)
+        r.add_delete(f"{model}/train/{{uuid}}{SLASH}", h.cancel_training)
+    if settings.debug_endpoint:
+        _add_debug(app, base)
+    return app
+
+
+def _add_debug(app: web.Application, base: str) -> None:
+    buffer = LogBuffer()
+
+    async def capture(_app: web.Application) -> AsyncIterator[None]:
+        logger = logging.getLogger("deepserve")
+        logger.addHandler(buffer)
+        try:
+            yield
+        finally:
+            logger.removeHandler(buffer)
+
+    async def debug(_request: web.Request) -> web.Response:
+        return web.Response(text=buffer.text(), content_type="text/plain")
+
+    app.cleanup_ctx.append(capture)
+    app.router.add_get(f"{base}/v2/debug{SLASH}", debug, allow_head=False)
+
+
+__all__ = ["REGISTRY", "SETTINGS", "SPEC", "create_app", "json_response"]

@@ -1,0 +1,299 @@
+"""Read a model's arguments from a request.
+
+Each argument is looked for where its field says (``location=`` in old
+DEEPaaS style): file arguments in a multipart body, header arguments in the
+headers, and every other argument in the query string, a form body or a JSON
+body, in that order. Uploads are streamed to files in a per-request
+directory, never held whole in memory; :class:`Uploads` removes them.
+
+The plugin's fields are never modified: validation runs on copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import marshmallow
+from aiohttp import BodyPartReader, web
+from marshmallow import fields as mf
+from multidict import MultiDict, MultiMapping
+
+from deepserve.exceptions import BadInput, MalformedRequest, PayloadTooLarge
+from deepserve.model import UploadedFile
+
+Location = Literal["query", "form", "files", "headers", "json"]
+
+CHUNK = 256 * 1024
+MISSING_MSG = "Missing data for required field."
+#: The argument through which a model declares its response media types.
+ACCEPT = "accept"
+
+_LOCATIONS: dict[str, Location] = {
+    "query": "query",
+    "querystring": "query",
+    "form": "form",
+    "formdata": "form",
+    "files": "files",
+    "file": "files",
+    "headers": "headers",
+    "header": "headers",
+    "json": "json",
+    "body": "json",
+}
+
+
+def location_of(field: mf.Field) -> Location:
+    """Where an argument is documented to come from."""
+    meta = field.metadata
+    if meta.get("type") == "file" or meta.get("format") == "binary":
+        return "files"
+    where = str(meta.get("location", "query")).lower()
+    return _LOCATIONS.get(where, "query")
+
+
+def external_name(name: str, field: mf.Field) -> str:
+    return field.data_key or name
+
+
+def is_multiple(field: mf.Field) -> bool:
+    return isinstance(field, mf.List | mf.Tuple) or bool(
+        getattr(field, "is_multiple", False)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ArgSpec:
+    """A model operation's arguments, prepared once per app.
+
+    :param fields: the plugin's fields by argument name (read, never changed).
+    :param accept: the ``accept`` field when it is negotiated separately.
+    """
+
+    fields: Mapping[str, mf.Field]
+    accept: mf.Field | None
+    schema: type[marshmallow.Schema]
+    #: External names of the arguments that are files, and of the others.
+    file_keys: frozenset[str]
+    value_keys: frozenset[str]
+
+    @classmethod
+    def prepare(
+        cls, declared: Mapping[str, mf.Field], *, negotiate_accept: bool
+    ) -> ArgSpec:
+        accept = declared.get(ACCEPT) if negotiate_accept else None
+        kept = {k: f for k, f in declared.items() if not (k == ACCEPT and accept)}
+        plain = {
+            name: copy.deepcopy(field)
+            for name, field in kept.items()
+            if location_of(field) != "files"
+        }
+        schema = marshmallow.Schema.from_dict(plain, name="Arguments")
+        files = {external_name(n, f) for n, f in kept.items() if n not in plain}
+        values = {external_name(n, f) for n, f in plain.items()}
+        return cls(
+            fields=kept,
+            accept=accept,
+            schema=schema,
+            file_keys=frozenset(files),
+            value_keys=frozenset(values),
+        )
+
+    def by_location(self, *locations: Location) -> dict[str, mf.Field]:
+        return {n: f for n, f in self.fields.items() if location_of(f) in locations}
+
+
+class Uploads:
+    """The files one request uploaded; remove them with :meth:`cleanup`."""
+
+    def __init__(self, base_dir: str | None) -> None:
+        self._base_dir = base_dir
+        self._dir: str | None = None
+
+    def new_path(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="deepserve-upload-", dir=self._base_dir)
+        fd, path = tempfile.mkstemp(dir=self._dir)
+        os.close(fd)
+        return path
+
+    @property
+    def directory(self) -> str | None:
+        return self._dir
+
+    def cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+@dataclasses.dataclass
+class _Body:
+    form: MultiDict[str]
+    files: dict[str, UploadedFile]
+    json: Mapping[str, Any]
+
+
+async def parse(
+    request: web.Request, spec: ArgSpec, uploads: Uploads, max_size: int
+) -> tuple[dict[str, Any], str | None]:
+    """Parse and validate the arguments.
+
+    :returns: the keyword arguments for the model, and the ``accept`` value
+        given as an argument (not as a header), if any.
+    :raises BadInput: naming every invalid argument.
+    """
+    body = await _read_body(request, spec, uploads, max_size)
+    raw: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    for name, field in spec.fields.items():
+        key = external_name(name, field)
+        where = location_of(field)
+        if where == "files":
+            _take_file(name, key, field, body, kwargs, errors)
+        elif where == "headers":
+            if key in request.headers:
+                raw[key] = request.headers[key]
+        else:
+            value = _lookup(key, field, (request.query, body.form), body.json)
+            if value is not _ABSENT:
+                raw[key] = value
+    try:
+        loaded = spec.schema().load(raw, unknown=marshmallow.EXCLUDE)
+    except marshmallow.ValidationError as err:
+        errors.update(_as_dict(err.messages))
+        loaded = {}
+    if errors:
+        raise BadInput(f"Invalid arguments: {', '.join(sorted(errors))}", errors=errors)
+    kwargs.update(loaded)
+    accept = _lookup(ACCEPT, mf.Str(), (request.query, body.form), body.json)
+    return kwargs, (None if accept is _ABSENT or spec.accept is None else str(accept))
+
+
+_ABSENT = object()
+
+
+def _lookup(
+    key: str,
+    field: mf.Field,
+    multidicts: tuple[MultiMapping[str], ...],
+    json_body: Mapping[str, Any],
+) -> Any:
+    for source in multidicts:
+        if key in source:
+            return source.getall(key) if is_multiple(field) else source[key]
+    return json_body.get(key, _ABSENT)
+
+
+def _take_file(
+    name: str,
+    key: str,
+    field: mf.Field,
+    body: _Body,
+    kwargs: dict[str, Any],
+    errors: dict[str, Any],
+) -> None:
+    if key in body.files:
+        kwargs[name] = body.files[key]
+    elif key in body.form or key in body.json:
+        errors[key] = ["Must be a file upload (multipart/form-data with a filename)."]
+    elif field.required:
+        errors[key] = [MISSING_MSG]
+    elif field.load_default is not marshmallow.missing:
+        default = field.load_default
+        kwargs[name] = default() if callable(default) else default
+
+
+def _as_dict(messages: Any) -> dict[str, Any]:
+    return dict(messages) if isinstance(messages, Mapping) else {"_schema": messages}
+
+
+async def _read_body(
+    request: web.Request, spec: ArgSpec, uploads: Uploads, max_size: int
+) -> _Body:
+    body = _Body(form=MultiDict(), files={}, json={})
+    if not request.body_exists:
+        return body
+    if max_size and (request.content_length or 0) > max_size:
+        raise PayloadTooLarge(max_size)
+    ctype = request.content_type
+    if ctype == "multipart/form-data":
+        await _read_multipart(request, spec, uploads, max_size, body)
+    elif ctype == "application/x-www-form-urlencoded":
+        form = await request.post()
+        body.form = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
+    elif ctype == "application/json" or ctype.endswith("+json"):
+        raw = await request.read()
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as err:
+            raise MalformedRequest(f"The JSON body is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise MalformedRequest("The JSON body must be an object of arguments")
+        body.json = data
+    return body
+
+
+async def _read_multipart(
+    request: web.Request,
+    spec: ArgSpec,
+    uploads: Uploads,
+    max_size: int,
+    body: _Body,
+) -> None:
+    file_keys = spec.file_keys
+    total = 0
+
+    def count(n: int) -> None:
+        nonlocal total
+        total += n
+        if max_size and total > max_size:
+            raise PayloadTooLarge(max_size)
+
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise MalformedRequest("Nested multipart bodies are not supported")
+            name = part.name or ""
+            if name in file_keys and part.filename is not None:
+                if name in body.files:
+                    await _drain(part, count)
+                    continue
+                path = uploads.new_path()
+                with open(path, "wb") as out:
+                    while chunk := await part.read_chunk(CHUNK):
+                        count(len(chunk))
+                        out.write(chunk)
+                body.files[name] = UploadedFile(
+                    name=name,
+                    filename=path,
+                    content_type=part.headers.get("Content-Type"),
+                    original_filename=part.filename,
+                )
+            elif name in file_keys or name in spec.value_keys or name == ACCEPT:
+                data = bytearray()
+                while chunk := await part.read_chunk(CHUNK):
+                    count(len(chunk))
+                    data.extend(chunk)
+                charset = part.get_charset(default="utf-8")
+                body.form.add(name, data.decode(charset, errors="replace"))
+            else:
+                await _drain(part, count)
+    except (ValueError, AssertionError) as err:
+        raise MalformedRequest(f"The multipart body cannot be read: {err}") from None
+
+
+async def _drain(part: BodyPartReader, count: Any) -> None:
+    while chunk := await part.read_chunk(CHUNK):
+        count(len(chunk))

@@ -1,0 +1,29 @@
+"""The debug endpoint's record of recent log lines."""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+#: Log lines kept for ``GET /v2/debug/``.
+MAX_LINES = 2000
+
+
+class LogBuffer(logging.Handler):
+    """Keeps the last :data:`MAX_LINES` formatted log records in memory."""
+
+    def __init__(self, max_lines: int = MAX_LINES) -> None:
+        super().__init__(level=logging.DEBUG)
+        self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + ("\n" if self._lines else "")

@@ -1,0 +1,109 @@
+"""The one place where errors become HTTP statuses and JSON bodies.
+
+Every error response has the shape of :class:`deepserve.api.schemas.Error`:
+``{"code": 422, "title": "Unprocessable Entity", "message": "...", ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from deepserve import exceptions as exc
+
+LOG = logging.getLogger(__name__)
+
+#: Domain error -> status; looked up along the error's MRO.
+STATUS: dict[type[exc.DeepserveError], int] = {
+    exc.MalformedRequest: 400,
+    exc.ModelNotFound: 404,
+    exc.JobNotFound: 404,
+    exc.NotAcceptable: 406,
+    exc.PayloadTooLarge: 413,
+    exc.BadInput: 422,
+    exc.NotSupported: 501,
+    exc.WorkerDied: 503,
+    exc.DeepserveError: 500,
+}
+
+
+def status_for(error: exc.DeepserveError) -> int:
+    if isinstance(error, exc.ModelHTTPError):
+        return error.status
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    try:
+        title = http.HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body: dict[str, Any] = {"code": status, "title": title, "message": message}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return web.json_response(body, status=status, headers=headers)
+
+
+def domain_error_response(error: exc.DeepserveError) -> web.Response:
+    status = status_for(error)
+    model = getattr(error, "model", None)
+    if isinstance(error, exc.ModelFailed):
+        LOG.error("%s: %s\n%s", error.message, error.detail, error.traceback.rstrip())
+        return error_response(
+            status,
+            error.message,
+            model=model,
+            error_type=error.error_type,
+            detail=error.detail,
+        )
+    if status >= 500:
+        LOG.error("%s", error.message)
+    errors = error.errors if isinstance(error, exc.BadInput) else None
+    return error_response(status, error.message, model=model, errors=errors)
+
+
+def http_error_response(error: web.HTTPException) -> web.Response:
+    """JSON for the HTTP errors aiohttp raises itself (404, 405, 413...)."""
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.allowed_methods))
+        message = f"Method {error.method} is not allowed here; allowed: {allowed}"
+        return error_response(error.status, message, headers={"Allow": allowed})
+    if isinstance(error, web.HTTPNotFound):
+        return error_response(error.status, "No such resource")
+    text = error.text or error.reason
+    return error_response(error.status, text)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except exc.DeepserveError as error:
+        return domain_error_response(error)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return http_error_response(error)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        LOG.exception("Unexpected error serving %s %s", request.method, request.path)
+        return error_response(500, "Internal server error; see the server log")

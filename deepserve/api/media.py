@@ -1,0 +1,172 @@
+"""Content negotiation and turning a prediction into a response."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import marshmallow
+from aiohttp import web
+from marshmallow import fields, validate
+
+from deepserve.exceptions import BadModelOutput, NotAcceptable
+from deepserve.model import ReturnedFile
+
+JSON = "application/json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Offer:
+    """The media types a model's ``predict`` can answer with.
+
+    :param types: in the model's order of preference.
+    :param default: what ``*/*`` (or no preference) gets.
+    """
+
+    types: tuple[str, ...]
+    default: str
+
+    @classmethod
+    def from_accept_field(cls, field: fields.Field | None) -> Offer:
+        if field is None:
+            return cls((JSON,), JSON)
+        choices: list[str] = []
+        validators = field.validators if hasattr(field, "validators") else []
+        for v in validators:
+            if isinstance(v, validate.OneOf):
+                choices.extend(str(c) for c in v.choices if str(c) != "*/*")
+        enum = field.metadata.get("enum")
+        if not choices and isinstance(enum, list | tuple):
+            choices.extend(str(c) for c in enum if str(c) != "*/*")
+        default = field.load_default
+        if default is marshmallow.missing or callable(default):
+            default = None
+        if not choices:
+            choices = [str(default) if default else JSON]
+        chosen = str(default) if default in choices else choices[0]
+        return cls(tuple(dict.fromkeys(choices)), chosen)
+
+    def choose(self, requested: str | None) -> str:
+        """Pick a type for an ``Accept`` header or an ``accept`` argument.
+
+        :raises NotAcceptable: when none of the requested types is offered.
+        """
+        if requested is None or not requested.strip():
+            return self.default
+        ranges = _parse_accept(requested)
+        for media_range, _q in ranges:
+            if media_range == "*/*":
+                return self.default
+            major, _, minor = media_range.partition("/")
+            for offered in self.types:
+                o_major, _, o_minor = offered.partition("/")
+                if major == o_major and minor in ("*", o_minor):
+                    return offered
+        raise NotAcceptable(requested, list(self.types))
+
+
+def _parse_accept(header: str) -> list[tuple[str, float]]:
+    """Media ranges with q > 0, best first (stable for equal q)."""
+    ranges: list[tuple[str, float]] = []
+    for item in header.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            ranges.append((media.lower(), q))
+    ranges.sort(key=lambda r: -r[1])
+    return ranges
+
+
+def is_json(media_type: str) -> bool:
+    return media_type == JSON or media_type.endswith("+json")
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, datetime.date | datetime.time):
+        return obj.isoformat()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    return str(obj)
+
+
+def render(
+    result: Any,
+    media_type: str,
+    *,
+    model: str,
+    schema: type[marshmallow.Schema] | None,
+) -> web.StreamResponse:
+    """Build the response for what ``predict`` returned."""
+    if isinstance(result, bytes | bytearray | memoryview):
+        return web.Response(body=bytes(result), content_type=media_type)
+    path = _as_path(result, media_type)
+    if path is not None:
+        return _file_response(path, media_type, model, result)
+    if is_json(media_type):
+        return web.Response(
+            text=dumps(_json_body(result, model, schema)), content_type=media_type
+        )
+    if isinstance(result, str):
+        return web.Response(text=result, content_type=media_type)
+    raise BadModelOutput(
+        model, f"got {type(result).__name__} for media type '{media_type}'"
+    )
+
+
+def _json_body(result: Any, model: str, schema: type[marshmallow.Schema] | None) -> Any:
+    if schema is None:
+        return {"status": "OK", "predictions": result}
+    if not isinstance(result, Mapping):
+        raise BadModelOutput(
+            model,
+            f"expected an object matching its schema, got {type(result).__name__}",
+        )
+    errors = schema().validate(json.loads(dumps(result)))
+    if errors:
+        raise BadModelOutput(model, f"it does not match the model's schema: {errors}")
+    return result
+
+
+def _as_path(result: Any, media_type: str) -> str | None:
+    if isinstance(result, ReturnedFile):
+        return result.filename or ""
+    if isinstance(result, pathlib.PurePath):
+        return str(result)
+    if isinstance(result, str) and not is_json(media_type) and os.path.isfile(result):
+        return result
+    return None
+
+
+def _file_response(
+    path: str, media_type: str, model: str, result: Any
+) -> web.FileResponse:
+    if not path or not os.path.isfile(path):
+        raise BadModelOutput(model, f"the returned file '{path}' does not exist")
+    headers = {"Content-Type": media_type}
+    name = getattr(result, "original_filename", None)
+    if name:
+        safe = os.path.basename(str(name)).replace('"', "")
+        headers["Content-Disposition"] = f'inline; filename="{safe}"'
+    return web.FileResponse(path, headers=headers)

@@ -1,0 +1,351 @@
+"""The OpenAPI 3.0 document, generated from the models' own declarations."""
+
+from __future__ import annotations
+
+import dataclasses
+import http
+from typing import Any
+
+import marshmallow
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.openapi import OpenAPIConverter
+from marshmallow import fields
+
+import deepserve
+from deepserve.api import schemas
+from deepserve.api.args import ACCEPT, ArgSpec, external_name, is_multiple, location_of
+from deepserve.api.media import JSON, Offer, is_json
+from deepserve.settings import ApiSettings
+
+OPENAPI_VERSION = "3.0.3"
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+#: Header parameters OpenAPI forbids describing as parameters.
+_RESERVED_HEADERS = {"accept", "content-type", "authorization"}
+
+DESCRIPTION = (
+    "Machine-learning models served by deepserve. Every model offers its "
+    "metadata, predictions and (when it implements them) trainings; the "
+    "arguments of each operation are the model's own."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOps:
+    """What the document needs to know of one served model."""
+
+    name: str
+    predict: ArgSpec | None
+    train: ArgSpec | None
+    offer: Offer
+    response_schema: type[marshmallow.Schema] | None
+
+
+class _Builder:
+    def __init__(self) -> None:
+        # No names: the models' nested schemas are inlined, so two models
+        # with equally named schema classes cannot clash.
+        self.plugin = MarshmallowPlugin(
+            schema_name_resolver=lambda _schema: None  # type: ignore[arg-type,return-value]
+        )
+        self.spec = APISpec(
+            title="deepserve",
+            version=deepserve.__version__,
+            openapi_version=OPENAPI_VERSION,
+            plugins=[self.plugin],
+            info={"description": DESCRIPTION},
+        )
+
+    @property
+    def converter(self) -> OpenAPIConverter:
+        assert self.plugin.converter is not None  # set by APISpec
+        return self.plugin.converter
+
+    def json_schema(self, schema: type[marshmallow.Schema]) -> dict[str, Any]:
+        result: dict[str, Any] = self.converter.schema2jsonschema(schema())  # type: ignore[no-untyped-call]
+        return result
+
+    def prop(self, field: fields.Field) -> dict[str, Any]:
+        if location_of(field) == "files":
+            out: dict[str, Any] = {"type": "string", "format": "binary"}
+            if "description" in field.metadata:
+                out["description"] = str(field.metadata["description"])
+            return out
+        result: dict[str, Any] = self.converter.field2property(field)
+        if isinstance(result.get("required"), bool):  # old-style metadata
+            del result["required"]
+        if result.get("type") == "file":
+            result["type"] = "string"
+        return result
+
+    def parameters(self, args: ArgSpec, where: str) -> list[dict[str, Any]]:
+        params = []
+        for name, field in args.by_location(where).items():  # type: ignore[arg-type]
+            key = external_name(name, field)
+            if where == "headers" and key.lower() in _RESERVED_HEADERS:
+                continue
+            schema = self.prop(field)
+            param: dict[str, Any] = {
+                "name": key,
+                "in": "query" if where == "query" else "header",
+                "required": bool(field.required),
+                "schema": schema,
+            }
+            if "description" in schema:
+                param["description"] = schema["description"]
+            if where == "query" and is_multiple(field):
+                param["style"], param["explode"] = "form", True
+            params.append(param)
+        return params
+
+    def object_schema(self, named: dict[str, fields.Field]) -> dict[str, Any]:
+        props = {external_name(n, f): self.prop(f) for n, f in named.items()}
+        required = [external_name(n, f) for n, f in named.items() if f.required]
+        schema: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            schema["required"] = required
+        return schema
+
+    def request_body(self, args: ArgSpec) -> dict[str, Any] | None:
+        content: dict[str, Any] = {}
+        multipart = args.by_location("form", "files")
+        if multipart:
+            content["multipart/form-data"] = {"schema": self.object_schema(multipart)}
+        values = {n: f for n, f in args.fields.items() if location_of(f) != "files"}
+        if values:
+            json_schema = self.object_schema(values)
+            if multipart or args.by_location("query"):
+                # An alternative to the query string and form: not required.
+                json_schema.pop("required", None)
+            content[JSON] = {"schema": json_schema}
+        if not content:
+            return None
+        required = any(f.required for f in multipart.values())
+        return {"required": required, "content": content}
+
+
+def errors(*codes: int) -> dict[str, Any]:
+    return {
+        str(code): {
+            "description": http.HTTPStatus(code).phrase,
+            "content": {JSON: {"schema": ERROR_REF}},
+        }
+        for code in codes
+    }
+
+
+def _ok(schema_ref: str, description: str = "Success") -> dict[str, Any]:
+    return {
+        "200": {
+            "description": description,
+            "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}
+            },
+        }
+    }
+
+
+def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
+    """The whole document, as a JSON-ready dict."""
+    b = _Builder()
+    for name in (
+        "Error",
+        "Link",
+        "Version",
+        "Versions",
+        "ModelMeta",
+        "ModelList",
+        "Prediction",
+        "TrainingResult",
+        "Training",
+    ):
+        b.spec.components.schema(name, schema=getattr(schemas, name))
+
+    b.spec.path(
+        "/",
+        operations={
+            "get": {
+                "tags": ["versions"],
+                "summary": "List the API versions and documentation links",
+                "responses": _ok("Versions"),
+            }
+        },
+    )
+    b.spec.path(
+        "/v2/",
+        operations={
+            "get": {
+                "tags": ["versions"],
+                "summary": "Describe the V2 API",
+                "responses": _ok("Version"),
+            }
+        },
+    )
+    b.spec.path(
+        "/v2/models/",
+        operations={
+            "get": {
+                "tags": ["models"],
+                "summary": "List the served models with their metadata",
+                "responses": _ok("ModelList"),
+            }
+        },
+    )
+    if settings.debug_endpoint:
+        b.spec.path(
+            "/v2/debug/",
+            operations={
+                "get": {
+                    "tags": ["debug"],
+                    "summary": "Recent server log records (debug endpoint)",
+                    "responses": {
+                        "200": {
+                            "description": "Log text",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        )
+    for ops in models:
+        _add_model(b, ops, settings)
+    doc: dict[str, Any] = b.spec.to_dict()
+    if settings.base_path:
+        doc["servers"] = [{"url": settings.base_path}]
+    return doc
+
+
+def _add_model(b: _Builder, ops: ModelOps, settings: ApiSettings) -> None:
+    tag = f"model: {ops.name}"
+    base = f"/v2/models/{ops.name}"
+    b.spec.tag({"name": tag, "description": f"Operations of model '{ops.name}'"})
+    b.spec.path(
+        f"{base}/",
+        operations={
+            "get": {
+                "tags": [tag],
+                "summary": f"Metadata of model '{ops.name}'",
+                "operationId": f"{ops.name}.metadata",
+                "responses": {**_ok("ModelMeta"), **errors(404)},
+            }
+        },
+    )
+    if settings.predict_endpoint and ops.predict is not None:
+        b.spec.path(
+            f"{base}/predict/",
+            operations={"post": _predict_op(b, ops, ops.predict, tag)},
+        )
+    if settings.train_endpoint and ops.train is not None:
+        _add_training(b, ops, ops.train, tag, base)
+
+
+def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str, Any]:
+    params = b.parameters(args, "query") + b.parameters(args, "headers")
+    if args.accept is not None:
+        accept_desc = args.accept.metadata.get("description")
+        params.append(
+            {
+                "name": ACCEPT,
+                "in": "query",
+                "required": False,
+                "description": str(
+                    accept_desc
+                    or "Media type of the response; the Accept header works too"
+                ),
+                "schema": {"type": "string", "enum": list(ops.offer.types)},
+            }
+        )
+    content: dict[str, Any] = {}
+    for media in ops.offer.types:
+        if is_json(media):
+            if ops.response_schema is not None:
+                content[media] = {"schema": b.json_schema(ops.response_schema)}
+            else:
+                content[media] = {"schema": {"$ref": "#/components/schemas/Prediction"}}
+        else:
+            content[media] = {"schema": {"type": "string", "format": "binary"}}
+    op: dict[str, Any] = {
+        "tags": [tag],
+        "summary": f"Predict with model '{ops.name}'",
+        "operationId": f"{ops.name}.predict",
+        "parameters": params,
+        "responses": {
+            "200": {"description": "The prediction", "content": content},
+            **errors(400, 404, 406, 413, 422, 500, 501, 503),
+        },
+    }
+    body = b.request_body(args)
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def _add_training(
+    b: _Builder, ops: ModelOps, args: ArgSpec, tag: str, base: str
+) -> None:
+    train_op: dict[str, Any] = {
+        "tags": [tag],
+        "summary": f"Start a training of model '{ops.name}'",
+        "operationId": f"{ops.name}.train",
+        "parameters": b.parameters(args, "query") + b.parameters(args, "headers"),
+        "responses": {
+            **_ok("Training", "The training started"),
+            **errors(400, 404, 413, 422, 501, 503),
+        },
+    }
+    body = b.request_body(args)
+    if body is not None:
+        train_op["requestBody"] = body
+    training_list = {
+        "200": {
+            "description": "Trainings of this model",
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Training"},
+                    }
+                }
+            },
+        }
+    }
+    b.spec.path(
+        f"{base}/train/",
+        operations={
+            "post": train_op,
+            "get": {
+                "tags": [tag],
+                "summary": f"List the trainings of model '{ops.name}'",
+                "operationId": f"{ops.name}.trainings",
+                "responses": training_list,
+            },
+        },
+    )
+    uuid_param = {
+        "name": "uuid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Training identifier",
+    }
+    b.spec.path(
+        f"{base}/train/{{uuid}}",
+        parameters=[uuid_param],
+        operations={
+            "get": {
+                "tags": [tag],
+                "summary": "Status and result of a training",
+                "operationId": f"{ops.name}.training",
+                "responses": {**_ok("Training"), **errors(404)},
+            },
+            "delete": {
+                "tags": [tag],
+                "summary": "Cancel a running training",
+                "operationId": f"{ops.name}.cancel_training",
+                "responses": {
+                    **_ok("Training", "The training, cancelled"),
+                    **errors(404),
+                },
+            },
+        },
+    )

@@ -1,0 +1,188 @@
+"""Request handlers of the DEEPaaS V2 compatible API."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from deepserve.api import args, media
+from deepserve.api.openapi import ModelOps
+from deepserve.exceptions import ModelFailed, ModelNotFound, NotSupported
+from deepserve.model import UploadedFile
+from deepserve.runtime import Registry, ServedModel, TrainingJob
+from deepserve.settings import ApiSettings
+
+#: DEEPaaS's date format for trainings.
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=media.dumps(data), status=status, content_type=media.JSON)
+
+
+class Handlers:
+    """The handlers, bound to one registry and one set of settings."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        ops: Mapping[str, ModelOps],
+        settings: ApiSettings,
+        *,
+        docs_url: str | None,
+        spec_url: str,
+    ) -> None:
+        self.registry = registry
+        self.ops = ops
+        self.settings = settings
+        self.base = settings.base_path
+        self.docs_url = docs_url
+        self.spec_url = spec_url
+
+    def _model(self, request: web.Request) -> tuple[ServedModel, ModelOps]:
+        name = request.match_info["name"]
+        if name not in self.ops:
+            raise ModelNotFound(name)
+        return self.registry[name], self.ops[name]
+
+    def _version(self) -> dict[str, Any]:
+        return {
+            "version": "stable",
+            "id": "v2",
+            "links": [{"rel": "self", "type": media.JSON, "href": f"{self.base}/v2"}],
+        }
+
+    async def versions(self, _request: web.Request) -> web.Response:
+        links = []
+        if self.docs_url:
+            links.append({"rel": "help", "type": "text/html", "href": self.docs_url})
+        links.append({"rel": "describedby", "type": media.JSON, "href": self.spec_url})
+        return json_response({"versions": [self._version()], "links": links})
+
+    async def version(self, _request: web.Request) -> web.Response:
+        return json_response(self._version())
+
+    def _meta(self, served: ServedModel) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "id": served.name,
+            "name": served.name,
+            "links": [{"rel": "self", "href": f"{self.base}/v2/models/{served.name}"}],
+        }
+        meta.update(served.model.metadata())
+        return meta
+
+    async def models(self, _request: web.Request) -> web.Response:
+        return json_response(
+            {"models": [self._meta(s) for s in self.registry.values()]}
+        )
+
+    async def model(self, request: web.Request) -> web.Response:
+        served, _ops = self._model(request)
+        return json_response(self._meta(served))
+
+    async def predict(self, request: web.Request) -> web.StreamResponse:
+        served, ops = self._model(request)
+        assert ops.predict is not None
+        if not served.model.supports("predict"):
+            raise NotSupported(served.name, "predict")
+        uploads = args.Uploads(self.settings.upload_dir)
+        try:
+            kwargs, accept = await args.parse(
+                request, ops.predict, uploads, self.settings.client_max_size
+            )
+            chosen = ops.offer.choose(
+                accept if accept is not None else request.headers.get("Accept")
+            )
+            if ops.predict.accept is not None:
+                kwargs[args.ACCEPT] = chosen
+            result = await served.predict(kwargs)
+            response = media.render(
+                result, chosen, model=served.name, schema=ops.response_schema
+            )
+            if isinstance(response, web.FileResponse):
+                # The file may be one of this request's uploads: send it
+                # before they are removed.
+                await response.prepare(request)
+            return response
+        finally:
+            uploads.cleanup()
+
+    async def start_training(self, request: web.Request) -> web.Response:
+        served, ops = self._model(request)
+        assert ops.train is not None
+        if not served.model.supports("train"):
+            raise NotSupported(served.name, "train")
+        uploads = args.Uploads(self.settings.upload_dir)
+        try:
+            kwargs, _ = await args.parse(
+                request, ops.train, uploads, self.settings.client_max_size
+            )
+            job = served.start_training(kwargs, _record(kwargs), uploads.cleanup)
+        except BaseException:
+            uploads.cleanup()
+            raise
+        # The job owns the uploads now and removes them when it ends.
+        return json_response(training_view(job))
+
+    async def trainings(self, request: web.Request) -> web.Response:
+        served, _ops = self._model(request)
+        return json_response([training_view(job) for job in served.jobs()])
+
+    async def training(self, request: web.Request) -> web.Response:
+        served, _ops = self._model(request)
+        return json_response(training_view(served.job(request.match_info["uuid"])))
+
+    async def cancel_training(self, request: web.Request) -> web.Response:
+        served, _ops = self._model(request)
+        job = await served.cancel(request.match_info["uuid"])
+        return json_response(training_view(job))
+
+
+def _record(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments as shown to clients: uploads by name, never by temp path."""
+    recorded: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if isinstance(value, UploadedFile):
+            recorded[key] = {
+                "name": value.name,
+                "original_filename": value.original_filename,
+                "content_type": value.content_type,
+            }
+        else:
+            recorded[key] = value
+    return recorded
+
+
+def _date(value: datetime.datetime) -> str:
+    return value.strftime(DATE_FORMAT)
+
+
+def training_view(job: TrainingJob) -> dict[str, Any]:
+    """A training in DEEPaaS's JSON shape, plus ``duration``."""
+    view: dict[str, Any] = {
+        "uuid": job.id,
+        "date": _date(job.started),
+        "status": job.status,
+        "args": job.args,
+    }
+    if job.finished is not None and job.duration is not None:
+        view["duration"] = str(job.duration)
+        view["finish_date"] = _date(job.finished)
+    if job.status == "done" and job.finished is not None:
+        view["result"] = {
+            "output": job.result,
+            "finish_date": _date(job.finished),
+            "duration": str(job.duration),
+        }
+    elif job.status == "error":
+        error = job.error
+        if isinstance(error, ModelFailed):
+            view["message"] = f"{error.error_type}: {error.detail}"
+        else:
+            view["message"] = str(error)
+    elif job.status == "cancelled":
+        view["message"] = "Cancelled by a client"
+    return view

@@ -1,0 +1,142 @@
+"""The ``deepserve`` command; the one place where everything is put together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+import deepserve
+from deepserve import adapters, config, loader
+from deepserve.api import create_app
+from deepserve.exceptions import ConfigError, LoaderError
+from deepserve.executors.processes import ProcessExecutor
+from deepserve.runtime import Registry, ServedModel
+from deepserve.settings import ServerSettings
+
+LOG = logging.getLogger("deepserve")
+
+USAGE = """\
+usage: deepserve [--version] [--help] COMMAND [ARGS]
+
+Serve machine-learning models behind a documented HTTP API.
+
+commands:
+  run      start the HTTP server (deepserve run --help lists its options)
+"""
+
+BANNER = """\
+deepserve {version} is serving: {models}
+
+    API documentation: {base}/api
+    API specification: {base}/swagger.json
+          V2 endpoint: {base}/v2/
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"deepserve {deepserve.__version__}")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"deepserve: error: unknown command '{args[0]}'\n", file=sys.stderr)
+        print(USAGE, end="", file=sys.stderr)
+        return 2
+    return command(args[1:])
+
+
+def run(argv: Sequence[str]) -> int:
+    """``deepserve run``: serve models until interrupted."""
+    try:
+        settings, debug = config.load(argv, os.environ)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.api.debug_endpoint:
+        LOG.warning(
+            "The debug endpoint is ON: /v2/debug/ shows the server's log to anyone "
+            "who can reach it. Turn it off once you are done debugging."
+        )
+    try:
+        registry = build_registry(settings)
+    except LoaderError as exc:
+        LOG.debug("Start-up failed", exc_info=True)
+        return _fail(str(exc))
+    try:
+        registry.start()
+    except LoaderError as exc:
+        return _fail(str(exc))
+    try:
+        app = create_app(registry, settings.api)
+        app.on_startup.append(_announce(settings, list(registry)))
+        web.run_app(
+            app,
+            host=settings.listen_ip,
+            port=settings.listen_port,
+            print=None,
+            access_log=logging.getLogger("deepserve.access"),
+        )
+    finally:
+        registry.close()
+    return 0
+
+
+def build_registry(settings: ServerSettings) -> Registry:
+    """Find, import and wrap the models named in ``settings``.
+
+    :raises LoaderError: with one line naming the model, the problem and the
+        models that are available.
+    """
+    available = loader.discover(loader.installed_entry_points())
+    refs = loader.select(available, settings.model_names)
+    served = []
+    for ref in refs:
+        try:
+            model = adapters.build(ref)
+        except LoaderError as exc:
+            raise LoaderError(
+                f"{exc} (available models: {loader.describe(available)})"
+            ) from exc
+        served.append(ServedModel(model, ProcessExecutor(ref, settings.executor)))
+    return Registry(served)
+
+
+def _announce(
+    settings: ServerSettings, names: list[str]
+) -> Callable[[web.Application], Awaitable[None]]:
+    async def announce(_app: web.Application) -> None:
+        host = settings.listen_ip
+        if ":" in host:
+            host = f"[{host}]"
+        base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
+        print(
+            BANNER.format(
+                version=deepserve.__version__, models=", ".join(names), base=base
+            ),
+            flush=True,
+        )
+
+    return announce
+
+
+def _fail(message: str) -> int:
+    one_line = " ".join(message.split())
+    print(f"deepserve: error: {one_line}", file=sys.stderr)
+    return 1
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": run}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Command-line and config-file options, parsed once into settings.
+
+The options and their names follow DEEPaaS's ``deepaas-run`` so existing
+config files and scripts keep working. ``list_opts`` feeds
+``oslo-config-generator`` (see ``etc/deepserve-config-generator.conf``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping, Sequence
+
+from oslo_config import cfg
+
+import deepserve
+from deepserve.exceptions import ConfigError
+from deepserve.settings import ApiSettings, ExecutorSettings, ServerSettings
+
+#: Environment variables naming the models to serve, first found wins.
+MODEL_ENV = ("DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL")
+
+server_opts = [
+    cfg.StrOpt(
+        "listen-ip",
+        default="127.0.0.1",
+        help="IP address the server listens on.",
+    ),
+    cfg.PortOpt(
+        "listen-port",
+        default=5000,
+        help="Port the server listens on.",
+    ),
+    cfg.StrOpt(
+        "base-path",
+        default="",
+        help=(
+            "Path prefix of every URL, for serving behind a reverse proxy at a "
+            "sub-path (for example /models). Must start with '/'."
+        ),
+    ),
+    cfg.MultiStrOpt(
+        "model-name",
+        default=[],
+        help=(
+            "Model to serve: an entry point name in deepserve.v2.model or "
+            "deepaas.v2.model. Repeat the option or give a comma-separated "
+            "list to serve several. Default: every installed model (the "
+            "bundled demo model when none is installed). The environment "
+            "variables DEEPSERVE_V2_MODEL and DEEPAAS_V2_MODEL are read when "
+            "neither the command line nor a config file names one."
+        ),
+    ),
+    cfg.IntOpt(
+        "workers",
+        short="p",
+        default=1,
+        min=1,
+        help=(
+            "Worker processes per model for predictions. On a CPU use about "
+            "as many as cores; on one GPU, usually 1."
+        ),
+    ),
+    cfg.BoolOpt(
+        "warm",
+        default=True,
+        help="Run each model's warm() in every worker before serving.",
+    ),
+    cfg.IntOpt(
+        "client-max-size",
+        default=0,
+        min=0,
+        help=(
+            "Largest request body accepted, in bytes; larger requests get "
+            "413. 0 means no limit."
+        ),
+    ),
+    cfg.BoolOpt(
+        "train-endpoint",
+        default=True,
+        help="Serve the training endpoints.",
+    ),
+    cfg.BoolOpt(
+        "predict-endpoint",
+        default=True,
+        help="Serve the predict endpoints.",
+    ),
+    cfg.BoolOpt(
+        "doc-endpoint",
+        default=True,
+        help="Serve the Swagger UI at /api.",
+    ),
+    cfg.BoolOpt(
+        "debug-endpoint",
+        default=False,
+        help=(
+            "Serve the server's recent log lines at /v2/debug/. Never enable "
+            "it on a server others can reach."
+        ),
+    ),
+    cfg.StrOpt(
+        "upload-dir",
+        help="Directory for uploaded files while requests use them. "
+        "Default: the system's temporary directory.",
+    ),
+    cfg.BoolOpt(
+        "debug",
+        short="d",
+        default=False,
+        help="Log at DEBUG level.",
+    ),
+]
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Options for ``oslo-config-generator``."""
+    return [("DEFAULT", list(server_opts))]
+
+
+def new_conf() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    conf.register_cli_opts(server_opts)
+    return conf
+
+
+def load(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    prog: str = "deepserve run",
+    default_config_files: list[str] | None = None,
+) -> tuple[ServerSettings, bool]:
+    """Parse ``argv`` and config files into settings.
+
+    :returns: the settings, and whether debug logging was asked for.
+    :raises ConfigError: when a value is invalid.
+    :raises SystemExit: for ``--help``, ``--version`` and unknown options.
+    """
+    conf = new_conf()
+    conf(
+        list(argv),
+        project="deepserve",
+        prog=prog,
+        version=deepserve.__version__,
+        default_config_files=default_config_files,
+    )
+    names = _model_names(conf.model_name)
+    if not names:
+        for var in MODEL_ENV:
+            names = _model_names([environ.get(var, "")])
+            if names:
+                break
+    api = ApiSettings(
+        base_path=normalise_base_path(conf.base_path),
+        client_max_size=conf.client_max_size,
+        predict_endpoint=conf.predict_endpoint,
+        train_endpoint=conf.train_endpoint,
+        doc_endpoint=conf.doc_endpoint,
+        debug_endpoint=conf.debug_endpoint,
+        upload_dir=conf.upload_dir,
+    )
+    settings = ServerSettings(
+        listen_ip=conf.listen_ip,
+        listen_port=conf.listen_port,
+        model_names=names,
+        api=api,
+        executor=ExecutorSettings(workers=conf.workers, warm=conf.warm),
+    )
+    return settings, bool(conf.debug)
+
+
+def _model_names(values: Sequence[str]) -> tuple[str, ...]:
+    names: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            if name.strip() and name.strip() not in names:
+                names.append(name.strip())
+    return tuple(names)
+
+
+def normalise_base_path(path: str) -> str:
+    """``""`` or ``/a/b`` (no trailing slash).
+
+    :raises ConfigError: when the path does not start with ``/``.
+    """
+    path = path.strip()
+    if not path or path == "/":
+        return ""
+    if not path.startswith("/"):
+        raise ConfigError(f"base-path must start with '/', got '{path}'")
+    return posixpath.normpath(path).rstrip("/")

@@ -1,0 +1,146 @@
+"""Domain errors.
+
+Nothing here knows about HTTP: :mod:`deepserve.api.errors` is the one place
+that maps these classes to status codes. Every error is picklable, because
+errors raised inside a worker process travel back to the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DeepserveError(Exception):
+    """Base class of every error deepserve raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[DeepserveError], state: dict[str, Any]) -> DeepserveError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(DeepserveError):
+    """The configuration is invalid."""
+
+
+class LoaderError(DeepserveError):
+    """A model could not be found or imported at start-up."""
+
+
+class ModelNotFound(DeepserveError):
+    """A request named a model that is not served."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model '{name}' is not served here")
+        self.model = name
+
+
+class JobNotFound(DeepserveError):
+    """A request named a training job that does not exist."""
+
+    def __init__(self, model: str, job_id: str) -> None:
+        super().__init__(f"Training '{job_id}' not found for model '{model}'")
+        self.model = model
+        self.job_id = job_id
+
+
+class BadInput(DeepserveError):
+    """The request's arguments are invalid.
+
+    :param errors: field name -> list of messages, one entry per bad field.
+    """
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+class MalformedRequest(DeepserveError):
+    """The request body cannot be read (bad JSON, broken multipart)."""
+
+
+class PayloadTooLarge(DeepserveError):
+    """The request body is larger than the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class NotAcceptable(DeepserveError):
+    """The client asked for a media type the model does not produce."""
+
+    def __init__(self, requested: str, offered: list[str]) -> None:
+        super().__init__(
+            f"Cannot produce '{requested}'; this model offers: {', '.join(offered)}"
+        )
+        self.requested = requested
+        self.offered = offered
+
+
+class NotSupported(DeepserveError):
+    """The model does not implement the requested operation."""
+
+    def __init__(self, model: str, operation: str) -> None:
+        super().__init__(f"Model '{model}' does not implement '{operation}'")
+        self.model = model
+        self.operation = operation
+
+
+class ModelHTTPError(DeepserveError):
+    """The model raised an HTTP error of its own (e.g. ``HTTPBadRequest``).
+
+    Its status and text are kept as the model chose them.
+    """
+
+    def __init__(self, model: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status = status
+
+
+class ModelFailed(DeepserveError):
+    """The model raised an unexpected exception.
+
+    The traceback stays on the server (it is logged); clients only see the
+    model's name and the exception's type.
+    """
+
+    def __init__(
+        self, model: str, error_type: str, detail: str, traceback: str = ""
+    ) -> None:
+        super().__init__(f"Model '{model}' failed with {error_type}")
+        self.model = model
+        self.error_type = error_type
+        self.detail = detail
+        self.traceback = traceback
+
+
+class BadModelOutput(DeepserveError):
+    """The model returned something that does not fit its declared contract."""
+
+    def __init__(self, model: str, problem: str) -> None:
+        super().__init__(f"Model '{model}' returned an invalid response: {problem}")
+        self.model = model
+        self.problem = problem
+
+
+class WorkerDied(DeepserveError):
+    """The worker process running a call died before answering."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"The worker of model '{model}' died: {reason}")
+        self.model = model
+        self.reason = reason

@@ -1,0 +1,85 @@
+"""The code that runs inside a worker process.
+
+A worker builds its model once from a :class:`~deepserve.loader.ModelRef`,
+optionally warms it, reports ready, then answers ``(method, kwargs)`` messages
+one at a time until its pipe closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from deepserve import adapters
+from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
+from deepserve.loader import ModelRef
+
+READY = "ready"
+OK = "ok"
+ERR = "err"
+
+
+def main(conn: Connection, ref: ModelRef, warm: bool, parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
+    try:
+        model = adapters.build(ref)
+        if warm:
+            model.call("warm", {})
+    except DeepserveError as exc:
+        _send(conn, ERR, exc)
+        return
+    except BaseException as exc:
+        _send(conn, ERR, _unexpected(ref.name, exc))
+        return
+    _send(conn, READY, os.getpid())
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        method, kwargs = message
+        try:
+            result = model.call(method, kwargs)
+        except DeepserveError as exc:
+            _send(conn, ERR, exc)
+            continue
+        except BaseException as exc:
+            _send(conn, ERR, _unexpected(ref.name, exc))
+            continue
+        try:
+            conn.send((OK, result))
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # the result does not pickle
+            _send(
+                conn,
+                ERR,
+                BadModelOutput(ref.name, f"result cannot be sent: {exc}"),
+            )
+
+
+def _send(conn: Connection, kind: str, payload: Any) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        conn.send((kind, payload))
+
+
+def _unexpected(model: str, exc: BaseException) -> ModelFailed:
+    return ModelFailed(model, type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Leave no orphan: exit as soon as the server process is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -1,0 +1,173 @@
+"""The model contract: what a plugin provides and what deepserve hands it.
+
+A model is a module, a class or an object that exposes the DEEPaaS V2 model
+API, documented on :class:`BaseModel`. Inheriting from :class:`BaseModel` is
+optional: deepserve only looks for the methods. Packages written for DEEPaaS
+work unchanged, including their ``deepaas.v2.model`` entry points.
+
+Inside deepserve every kind of model is seen through one interface,
+:class:`Model`, built by :mod:`deepserve.adapters`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, Protocol
+
+import marshmallow
+from marshmallow import fields
+
+Method = Literal["warm", "predict", "train"]
+
+
+class UploadedFile(NamedTuple):
+    """A file uploaded by a client, as passed to ``predict`` and ``train``.
+
+    The upload has already been written to disk: open ``filename`` to read it.
+    The file is deleted when the request ends (for ``predict``) or when the
+    training ends (for ``train``): copy it if you need it longer.
+    """
+
+    #: Name of the argument the file was sent in.
+    name: str | None = None
+    #: Absolute path of the temporary file holding the upload.
+    filename: str | None = None
+    #: Media type the client declared for the file.
+    content_type: str | None = None
+    #: The file's name on the client's side. Never use it as a path.
+    original_filename: str | None = None
+
+
+class ReturnedFile(NamedTuple):
+    """A file returned by ``predict`` when the response is not JSON.
+
+    deepserve sends the file at ``filename`` with the negotiated media type;
+    ``original_filename``, when set, is offered to the client as the download
+    name.
+    """
+
+    name: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    original_filename: str | None = None
+
+
+class BaseModel(abc.ABC):  # noqa: B024 - every method is optional
+    """Base class for models; inheriting from it is optional.
+
+    Every method below may be left out: a model without ``train`` answers
+    training requests with 501, a model without ``get_metadata`` gets
+    generated metadata, and so on.
+    """
+
+    schema: type[marshmallow.Schema] | dict[str, fields.Field] | None = None
+    """Schema of the prediction response, or ``None``.
+
+    Either a :class:`marshmallow.Schema` subclass (the class, not an
+    instance) or a dict of fields. When set, every JSON prediction is
+    validated against it and returned as the model produced it, and the
+    OpenAPI document describes it. When unset, JSON predictions are wrapped
+    as ``{"status": "OK", "predictions": <what predict returned>}``. For
+    example::
+
+        schema = {
+            "status": fields.Str(required=True),
+            "predictions": fields.List(fields.Nested({
+                "label": fields.Str(required=True),
+                "probability": fields.Float(required=True),
+            })),
+        }
+    """
+
+    def get_metadata(self) -> dict[str, Any]:
+        """Return the model's metadata, for example::
+
+        {
+            "name": "my-model",
+            "description": "What the model does",
+            "author": "Author name",
+            "license": "MIT",
+            "url": "https://example.org/my-model",
+            "version": "1.0",
+        }
+        """
+        raise NotImplementedError()
+
+    def warm(self) -> None:
+        """Load and prepare the model before the first request.
+
+        It runs once in every worker process, before the server reports
+        ready; what it sets on the model (weights, caches) is there for every
+        later ``predict`` and ``train`` call of that worker.
+        """
+        raise NotImplementedError()
+
+    def get_predict_args(self) -> dict[str, fields.Field]:
+        """Return the arguments of ``predict`` as webargs/marshmallow fields.
+
+        Old DEEPaaS style keywords keep working: ``missing=`` (default),
+        ``description=``, ``enum=``, ``location=`` (``"query"``, ``"form"``,
+        ``"headers"``) and ``type="file"`` for uploads::
+
+            def get_predict_args(self):
+                return {
+                    "data": fields.Field(
+                        required=True, type="file", location="form",
+                        description="Image to classify"),
+                    "top_k": fields.Int(load_default=5, description="Labels"),
+                    "accept": fields.Str(
+                        load_default="application/json",
+                        validate=validate.OneOf(["application/json", "image/png"])),
+                }
+
+        A file argument arrives as an :class:`UploadedFile`. An ``accept``
+        argument declares the media types ``predict`` can return (its
+        ``OneOf`` choices); ``predict`` then receives the negotiated type.
+        """
+        raise NotImplementedError()
+
+    def predict(self, **kwargs: Any) -> Any:
+        """Run a prediction with the parsed arguments.
+
+        Return JSON-serialisable data for ``application/json``; for other
+        media types return ``bytes``, an open binary file, a
+        :class:`ReturnedFile` or a :class:`pathlib.Path`. Raise an aiohttp
+        ``HTTPException`` (e.g. ``HTTPBadRequest``) to answer with that
+        status and text.
+        """
+        raise NotImplementedError()
+
+    def get_train_args(self) -> dict[str, fields.Field]:
+        """Return the arguments of ``train``, like :meth:`get_predict_args`."""
+        raise NotImplementedError()
+
+    def train(self, **kwargs: Any) -> Any:
+        """Train with the parsed arguments; return a JSON-serialisable result."""
+        raise NotImplementedError()
+
+
+class Model(Protocol):
+    """deepserve's one internal view of a model, whatever its kind."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def response_schema(self) -> type[marshmallow.Schema] | None: ...
+
+    def metadata(self) -> dict[str, Any]:
+        """The model's metadata (generated when the model has none)."""
+        ...
+
+    def predict_args(self) -> Mapping[str, fields.Field]: ...
+
+    def train_args(self) -> Mapping[str, fields.Field]: ...
+
+    def supports(self, method: Method) -> bool:
+        """Whether the model implements ``method``."""
+        ...
+
+    def call(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
+        """Run ``method``; raise only :mod:`deepserve.exceptions` errors."""
+        ...

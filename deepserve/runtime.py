@@ -1,0 +1,177 @@
+"""Served models and their training jobs; protocol-neutral (no HTTP here)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from deepserve.exceptions import DeepserveError, JobNotFound, ModelNotFound
+from deepserve.executors import Executor
+from deepserve.model import Model
+
+LOG = logging.getLogger(__name__)
+
+#: How long a cancelled training may take to stop before we answer anyway.
+CANCEL_WAIT = 10.0
+
+
+@dataclasses.dataclass
+class TrainingJob:
+    """One training run of a model.
+
+    :param args: the arguments as recorded for clients (files by name).
+    """
+
+    id: str
+    model: str
+    args: dict[str, Any]
+    started: datetime.datetime
+    task: asyncio.Task[Any] | None = None
+    finished: datetime.datetime | None = None
+    result: Any = None
+    error: DeepserveError | None = None
+    cancelled: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        if self.finished is None:
+            return "running"
+        return "error" if self.error is not None else "done"
+
+    @property
+    def duration(self) -> datetime.timedelta | None:
+        return None if self.finished is None else self.finished - self.started
+
+
+class ServedModel:
+    """A model, the executor that runs it and its training jobs.
+
+    :param model: the model as seen in the server process (arguments,
+        schema, metadata); its methods run on ``executor``.
+    """
+
+    def __init__(self, model: Model, executor: Executor) -> None:
+        self.model = model
+        self.executor = executor
+        self._jobs: dict[str, TrainingJob] = {}
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    async def predict(self, kwargs: Mapping[str, Any]) -> Any:
+        return await self.executor.call("predict", kwargs)
+
+    def start_training(
+        self,
+        kwargs: Mapping[str, Any],
+        recorded_args: dict[str, Any],
+        cleanup: Callable[[], None] | None = None,
+    ) -> TrainingJob:
+        """Start a training in its own worker; ``cleanup`` runs when it ends.
+
+        Must be called from a running event loop.
+        """
+        job = TrainingJob(
+            id=uuid.uuid4().hex,
+            model=self.name,
+            args=recorded_args,
+            started=datetime.datetime.now(),
+        )
+        job.task = asyncio.get_running_loop().create_task(
+            self._train(job, dict(kwargs), cleanup)
+        )
+        self._jobs[job.id] = job
+        return job
+
+    async def _train(
+        self,
+        job: TrainingJob,
+        kwargs: dict[str, Any],
+        cleanup: Callable[[], None] | None,
+    ) -> None:
+        try:
+            job.result = await self.executor.run_job("train", kwargs)
+        except asyncio.CancelledError:
+            job.cancelled = True
+            LOG.info("Training %s of model '%s' cancelled", job.id, self.name)
+        except DeepserveError as exc:
+            job.error = exc
+            LOG.error("Training %s of model '%s' failed: %s", job.id, self.name, exc)
+            if getattr(exc, "traceback", ""):
+                LOG.error("%s", exc.traceback)  # type: ignore[attr-defined]
+        except Exception as exc:
+            job.error = DeepserveError(f"{type(exc).__name__}: {exc}")
+            LOG.exception("Training %s of model '%s' failed", job.id, self.name)
+        finally:
+            job.finished = datetime.datetime.now()
+            if cleanup is not None:
+                cleanup()
+
+    def jobs(self) -> list[TrainingJob]:
+        return list(self._jobs.values())
+
+    def job(self, job_id: str) -> TrainingJob:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(self.name, job_id) from None
+
+    async def cancel(self, job_id: str) -> TrainingJob:
+        """Cancel a running training; its worker process is terminated."""
+        job = self.job(job_id)
+        task = job.task
+        if task is not None and not task.done():
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=CANCEL_WAIT)
+            if not done:
+                LOG.warning("Training %s is slow to stop", job_id)
+        return job
+
+
+class Registry(Mapping[str, ServedModel]):
+    """The served models by name; started and closed as one."""
+
+    def __init__(self, served: list[ServedModel]) -> None:
+        self._served = {s.name: s for s in served}
+
+    def __getitem__(self, name: str) -> ServedModel:
+        try:
+            return self._served[name]
+        except KeyError:
+            raise ModelNotFound(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._served
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._served)
+
+    def __len__(self) -> int:
+        return len(self._served)
+
+    def start(self) -> None:
+        """Start every executor; on failure, stop the ones already started."""
+        started: list[ServedModel] = []
+        try:
+            for served in self._served.values():
+                served.executor.start()
+                started.append(served)
+        except BaseException:
+            for served in started:
+                served.executor.close()
+            raise
+
+    def close(self) -> None:
+        for served in self._served.values():
+            for job in served.jobs():
+                if job.task is not None and not job.task.done():
+                    job.task.cancel()
+            served.executor.close()
