@@ -148,8 +148,11 @@ def _reap(proc: SpawnProcess) -> None:
 
 
 def _settle(future: cf.Future[Any], result: Any = None, *, error: Any = None) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
+    try:
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled by its caller
+    except RuntimeError:
+        return  # already settled
     if error is None:
         future.set_result(result)
     elif isinstance(error, BaseException):
