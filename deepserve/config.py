@@ -7,6 +7,7 @@ config files and scripts keep working. ``list_opts`` feeds
 
 from __future__ import annotations
 
+import copy
 import posixpath
 from collections.abc import Mapping, Sequence
 
@@ -117,8 +118,17 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
 
 
 def new_conf() -> cfg.ConfigOpts:
+    """A fresh option registry; ``--help`` shows every option's default."""
     conf = cfg.ConfigOpts()
-    conf.register_cli_opts(server_opts)
+    for opt in server_opts:
+        shown = copy.copy(opt)
+        default = opt.default
+        if isinstance(default, list):
+            default = ",".join(default) or "(none)"
+        elif default is None or default == "":
+            default = "(none)"
+        shown.help = f"{opt.help} (default: {default})"
+        conf.register_cli_opt(shown)
     return conf
 
 

@@ -34,7 +34,9 @@ def write_dist(site: Path, dist: str, models: dict[str, tuple[str, str]]) -> Pat
     """Install entry points for ``models`` as distribution ``dist`` in ``site``."""
     info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n"
+    )
     groups: dict[str, list[str]] = {}
     for name, (group, target) in models.items():
         groups.setdefault(group, []).append(f"{name} = {target}")

@@ -262,6 +262,8 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
                 content[media] = {"schema": b.json_schema(ops.response_schema)}
             else:
                 content[media] = {"schema": {"$ref": "#/components/schemas/Prediction"}}
+        elif media.startswith("text/"):
+            content[media] = {"schema": {"type": "string"}}
         else:
             content[media] = {"schema": {"type": "string", "format": "binary"}}
     op: dict[str, Any] = {

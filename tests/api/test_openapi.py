@@ -1,0 +1,160 @@
+"""The OpenAPI document: valid, complete, and stable."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+
+from deepserve.api import create_app
+from deepserve.settings import ApiSettings
+
+SNAPSHOT = Path(__file__).parent.parent / "snapshots" / "openapi.json"
+
+
+@pytest.fixture
+async def spec(client):
+    resp = await client.get("/swagger.json")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    return await resp.json()
+
+
+def op(spec, path, method="post"):
+    return spec["paths"][path][method]
+
+
+async def test_document_is_valid_openapi_3(spec):
+    assert spec["openapi"].startswith("3.0.")
+    validate(spec)
+
+
+async def test_every_endpoint_is_documented(spec):
+    for name in ("oldstyle", "classy", "minimal"):
+        base = f"/v2/models/{name}"
+        assert set(spec["paths"][f"{base}/"]) == {"get"}
+        assert set(spec["paths"][f"{base}/predict/"]) == {"post"}
+        assert set(spec["paths"][f"{base}/train/"]) == {"get", "post"}
+        assert {"get", "delete"} <= set(spec["paths"][f"{base}/train/{{uuid}}"])
+    for path in ("/", "/v2/", "/v2/models/"):
+        assert "get" in spec["paths"][path]
+    assert "/v2/debug/" not in spec["paths"]
+
+
+async def test_old_style_arguments_are_documented(spec):
+    predict = op(spec, "/v2/models/oldstyle/predict/")
+    params = {p["name"]: p for p in predict["parameters"]}
+    assert params["text"]["in"] == "query"
+    assert params["text"]["description"] == "Some text"
+    assert params["text"]["schema"]["default"] == "hello"
+    assert params["count"]["schema"]["type"] == "integer"
+    assert params["mode"]["schema"]["enum"] == [
+        "echo", "badrequest", "crash", "exit", "sleep"
+    ]  # fmt: skip
+    assert params["tags"]["schema"]["type"] == "array"
+    assert params["tags"]["explode"] is True
+    # The file is in the multipart body, as a binary string: Swagger UI
+    # shows a file picker for it.
+    multipart = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert multipart["properties"]["data"] == {
+        "type": "string",
+        "format": "binary",
+        "description": "Data file to perform inference on.",
+    }
+    # JSON is an alternative for every argument that is not a file.
+    as_json = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert set(as_json["properties"]) == {"text", "count", "mode", "tags"}
+
+
+async def test_accept_media_types_and_responses(spec):
+    predict = op(spec, "/v2/models/oldstyle/predict/")
+    ok = predict["responses"]["200"]["content"]
+    assert list(ok) == [
+        "application/json",
+        "image/png",
+        "application/zip",
+        "text/plain",
+    ]
+    assert ok["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Prediction"
+    }
+    assert ok["image/png"]["schema"] == {"type": "string", "format": "binary"}
+    accept = next(p for p in predict["parameters"] if p["name"] == "accept")
+    assert accept["schema"]["enum"] == list(ok)
+    for code in ("400", "404", "406", "413", "422", "500", "501", "503"):
+        schema = predict["responses"][code]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+async def test_response_schema_header_and_form_arguments(spec):
+    predict = op(spec, "/v2/models/classy/predict/")
+    ok = predict["responses"]["200"]["content"]
+    assert list(ok) == ["application/json"]
+    schema = ok["application/json"]["schema"]
+    assert set(schema["properties"]) == {"label", "score", "warm_count", "instance"}
+    assert set(schema["required"]) == {"label", "score", "warm_count", "instance"}
+    params = {p["name"]: p for p in predict["parameters"]}
+    assert params["X-Token"]["in"] == "header"
+    assert params["x"]["required"] is True
+    assert params["label"]["schema"]["enum"] == ["pos", "neg"]
+    body = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["properties"]["weights"]["type"] == "array"
+
+
+async def test_training_file_argument(spec):
+    train = op(spec, "/v2/models/classy/train/")
+    body = train["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["properties"]["data"]["format"] == "binary"
+    assert train["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Training"
+    }
+
+
+async def test_disabled_endpoints_and_base_path(aiohttp_client, registry):
+    settings = ApiSettings(base_path="/deep", train_endpoint=False, debug_endpoint=True)
+    client = await aiohttp_client(create_app(registry, settings))
+    spec = await (await client.get("/deep/swagger.json")).json()
+    validate(spec)
+    assert spec["servers"] == [{"url": "/deep"}]
+    assert "/v2/models/classy/train/" not in spec["paths"]
+    assert "/v2/models/classy/predict/" in spec["paths"]
+    assert "/v2/debug/" in spec["paths"]
+
+
+async def test_matches_snapshot(spec):
+    """Drift in the generated document shows here, not for users.
+
+    Set DEEPSERVE_UPDATE_SNAPSHOTS=1 to rewrite the snapshot after an
+    intended change, and review the diff.
+    """
+    spec["info"]["version"] = "VERSION"
+    text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
+    if os.environ.get("DEEPSERVE_UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(text)
+    assert text == SNAPSHOT.read_text()
+
+
+async def test_swagger_ui_is_served_offline(client):
+    resp = await client.get("/api")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    page = await resp.text()
+    assert 'url: "/swagger.json"' in page
+    assert "http://" not in page and "https://" not in page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/api/static/{asset}" in page
+        static = await client.get(f"/api/static/{asset}")
+        assert static.status == 200
+        assert len(await static.read()) > 1000
+    redirect = await client.get("/ui", allow_redirects=False)
+    assert redirect.status == 302 and redirect.headers["Location"] == "/api"
+
+
+async def test_docs_can_be_disabled(aiohttp_client, registry):
+    client = await aiohttp_client(create_app(registry, ApiSettings(doc_endpoint=False)))
+    assert (await client.get("/api")).status == 404
+    assert (await client.get("/swagger.json")).status == 200
+    root = await (await client.get("/")).json()
+    assert [link["rel"] for link in root["links"]] == ["describedby"]

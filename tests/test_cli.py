@@ -1,0 +1,198 @@
+"""The ``deepserve`` command, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import subprocess_env, write_dist
+
+DEEPSERVE = [sys.executable, "-m", "deepserve.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
+
+
+class Server:
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [*DEEPSERVE, "run", "--listen-port", str(self.port), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, prefix: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                get_json(self.base + prefix + "/v2/")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("server did not start")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+@pytest.fixture
+def serve(fake_site: Path) -> Iterator:
+    started: list[Server] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> Server:
+        server = Server(args, env if env is not None else subprocess_env(fake_site))
+        started.append(server)
+        prefix = args[args.index("--base-path") + 1] if "--base-path" in args else ""
+        server.wait_ready(prefix)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEEPSERVE, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_help_lists_every_option_with_default(fake_site):
+    result = run(["run", "--help"], subprocess_env(fake_site))
+    assert result.returncode == 0
+    for option in (
+        "--listen-ip", "--listen-port", "--base-path", "--model-name", "--workers",
+        "--warm", "--client-max-size", "--train-endpoint", "--predict-endpoint",
+        "--doc-endpoint", "--debug-endpoint", "--config-file",
+    ):  # fmt: skip
+        assert option in result.stdout
+    assert "(default: 5000)" in result.stdout
+    assert "(default: 127.0.0.1)" in result.stdout
+    assert result.stdout.count("(default:") >= 12
+
+
+def test_top_level_usage_and_version(fake_site):
+    env = subprocess_env(fake_site)
+    assert run([], env).returncode == 2
+    result = run(["--help"], env)
+    assert result.returncode == 0 and "run" in result.stdout
+    assert run(["--version"], env).stdout.startswith("deepserve ")
+    unknown = run(["fly"], env)
+    assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+
+
+def test_missing_model_is_one_line_error(fake_site):
+    result = run(["run", "--model-name", "nope"], subprocess_env(fake_site))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'nope'" in lines[0]
+    assert "available models: classy, minimal, oldstyle" in lines[0]
+
+
+def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
+    broken = write_dist(
+        tmp_path, "broken-model", {"broken": ("deepaas.v2.model", "fake_broken")}
+    )
+    env = subprocess_env(fake_site, broken)
+    for args in (["--model-name", "broken"], []):
+        result = run(["run", "--listen-port", str(free_port()), *args], env)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "'broken'" in lines[0]
+        assert "ImportError: this package needs a library" in lines[0]
+        assert "available models: broken, classy, minimal, oldstyle" in lines[0]
+
+
+def test_serves_model_named_in_deepaas_env_and_stops_cleanly(serve, fake_site):
+    env = subprocess_env(fake_site)
+    env["DEEPAAS_V2_MODEL"] = "oldstyle"
+    server = serve(["--workers", "2"], env)
+    models = get_json(server.base + "/v2/models/")
+    assert [m["name"] for m in models["models"]] == ["oldstyle"]  # type: ignore[index]
+    req = urllib.request.Request(
+        server.base + "/v2/models/oldstyle/predict/?text=hi&count=2", method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.load(resp)["predictions"]["text"] == "hihi"
+    workers = children(server.proc.pid)
+    assert len(workers) >= 2
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    assert f"http://127.0.0.1:{server.port}/api" in out
+    assert f"http://127.0.0.1:{server.port}/swagger.json" in out
+    assert f"http://127.0.0.1:{server.port}/v2/" in out
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in workers)
+
+
+def test_demo_model_when_nothing_is_installed(serve):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.pop("DEEPSERVE_V2_MODEL", None)
+    env.pop("DEEPAAS_V2_MODEL", None)
+    server = serve(["--base-path", "/deep"], env)
+    models = get_json(server.base + "/deep/v2/models/")
+    assert [m["name"] for m in models["models"]] == ["demo"]  # type: ignore[index]
+    req = urllib.request.Request(
+        server.base + "/deep/v2/models/demo/predict/",
+        data=b'{"text": "one two three"}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        prediction = json.load(resp)["predictions"]
+    assert prediction["words"] == 3 and prediction["warmed"] is True
+    server.stop()

@@ -1,0 +1,116 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepserve import config
+from deepserve.exceptions import ConfigError
+from deepserve.settings import ServerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(argv, env=None, files=None):
+    settings, _debug = config.load(argv, env or {}, default_config_files=files or [])
+    return settings
+
+
+def test_defaults_match_deepaas():
+    s = load([])
+    assert s == ServerSettings()
+    assert (s.listen_ip, s.listen_port) == ("127.0.0.1", 5000)
+    assert s.executor.workers == 1 and s.executor.warm is True
+    assert s.api.client_max_size == 0
+    assert s.api.predict_endpoint and s.api.train_endpoint and s.api.doc_endpoint
+    assert not s.api.debug_endpoint
+
+
+def test_command_line_options():
+    s = load(
+        [
+            "--listen-ip", "0.0.0.0",
+            "--listen-port", "8080",
+            "--base-path", "/models/",
+            "--workers", "3",
+            "--nowarm",
+            "--client-max-size", "1024",
+            "--notrain-endpoint",
+            "--nopredict-endpoint",
+            "--nodoc-endpoint",
+            "--debug-endpoint",
+            "--upload-dir", "/tmp",
+        ]
+    )  # fmt: skip
+    assert (s.listen_ip, s.listen_port) == ("0.0.0.0", 8080)
+    assert s.api.base_path == "/models"
+    assert s.executor.workers == 3 and not s.executor.warm
+    assert s.api.client_max_size == 1024
+    assert not (s.api.train_endpoint or s.api.predict_endpoint or s.api.doc_endpoint)
+    assert s.api.debug_endpoint and s.api.upload_dir == "/tmp"
+
+
+def test_model_names_repeated_and_comma_separated():
+    s = load(["--model-name", "a,b", "--model-name", "c", "--model-name", "a"])
+    assert s.model_names == ("a", "b", "c")
+
+
+def test_model_name_from_env_when_not_given():
+    assert load([], {"DEEPAAS_V2_MODEL": "old"}).model_names == ("old",)
+    env = {"DEEPSERVE_V2_MODEL": "new,other", "DEEPAAS_V2_MODEL": "old"}
+    assert load([], env).model_names == ("new", "other")
+    assert load(["--model-name", "cli"], env).model_names == ("cli",)
+
+
+def test_config_file(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(
+        "[DEFAULT]\nlisten_port = 6000\nmodel_name = x\nmodel_name = y\n"
+        "workers = 2\ndebug_endpoint = true\n"
+    )
+    s = load(["--config-file", str(conf)], {"DEEPSERVE_V2_MODEL": "env"})
+    assert s.listen_port == 6000
+    assert s.model_names == ("x", "y")
+    assert s.executor.workers == 2 and s.api.debug_endpoint
+    # The command line wins over the file.
+    s = load(["--config-file", str(conf), "--listen-port", "7000"])
+    assert s.listen_port == 7000
+
+
+@pytest.mark.parametrize("bad", [["--workers", "0"], ["--listen-port", "70000"]])
+def test_invalid_values_are_refused(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load(bad)
+    assert exc.value.code != 0
+
+
+def test_base_path_must_be_absolute():
+    with pytest.raises(ConfigError, match="must start with '/'"):
+        load(["--base-path", "models"])
+    assert load(["--base-path", "/"]).api.base_path == ""
+    assert load(["--base-path", "/a//b/"]).api.base_path == "/a/b"
+
+
+def test_sample_config_is_current(tmp_path):
+    """etc/deepserve.conf.sample is what oslo-config-generator makes now."""
+    out = tmp_path / "sample.conf"
+    subprocess.run(
+        [
+            sys.executable, "-m", "oslo_config.generator",
+            "--config-file", str(ROOT / "etc" / "deepserve-config-generator.conf"),
+            "--output-file", str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    current = (ROOT / "etc" / "deepserve.conf.sample").read_text()
+    assert out.read_text() == current, (
+        "etc/deepserve.conf.sample is stale: run "
+        "oslo-config-generator --config-file etc/deepserve-config-generator.conf"
+    )
+
+
+def test_sample_config_lists_every_option():
+    sample = (ROOT / "etc" / "deepserve.conf.sample").read_text()
+    for opt in config.server_opts:
+        assert f"#{opt.dest} =" in sample

@@ -1,0 +1,98 @@
+"""The one-way import rules of ARCHITECTURE.md, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "deepserve"
+
+#: Layer -> the deepserve layers it may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "exceptions": set(),
+    "model": set(),
+    "settings": set(),
+    "demo": set(),
+    "__init__": set(),
+    "config": {"settings", "exceptions", "__init__"},
+    "loader": {"exceptions", "model", "settings"},
+    "adapters": {"exceptions", "model", "settings", "loader"},
+    "executors": {"exceptions", "model", "settings", "loader", "adapters"},
+    "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
+    "api": {
+        "exceptions",
+        "model",
+        "settings",
+        "loader",
+        "adapters",
+        "executors",
+        "runtime",
+        "__init__",
+    },
+    "cli": {
+        "exceptions",
+        "model",
+        "settings",
+        "loader",
+        "adapters",
+        "executors",
+        "runtime",
+        "api",
+        "config",
+        "__init__",
+    },
+}
+AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
+                "executors", "runtime"}  # fmt: skip
+
+
+def layer(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "deepserve":
+                found.update(f"deepserve.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_flow_one_way(path: Path) -> None:
+    own = layer(path)
+    for name in imports(path):
+        if name == "deepserve":
+            target = "__init__"
+        elif name.startswith("deepserve."):
+            target = name.split(".")[1]
+            if target not in ALLOWED:  # e.g. deepserve.__version__
+                target = "__init__"
+        else:
+            if own in AIOHTTP_FREE:
+                assert not name.startswith(("aiohttp", "webargs")), (path, name)
+            continue
+        assert target == own or target in ALLOWED[own], f"{own} imports {name}"
+
+
+def test_importing_the_package_has_no_side_effects() -> None:
+    code = (
+        "import logging, sys; import deepserve.cli, deepserve.api;"
+        "assert not logging.getLogger().handlers;"
+        "assert 'deepserve.demo' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
