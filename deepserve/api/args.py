@@ -78,7 +78,8 @@ class ArgSpec:
 
     fields: Mapping[str, mf.Field]
     accept: mf.Field | None
-    schema: type[marshmallow.Schema]
+    #: Validates the non-file arguments; built once (instances are costly).
+    schema: marshmallow.Schema
     #: External names of the arguments that are files, and of the others.
     file_keys: frozenset[str]
     value_keys: frozenset[str]
@@ -94,7 +95,9 @@ class ArgSpec:
             for name, field in kept.items()
             if location_of(field) != "files"
         }
-        schema = marshmallow.Schema.from_dict(plain, name="Arguments")
+        schema = marshmallow.Schema.from_dict(plain, name="Arguments")(
+            unknown=marshmallow.EXCLUDE
+        )
         files = {external_name(n, f) for n, f in kept.items() if n not in plain}
         values = {external_name(n, f) for n, f in plain.items()}
         return cls(
@@ -166,7 +169,7 @@ async def parse(
             if value is not _ABSENT:
                 raw[key] = value
     try:
-        loaded = spec.schema().load(raw, unknown=marshmallow.EXCLUDE)
+        loaded = spec.schema.load(raw)
     except marshmallow.ValidationError as err:
         errors.update(_as_dict(err.messages))
         loaded = {}
