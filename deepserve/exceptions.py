@@ -39,8 +39,11 @@ class LoaderError(DeepserveError):
     """A model could not be found or imported at start-up."""
 
 
-class ModelNotFound(DeepserveError):
-    """A request named a model that is not served."""
+class ModelNotFound(DeepserveError, KeyError):
+    """A request named a model that is not served.
+
+    It is a ``KeyError`` too, so the registry behaves as a mapping.
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__(f"Model '{name}' is not served here")

@@ -170,8 +170,6 @@ class Registry(Mapping[str, ServedModel]):
             raise
 
     def close(self) -> None:
+        """Stop every worker, training workers included."""
         for served in self._served.values():
-            for job in served.jobs():
-                if job.task is not None and not job.task.done():
-                    job.task.cancel()
             served.executor.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -18,6 +19,8 @@ from deepserve.exceptions import BadModelOutput, NotAcceptable
 from deepserve.model import ReturnedFile
 
 JSON = "application/json"
+#: Bytes read at a time when sending a file.
+CHUNK = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +120,7 @@ def render(
     *,
     model: str,
     schema: type[marshmallow.Schema] | None,
-) -> web.StreamResponse:
+) -> web.Response | FileBody:
     """Build the response for what ``predict`` returned."""
     if isinstance(result, bytes | bytearray | memoryview):
         return web.Response(body=bytes(result), content_type=media_type)
@@ -159,14 +162,38 @@ def _as_path(result: Any, media_type: str) -> str | None:
     return None
 
 
-def _file_response(
-    path: str, media_type: str, model: str, result: Any
-) -> web.FileResponse:
+@dataclasses.dataclass(frozen=True)
+class FileBody:
+    """A file to send as the response body; see :func:`send_file`."""
+
+    path: str
+    media_type: str
+    download_name: str | None
+
+
+def _file_response(path: str, media_type: str, model: str, result: Any) -> FileBody:
     if not path or not os.path.isfile(path):
         raise BadModelOutput(model, f"the returned file '{path}' does not exist")
-    headers = {"Content-Type": media_type}
     name = getattr(result, "original_filename", None)
-    if name:
-        safe = os.path.basename(str(name)).replace('"', "")
-        headers["Content-Disposition"] = f'inline; filename="{safe}"'
-    return web.FileResponse(path, headers=headers)
+    return FileBody(path, media_type, os.path.basename(str(name)) if name else None)
+
+
+async def send_file(request: web.Request, body: FileBody) -> web.StreamResponse:
+    """Stream a file completely before returning.
+
+    Unlike ``FileResponse``, the file has been read to the end when this
+    returns, so the caller may delete it (it may be one of the request's own
+    uploads) right after.
+    """
+    response = web.StreamResponse(headers={"Content-Type": body.media_type})
+    response.content_length = os.path.getsize(body.path)
+    if body.download_name:
+        safe = body.download_name.replace('"', "").replace("\\", "")
+        response.headers["Content-Disposition"] = f'inline; filename="{safe}"'
+    loop = asyncio.get_running_loop()
+    with open(body.path, "rb") as f:
+        await response.prepare(request)
+        while chunk := await loop.run_in_executor(None, f.read, CHUNK):
+            await response.write(chunk)
+    await response.write_eof()
+    return response

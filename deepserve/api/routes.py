@@ -102,10 +102,9 @@ class Handlers:
             response = media.render(
                 result, chosen, model=served.name, schema=ops.response_schema
             )
-            if isinstance(response, web.FileResponse):
-                # The file may be one of this request's uploads: send it
-                # before they are removed.
-                await response.prepare(request)
+            if isinstance(response, media.FileBody):
+                # Sent before the uploads go: it may be one of them.
+                return await media.send_file(request, response)
             return response
         finally:
             uploads.cleanup()

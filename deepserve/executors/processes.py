@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
@@ -43,8 +43,15 @@ MAX_RESTART_DELAY = 30.0
 class _Worker:
     """One worker process, its pipe, and the thread reading its answers."""
 
-    def __init__(self, ctx: SpawnContext, ref: ModelRef, warm: bool) -> None:
+    def __init__(
+        self,
+        ctx: SpawnContext,
+        ref: ModelRef,
+        warm: bool,
+        on_idle_death: Callable[[_Worker], None] | None = None,
+    ) -> None:
         self.model = ref.name
+        self._on_idle_death = on_idle_death
         self.ready: cf.Future[int] = cf.Future()
         self._pending: cf.Future[Any] | None = None
         self._lock = threading.Lock()
@@ -64,7 +71,7 @@ class _Worker:
         future: cf.Future[Any] = cf.Future()
         with self._lock:
             if not self.alive:
-                future.set_exception(WorkerDied(self.model, self._death()))
+                future.set_exception(WorkerDied(self.model, self.death()))
                 return future
             self._pending = future
         try:
@@ -108,15 +115,18 @@ class _Worker:
                 else:
                     _settle(pending, error=payload)
         self.process.join(TERMINATE_GRACE)
-        died = WorkerDied(self.model, self._death())
+        died = WorkerDied(self.model, self.death())
         with self._lock:
             pending, self._pending = self._pending, None
+        was_ready = self.ready.done()
         _settle(self.ready, error=died)
+        self._conn.close()
         if pending is not None:
             _settle(pending, error=died)
-        self._conn.close()
+        elif was_ready and self._on_idle_death is not None:
+            self._on_idle_death(self)
 
-    def _death(self) -> str:
+    def death(self) -> str:
         code = self.process.exitcode
         if code is None:
             return "its pipe closed"
@@ -148,11 +158,8 @@ def _reap(proc: SpawnProcess) -> None:
 
 
 def _settle(future: cf.Future[Any], result: Any = None, *, error: Any = None) -> None:
-    try:
-        if not future.set_running_or_notify_cancel():
-            return  # cancelled by its caller
-    except RuntimeError:
-        return  # already settled
+    if future.done() or not future.set_running_or_notify_cancel():
+        return  # already settled, or cancelled by its caller
     if error is None:
         future.set_result(result)
     elif isinstance(error, BaseException):
@@ -199,6 +206,11 @@ class ProcessExecutor:
 
     async def call(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
         worker = await self._acquire()
+        while not worker.alive:
+            # It died before this call reached it: nothing was lost, so the
+            # call goes to another worker instead of failing.
+            self._replace(worker, f"it died while idle ({worker.death()})")
+            worker = await self._acquire()
         try:
             result = await asyncio.wrap_future(worker.request(method, kwargs))
         except asyncio.CancelledError:
@@ -214,7 +226,7 @@ class ProcessExecutor:
         return result
 
     async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        worker = self._spawn()
+        worker = self._spawn(pooled=False)
         with self._lock:
             self._jobs.add(worker)
         try:
@@ -242,8 +254,21 @@ class ProcessExecutor:
         for w in workers:
             _reap(w.process)
 
-    def _spawn(self) -> _Worker:
-        return _Worker(self._ctx, self._ref, self._settings.warm)
+    def _spawn(self, pooled: bool = True) -> _Worker:
+        return _Worker(
+            self._ctx,
+            self._ref,
+            self._settings.warm,
+            self._idle_death if pooled else None,
+        )
+
+    def _idle_death(self, worker: _Worker) -> None:
+        """A worker died between calls (OOM killer, signal): replace it now."""
+        with self._lock:
+            if worker not in self._idle:
+                return  # a call holds it and handles the death itself
+            self._idle.remove(worker)
+        self._replace(worker, f"it died while idle ({worker.death()})")
 
     async def _acquire(self) -> _Worker:
         with self._lock:
