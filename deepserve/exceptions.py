@@ -130,6 +130,11 @@ class ModelFailed(DeepserveError):
         self.detail = detail
         self.traceback = traceback
 
+    @property
+    def reason(self) -> str:
+        """The exception's type and message, for logs and operators."""
+        return f"{self.error_type}: {self.detail}"
+
 
 class BadModelOutput(DeepserveError):
     """The model returned something that does not fit its declared contract."""

@@ -60,7 +60,7 @@ class DeepaasModel:
 
     def metadata(self) -> dict[str, Any]:
         fallback = {
-            "id": "0",
+            "id": self._name,
             "name": self._name,
             "description": f"No metadata provided by model '{self._name}'",
         }

@@ -72,7 +72,10 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
     if status >= 500:
         LOG.error("%s", error.message)
     errors = error.errors if isinstance(error, exc.BadInput) else None
-    return error_response(status, error.message, model=model, errors=errors)
+    offered = error.offered if isinstance(error, exc.NotAcceptable) else None
+    return error_response(
+        status, error.message, model=model, errors=errors, offered=offered
+    )
 
 
 def http_error_response(error: web.HTTPException) -> web.Response:

@@ -179,7 +179,7 @@ def training_view(job: TrainingJob) -> dict[str, Any]:
     elif job.status == "error":
         error = job.error
         if isinstance(error, ModelFailed):
-            view["message"] = f"{error.error_type}: {error.detail}"
+            view["message"] = error.reason
         else:
             view["message"] = str(error)
     elif job.status == "cancelled":

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
-from deepserve.exceptions import DeepserveError, LoaderError, WorkerDied
+from deepserve.exceptions import DeepserveError, LoaderError, ModelFailed, WorkerDied
 from deepserve.executors import worker as worker_main
 from deepserve.loader import ModelRef
 from deepserve.model import Method
@@ -150,6 +150,10 @@ class _Worker:
         threading.Thread(target=_reap, args=(proc,), daemon=True).start()
 
 
+def _reason(exc: DeepserveError) -> str:
+    return exc.reason if isinstance(exc, ModelFailed) else str(exc)
+
+
 def _reap(proc: SpawnProcess) -> None:
     proc.join(TERMINATE_GRACE)
     if proc.exitcode is None:
@@ -198,8 +202,12 @@ class ProcessExecutor:
         except DeepserveError as exc:
             for w in workers:
                 w.kill()
+            if isinstance(exc, ModelFailed):
+                LOG.debug(
+                    "Start-up of model '%s' failed:\n%s", exc.model, exc.traceback
+                )
             raise LoaderError(
-                f"Model '{self._ref.name}' failed to start: {exc}"
+                f"Model '{self._ref.name}' failed to start: {_reason(exc)}"
             ) from exc
         for w in workers:
             self._release(w)
@@ -324,7 +332,7 @@ class ProcessExecutor:
                 LOG.error(
                     "A new worker of model '%s' failed to start (%s); retrying in %.1fs",
                     self._ref.name,
-                    exc,
+                    _reason(exc),
                     delay,
                 )
                 threading.Event().wait(delay)

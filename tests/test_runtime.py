@@ -1,0 +1,129 @@
+"""Served models, their training jobs and the registry, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from deepserve.exceptions import JobNotFound, ModelNotFound
+from deepserve.runtime import Registry, ServedModel, TrainingJob
+
+DEADLINE = 30.0
+
+
+def classy_train_args(**overrides: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "seconds": 0.0,
+        "fail": False,
+        "pidfile": None,
+        "data": None,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+async def wait_finished(job: TrainingJob, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status == "running":
+        assert time.monotonic() < deadline, f"training {job.id} still running"
+        await asyncio.sleep(0.05)
+
+
+def test_registry_lookup_of_unknown_model_raises(registry: Registry) -> None:
+    with pytest.raises(ModelNotFound, match="'nosuchmodel'") as excinfo:
+        registry["nosuchmodel"]
+    assert excinfo.value.model == "nosuchmodel"
+
+
+def test_registry_membership_and_iteration(registry: Registry) -> None:
+    assert "classy" in registry
+    assert "nosuchmodel" not in registry
+    assert 42 not in registry
+    assert sorted(registry) == ["classy", "minimal", "oldstyle"]
+    assert len(registry) == 3
+    assert registry["classy"].name == "classy"
+
+
+def test_registry_get_behaves_like_a_mapping(registry: Registry) -> None:
+    """``Registry`` is a ``Mapping``: its inherited ``get`` must work too."""
+    assert registry.get("classy") is registry["classy"]
+    assert registry.get("nosuchmodel") is None
+
+
+def test_job_of_unknown_id_raises(registry: Registry) -> None:
+    served = registry["classy"]
+
+    with pytest.raises(JobNotFound) as excinfo:
+        served.job("not-a-job")
+
+    assert excinfo.value.model == "classy"
+    assert excinfo.value.job_id == "not-a-job"
+
+
+async def test_training_goes_from_running_to_done(registry: Registry) -> None:
+    served: ServedModel = registry["classy"]
+    cleaned: list[str] = []
+
+    job = served.start_training(
+        classy_train_args(seconds=0.3),
+        {"seconds": 0.3},
+        cleanup=lambda: cleaned.append("done"),
+    )
+
+    assert job.status == "running"
+    assert job.model == "classy"
+    assert job.args == {"seconds": 0.3}
+    assert job.finished is None and job.duration is None
+    assert served.job(job.id) is job
+    assert job in served.jobs()
+    assert cleaned == []
+
+    await wait_finished(job)
+
+    assert job.status == "done"
+    assert job.error is None
+    assert job.result == {"seconds": 0.3, "upload_size": None, "warm_count": 1}
+    assert job.finished is not None and job.finished >= job.started
+    assert job.duration is not None and job.duration.total_seconds() >= 0.3
+    assert cleaned == ["done"]
+
+
+async def test_failed_training_records_the_error(registry: Registry) -> None:
+    served = registry["classy"]
+    cleaned: list[str] = []
+
+    job = served.start_training(
+        classy_train_args(fail=True), {}, cleanup=lambda: cleaned.append("done")
+    )
+    await wait_finished(job)
+
+    assert job.status == "error"
+    assert job.result is None
+    assert job.error is not None
+    assert "RuntimeError" in str(job.error)
+    assert cleaned == ["done"]
+
+
+async def test_cancelled_training_is_cancelled(registry: Registry) -> None:
+    served = registry["classy"]
+    cleaned: list[str] = []
+    job = served.start_training(
+        classy_train_args(seconds=60.0), {}, cleanup=lambda: cleaned.append("done")
+    )
+    await asyncio.sleep(0.2)
+
+    began = time.monotonic()
+    assert await served.cancel(job.id) is job
+
+    assert time.monotonic() - began < 15
+    assert job.status == "cancelled"
+    assert job.finished is not None
+    assert cleaned == ["done"]
+
+
+async def test_cancel_of_unknown_job_raises(registry: Registry) -> None:
+    with pytest.raises(JobNotFound):
+        await registry["classy"].cancel("not-a-job")
