@@ -30,8 +30,7 @@ commands:
 
 BANNER = """\
 deepserve {version} is serving: {models}
-
-    API documentation: {base}/api
+{docs}
     API specification: {base}/swagger.json
           V2 endpoint: {base}/v2/
 """
@@ -120,9 +119,15 @@ def _announce(
         if ":" in host:
             host = f"[{host}]"
         base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
+        docs = (
+            f"\n    API documentation: {base}/api" if settings.api.doc_endpoint else ""
+        )
         print(
             BANNER.format(
-                version=deepserve.__version__, models=", ".join(names), base=base
+                version=deepserve.__version__,
+                models=", ".join(names),
+                base=base,
+                docs=docs,
             ),
             flush=True,
         )

@@ -146,13 +146,18 @@ def load(
     :raises SystemExit: for ``--help``, ``--version`` and unknown options.
     """
     conf = new_conf()
-    conf(
-        list(argv),
-        project="deepserve",
-        prog=prog,
-        version=deepserve.__version__,
-        default_config_files=default_config_files,
-    )
+    try:
+        conf(
+            list(argv),
+            project="deepserve",
+            prog=prog,
+            version=f"deepserve {deepserve.__version__}",
+            default_config_files=default_config_files,
+            # Only the variables documented here are read, through environ.
+            use_env=False,
+        )
+    except cfg.Error as exc:
+        raise ConfigError(str(exc)) from exc
     names = _model_names(conf.model_name)
     if not names:
         for var in MODEL_ENV:

@@ -115,7 +115,8 @@ class BaseModel(abc.ABC):  # noqa: B024 - every method is optional
                     "data": fields.Field(
                         required=True, type="file", location="form",
                         description="Image to classify"),
-                    "top_k": fields.Int(load_default=5, description="Labels"),
+                    "top_k": fields.Int(
+                        load_default=5, metadata={"description": "Labels"}),
                     "accept": fields.Str(
                         load_default="application/json",
                         validate=validate.OneOf(["application/json", "image/png"])),

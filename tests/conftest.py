@@ -27,6 +27,7 @@ GOOD_MODELS = {
     "oldstyle": ("deepaas.v2.model", "fake_oldstyle"),
     "classy": ("deepserve.v2.model", "fake_classy:ClassModel"),
     "minimal": ("deepserve.v2.model", "fake_minimal"),
+    "files": ("deepserve.v2.model", "fake_files"),
 }
 
 

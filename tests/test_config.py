@@ -114,3 +114,15 @@ def test_sample_config_lists_every_option():
     sample = (ROOT / "etc" / "deepserve.conf.sample").read_text()
     for opt in config.server_opts:
         assert f"#{opt.dest} =" in sample
+
+
+def test_only_documented_environment_variables_are_read(monkeypatch):
+    # oslo.config would read OS_DEFAULT__WORKERS; deepserve reads only the
+    # variables it documents, and only through the mapping it is given.
+    monkeypatch.setenv("OS_DEFAULT__WORKERS", "4")
+    assert load([]).executor.workers == 1
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="missing.conf"):
+        load(["--config-file", str(tmp_path / "missing.conf")])

@@ -69,3 +69,17 @@ def test_class_target_is_instantiated_once(fake_site):
     again = model.call("predict", {"x": 1.0, "label": "pos", "bad_output": False,
                                    "token": "t", "weights": []})  # fmt: skip
     assert first["instance"] == again["instance"]
+
+
+def test_base_model_placeholders_are_not_supported(tmp_path):
+    from deepserve.adapters import DeepaasModel
+    from deepserve.model import BaseModel
+
+    class OnlyPredict(BaseModel):
+        def predict(self, **kwargs):
+            return 1
+
+    model = DeepaasModel("only", OnlyPredict)
+    assert model.supports("predict")
+    assert not model.supports("train")
+    assert model.metadata()["id"] == "only"

@@ -20,7 +20,7 @@ from deepserve.exceptions import (
     ModelHTTPError,
     NotSupported,
 )
-from deepserve.model import Method, ReturnedFile
+from deepserve.model import BaseModel, Method, ReturnedFile
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +86,10 @@ class DeepaasModel:
         return self._train_args
 
     def supports(self, method: Method) -> bool:
-        return callable(getattr(self._obj, method, None))
+        func = getattr(self._obj, method, None)
+        # BaseModel's own placeholders only raise NotImplementedError.
+        inherited = getattr(func, "__func__", None) is getattr(BaseModel, method)
+        return callable(func) and not inherited
 
     def call(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
         func = getattr(self._obj, method, None)

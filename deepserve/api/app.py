@@ -28,12 +28,21 @@ def model_ops(registry: Registry) -> dict[str, openapi.ModelOps]:
     ops = {}
     for name, served in registry.items():
         model = served.model
-        predict = ArgSpec.prepare(model.predict_args(), negotiate_accept=True)
+        predict = (
+            ArgSpec.prepare(model.predict_args(), negotiate_accept=True)
+            if model.supports("predict")
+            else None
+        )
+        train = (
+            ArgSpec.prepare(model.train_args(), negotiate_accept=False)
+            if model.supports("train")
+            else None
+        )
         ops[name] = openapi.ModelOps(
             name=name,
             predict=predict,
-            train=ArgSpec.prepare(model.train_args(), negotiate_accept=False),
-            offer=media.Offer.from_accept_field(predict.accept),
+            train=train,
+            offer=media.Offer.from_accept_field(predict.accept if predict else None),
             response_schema=model.response_schema,
         )
     return ops

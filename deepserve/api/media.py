@@ -16,7 +16,7 @@ from aiohttp import web
 from marshmallow import fields, validate
 
 from deepserve.exceptions import BadModelOutput, NotAcceptable
-from deepserve.model import ReturnedFile
+from deepserve.model import ReturnedFile, UploadedFile
 
 JSON = "application/json"
 #: Bytes read at a time when sending a file.
@@ -124,7 +124,7 @@ def render(
     """Build the response for what ``predict`` returned."""
     if isinstance(result, bytes | bytearray | memoryview):
         return web.Response(body=bytes(result), content_type=media_type)
-    path = _as_path(result, media_type)
+    path = _as_path(result)
     if path is not None:
         return _file_response(path, media_type, model, result)
     if is_json(media_type):
@@ -152,13 +152,13 @@ def _json_body(result: Any, model: str, schema: type[marshmallow.Schema] | None)
     return result
 
 
-def _as_path(result: Any, media_type: str) -> str | None:
-    if isinstance(result, ReturnedFile):
+def _as_path(result: Any) -> str | None:
+    if isinstance(result, ReturnedFile | UploadedFile) or _file_like_tuple(result):
         return result.filename or ""
     if isinstance(result, pathlib.PurePath):
         return str(result)
-    if isinstance(result, str) and not is_json(media_type) and os.path.isfile(result):
-        return result
+    # A str is content, never a path: a prediction that happens to name a
+    # file on the server must not send that file.
     return None
 
 
@@ -169,6 +169,15 @@ class FileBody:
     path: str
     media_type: str
     download_name: str | None
+
+
+def _file_like_tuple(result: Any) -> bool:
+    """A ``ReturnedFile`` of another package (DEEPaaS's own, say)."""
+    return (
+        isinstance(result, tuple)
+        and hasattr(result, "_fields")
+        and isinstance(getattr(result, "filename", None), str)
+    )
 
 
 def _file_response(path: str, media_type: str, model: str, result: Any) -> FileBody:

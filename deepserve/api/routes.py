@@ -85,8 +85,7 @@ class Handlers:
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         served, ops = self._model(request)
-        assert ops.predict is not None
-        if not served.model.supports("predict"):
+        if ops.predict is None:
             raise NotSupported(served.name, "predict")
         uploads = args.Uploads(self.settings.upload_dir)
         try:
@@ -111,8 +110,7 @@ class Handlers:
 
     async def start_training(self, request: web.Request) -> web.Response:
         served, ops = self._model(request)
-        assert ops.train is not None
-        if not served.model.supports("train"):
+        if ops.train is None:
             raise NotSupported(served.name, "train")
         uploads = args.Uploads(self.settings.upload_dir)
         try:

@@ -84,3 +84,4 @@ class Training(Schema):
     message = fields.Str(metadata={"description": "Why the training failed"})
     result = fields.Nested(TrainingResult)
     duration = fields.Str(metadata={"description": "How long it ran"})
+    finish_date = fields.Str(metadata={"description": "When it ended"})

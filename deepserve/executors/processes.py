@@ -58,7 +58,8 @@ class _Worker:
         self._conn, child = ctx.Pipe(duplex=True)
         self.process: SpawnProcess = ctx.Process(
             target=worker_main.main,
-            args=(child, ref, warm, os.getpid()),
+            # Workers log at the server's level (the CLI configures it).
+            args=(child, ref, warm, os.getpid(), logging.getLogger().level),
             name=f"deepserve-worker[{ref.name}]",
         )
         self.process.start()

@@ -8,6 +8,7 @@ one at a time until its pipe closes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -24,8 +25,15 @@ OK = "ok"
 ERR = "err"
 
 
-def main(conn: Connection, ref: ModelRef, warm: bool, parent_pid: int) -> None:
+#: How worker processes format the log records of the models they run.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"
+
+
+def main(
+    conn: Connection, ref: ModelRef, warm: bool, parent_pid: int, log_level: int
+) -> None:
     _exit_with_parent(parent_pid)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
     try:
         model = adapters.build(ref)
         if warm:
