@@ -1,0 +1,1 @@
+"""Two example models for deepserve."""
