@@ -124,5 +124,5 @@ def test_only_documented_environment_variables_are_read(monkeypatch):
 
 
 def test_missing_config_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="missing.conf"):
+    with pytest.raises(ConfigError, match=r"missing\.conf"):
         load(["--config-file", str(tmp_path / "missing.conf")])

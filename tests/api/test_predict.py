@@ -15,6 +15,7 @@ from deepserve import adapters, loader
 from deepserve.api import create_app
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings
+from tests.checks import assert_error
 
 PREDICT = "/v2/models/{}/predict/"
 
@@ -32,21 +33,6 @@ async def predict_json(client: Any, model: str, **kwargs: Any) -> Any:
     assert resp.status == 200, await resp.text()
     assert resp.content_type == "application/json"
     return await resp.json()
-
-
-async def assert_error(resp: Any, status: int) -> dict[str, Any]:
-    """The response is a JSON error of ``status`` without a traceback."""
-    text = await resp.text()
-    assert resp.status == status, text
-    assert resp.content_type == "application/json"
-    assert "Traceback" not in text
-    body = await resp.json()
-    assert body["code"] == status
-    assert isinstance(body["message"], str) and body["message"]
-    return body
-
-
-# -- DEEPaaS-compatible predictions of the old-style module ------------------
 
 
 async def test_oldstyle_answer_has_the_deepaas_shape(client):

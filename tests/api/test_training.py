@@ -17,6 +17,7 @@ import pytest
 from deepserve.api import create_app
 from deepserve.runtime import Registry
 from deepserve.settings import ApiSettings, ExecutorSettings
+from tests.checks import wait_for_pidfile
 from tests.conftest import start_registry
 
 TRAIN = "/v2/models/{}/train/"
@@ -57,16 +58,6 @@ async def cancel(client: Any, model: str, uuid: str) -> dict[str, Any]:
     resp = await client.delete(TRAIN.format(model) + uuid)
     assert resp.status == 200, await resp.text()
     return await resp.json()
-
-
-async def wait_for_pidfile(path: Path, timeout: float = DEADLINE) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = path.read_text() if path.exists() else ""
-        if text.strip().isdigit():
-            return int(text)
-        assert time.monotonic() < deadline, f"{path} was never written"
-        await asyncio.sleep(0.05)
 
 
 async def wait_gone(pid: int, timeout: float = 10.0) -> None:

@@ -7,13 +7,13 @@ import io
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from deepserve.api import create_app
 from deepserve.settings import ApiSettings
+from tests.checks import assert_error
 
 PREDICT = "/v2/models/oldstyle/predict/"
 BOUNDARY = "deepserve-test-boundary"
@@ -31,16 +31,6 @@ def upload(content: bytes, **fields: str) -> aiohttp.FormData:
     for name, value in fields.items():
         form.add_field(name, value)
     return form
-
-
-async def error_body(resp: Any, status: int) -> dict[str, Any]:
-    text = await resp.text()
-    assert resp.status == status, text
-    assert resp.content_type == "application/json"
-    assert "Traceback" not in text
-    body = await resp.json()
-    assert body["code"] == status
-    return body
 
 
 @pytest.fixture
@@ -82,13 +72,13 @@ async def test_temp_file_is_removed_after_the_response(upload_client, tmp_path):
 
 async def test_temp_file_is_removed_when_the_model_fails(upload_client, tmp_path):
     resp = await upload_client.post(PREDICT, data=upload(b"x" * 5000, mode="crash"))
-    await error_body(resp, 500)
+    await assert_error(resp, 500)
     assert list(tmp_path.iterdir()) == []
 
 
 async def test_temp_file_is_removed_when_an_arg_is_invalid(upload_client, tmp_path):
     resp = await upload_client.post(PREDICT, data=upload(b"x" * 5000, count="x"))
-    body = await error_body(resp, 422)
+    body = await assert_error(resp, 422)
     assert "count" in body["errors"]
     assert list(tmp_path.iterdir()) == []
 
@@ -99,7 +89,7 @@ async def test_temp_file_is_removed_when_the_answer_is_not_acceptable(
     resp = await upload_client.post(
         PREDICT, data=upload(b"x" * 5000), headers={"Accept": "image/gif"}
     )
-    await error_body(resp, 406)
+    await assert_error(resp, 406)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -114,7 +104,7 @@ async def small_client(aiohttp_client, registry, tmp_path):  # type: ignore[no-u
 
 async def test_multipart_over_the_limit_is_413(small_client, tmp_path):
     resp = await small_client.post(PREDICT, data=upload(os.urandom(10 * 1024)))
-    await error_body(resp, 413)
+    await assert_error(resp, 413)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -141,7 +131,7 @@ async def test_streamed_multipart_over_the_limit_is_413(small_client, tmp_path):
         headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     assert "Content-Length" not in resp.request_info.headers
-    await error_body(resp, 413)
+    await assert_error(resp, 413)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -168,7 +158,7 @@ async def test_streamed_multipart_under_the_limit_is_accepted(small_client, tmp_
 )
 async def test_body_over_the_limit_is_413(small_client, tmp_path, kwargs):
     resp = await small_client.post(PREDICT, **kwargs)
-    await error_body(resp, 413)
+    await assert_error(resp, 413)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -183,7 +173,7 @@ async def test_streamed_json_over_the_limit_is_413(small_client):
         PREDICT, data=gen(), headers={"Content-Type": "application/json"}
     )
     assert "Content-Length" not in resp.request_info.headers
-    await error_body(resp, 413)
+    await assert_error(resp, 413)
 
 
 async def test_body_under_the_limit_is_accepted(small_client):
@@ -199,7 +189,7 @@ async def test_file_field_sent_as_text_is_422(upload_client, tmp_path):
     form = aiohttp.FormData(default_to_multipart=True)
     form.add_field("data", "just some text")
     resp = await upload_client.post(PREDICT, data=form)
-    body = await error_body(resp, 422)
+    body = await assert_error(resp, 422)
     assert set(body["errors"]) == {"data"}
     assert "data" in body["message"]
     assert list(tmp_path.iterdir()) == []
@@ -207,5 +197,5 @@ async def test_file_field_sent_as_text_is_422(upload_client, tmp_path):
 
 async def test_file_field_sent_in_json_is_422(client):
     resp = await client.post(PREDICT, json={"data": "not a file"})
-    body = await error_body(resp, 422)
+    body = await assert_error(resp, 422)
     assert set(body["errors"]) == {"data"}

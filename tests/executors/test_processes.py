@@ -19,6 +19,7 @@ from deepserve.exceptions import LoaderError, WorkerDied
 from deepserve.executors.processes import ProcessExecutor
 from deepserve.loader import ModelRef
 from deepserve.settings import ExecutorSettings
+from tests.checks import wait_for_pidfile
 
 #: Upper bound for anything that should happen "soon" (a worker to go, a
 #: replacement to come up), generous for a loaded CI machine.
@@ -59,16 +60,6 @@ def wait_gone(pid: int, timeout: float = DEADLINE) -> None:
     while not is_gone(pid):
         assert time.monotonic() < deadline, f"process {pid} still exists"
         time.sleep(0.05)
-
-
-async def wait_for_pidfile(path: Path, timeout: float = DEADLINE) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = path.read_text() if path.exists() else ""
-        if text.strip().isdigit():
-            return int(text)
-        assert time.monotonic() < deadline, f"{path} was never written"
-        await asyncio.sleep(0.05)
 
 
 def worker_children(name: str) -> list[multiprocessing.Process]:
