@@ -55,6 +55,8 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # Its own process group, as in a terminal: Ctrl-C reaches all.
+            start_new_session=True,
         )
 
     def wait_ready(self, prefix: str, timeout: float = 60) -> None:

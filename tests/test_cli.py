@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -130,3 +131,17 @@ def test_demo_model_when_nothing_is_installed(serve):
         prediction = json.load(resp)["predictions"]
     assert prediction["words"] == 3 and prediction["warmed"] is True
     server.stop()
+
+
+def test_ctrl_c_stops_server_and_workers_without_traceback(serve, fake_site):
+    server = serve(["--model-name", "classy", "--workers", "2"])
+    workers = children(server.proc.pid)  # workers and multiprocessing's tracker
+    assert len(workers) >= 2
+    os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, _ = server.proc.communicate(timeout=30)
+    assert server.proc.returncode == 0, out
+    assert "Traceback" not in out
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in workers)

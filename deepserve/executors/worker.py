@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -33,6 +34,9 @@ def main(
     conn: Connection, ref: ModelRef, warm: bool, parent_pid: int, log_level: int
 ) -> None:
     _exit_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group; the server decides when
+    # workers stop, so they must not die mid-call with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     try:
         model = adapters.build(ref)
