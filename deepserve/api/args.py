@@ -176,11 +176,13 @@ async def parse(
     if errors:
         raise BadInput(f"Invalid arguments: {', '.join(sorted(errors))}", errors=errors)
     kwargs.update(loaded)
-    accept = _lookup(ACCEPT, mf.Str(), (request.query, body.form), body.json)
+    accept = _lookup(ACCEPT, _SINGLE, (request.query, body.form), body.json)
     return kwargs, (None if accept is _ABSENT or spec.accept is None else str(accept))
 
 
 _ABSENT = object()
+#: A field that takes one value, for looking up ``accept``.
+_SINGLE = mf.Str()
 
 
 def _lookup(
