@@ -1,0 +1,253 @@
+"""Servers under test: started in their own process group, always stopped.
+
+A server runs with ``TMPDIR`` pointing to a fresh directory of its own, so
+that what it leaves there (uploads never removed) can be listed afterwards.
+Its process tree is found through ``/proc``, for memory sampling and so that
+no worker outlives the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """``(ppid, pgid)`` of a process, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = raw.rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[2])
+
+
+def process_tree(root: int) -> list[int]:
+    """``root``, its descendants and the rest of its process group."""
+    parents: dict[int, int] = {}
+    group: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is None:
+            continue
+        parents[int(entry.name)] = stat[0]
+        if stat[1] == root:
+            group.add(int(entry.name))
+    found = {root} | group
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return sorted(pid for pid in found if pid in parents)
+
+
+def rss_bytes(pids: Sequence[int]) -> int:
+    """Sum of the resident set sizes (VmRSS) of ``pids`` that still exist."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+                break
+    return total
+
+
+class RssSampler:
+    """Samples a process tree's total RSS in a thread until stopped.
+
+    :param root: the tree's root process.
+    :param interval_s: time between samples.
+    """
+
+    def __init__(self, root: int, *, interval_s: float = 0.02) -> None:
+        self._root = root
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+        self.samples = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes(process_tree(self._root)))
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Server:
+    """A running server; use :func:`running` to start and stop one."""
+
+    label: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    tmpdir: Path
+    log: Path
+    pids_seen: set[int] = field(default_factory=set)
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def request(
+        self, method: str, path: str, *, timeout: float = 10.0
+    ) -> tuple[int, bytes]:
+        """One request without a body; ``(status, body)``."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, headers={"Content-Length": "0"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def tree(self) -> list[int]:
+        pids = process_tree(self.proc.pid)
+        self.pids_seen.update(pids)
+        return pids
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_ready(server: Server, probe: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"{server.label} exited with {server.proc.returncode}:\n"
+                + server.log_tail()
+            )
+        with contextlib.suppress(OSError):
+            status, _ = server.request("POST", probe, timeout=5)
+            if status == 200:
+                server.tree()
+                return
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"{server.label} not ready in {timeout:.0f} s:\n{server.log_tail()}"
+    )
+
+
+def _stop(server: Server) -> None:
+    server.pids_seen.update(process_tree(server.proc.pid))
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=STOP_TIMEOUT_S)
+    # Whatever is left, in the group or not (a worker may have left it), dies.
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        alive = [pid for pid in server.pids_seen if _alive(pid)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    for pid in server.pids_seen:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextlib.contextmanager
+def running(
+    label: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    scratch: Path,
+    probe: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> Iterator[Server]:
+    """Start ``argv`` (which must listen on ``port``), wait until a POST to
+    ``probe`` answers 200, and stop the whole process tree on exit.
+
+    :param scratch: a directory for the server's log and its ``TMPDIR``.
+    """
+    slug = label.lower().replace(" ", "-").replace("/", "-")
+    tmpdir = scratch / f"{slug}-{port}-tmp"
+    tmpdir.mkdir()
+    log = scratch / f"{slug}-{port}.log"
+    child_env = dict(os.environ if env is None else env)
+    child_env["TMPDIR"] = str(tmpdir)
+    child_env["PYTHONUNBUFFERED"] = "1"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=scratch,
+            start_new_session=True,
+        )
+    server = Server(label=label, port=port, proc=proc, tmpdir=tmpdir, log=log)
+    try:
+        _wait_ready(server, probe, timeout)
+        yield server
+    finally:
+        _stop(server)
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Regular files below ``root`` and their sizes, by relative path."""
+    found: dict[str, int] = {}
+    for path in root.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                found[str(path.relative_to(root))] = path.stat().st_size
+    return found
