@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
@@ -13,7 +13,7 @@ import deepserve
 from deepserve import adapters, config, loader
 from deepserve.api import create_app
 from deepserve.exceptions import ConfigError, LoaderError
-from deepserve.executors.processes import ProcessExecutor
+from deepserve.executors import factory
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
 
@@ -72,22 +72,31 @@ def run(argv: Sequence[str]) -> int:
     except LoaderError as exc:
         LOG.debug("Start-up failed", exc_info=True)
         return _fail(str(exc))
+    app = create_app(registry, settings.api)
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        # Workers start (and warm) before the server listens, and stop after.
+        await registry.start()
+        try:
+            yield
+        finally:
+            await registry.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    banner = _banner(settings, list(registry))
     try:
-        registry.start()
-    except LoaderError as exc:
-        return _fail(str(exc))
-    try:
-        app = create_app(registry, settings.api)
-        app.on_startup.append(_announce(settings, list(registry)))
         web.run_app(
             app,
             host=settings.listen_ip,
             port=settings.listen_port,
-            print=None,
+            # Called once the socket listens: the banner tells the truth.
+            print=lambda _line: print(banner, flush=True),
             access_log=logging.getLogger("deepserve.access"),
+            # A client that goes away cancels its request's queued work.
+            handler_cancellation=True,
         )
-    finally:
-        registry.close()
+    except LoaderError as exc:
+        return _fail(str(exc))
     return 0
 
 
@@ -107,32 +116,29 @@ def build_registry(settings: ServerSettings) -> Registry:
             raise LoaderError(
                 f"{exc} (available models: {loader.describe(available)})"
             ) from exc
-        served.append(ServedModel(model, ProcessExecutor(ref, settings.executor)))
+        own = settings.executor_for(ref.name)
+        served.append(
+            ServedModel(
+                model,
+                factory.create(ref, model, own),
+                predict_timeout=own.predict_timeout,
+                max_queue=own.max_queue,
+            )
+        )
+    for name in set(settings.model_executors) - {ref.name for ref in refs}:
+        LOG.warning("Config section [model:%s] names a model that is not served", name)
     return Registry(served)
 
 
-def _announce(
-    settings: ServerSettings, names: list[str]
-) -> Callable[[web.Application], Awaitable[None]]:
-    async def announce(_app: web.Application) -> None:
-        host = settings.listen_ip
-        if ":" in host:
-            host = f"[{host}]"
-        base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
-        docs = (
-            f"\n    API documentation: {base}/api" if settings.api.doc_endpoint else ""
-        )
-        print(
-            BANNER.format(
-                version=deepserve.__version__,
-                models=", ".join(names),
-                base=base,
-                docs=docs,
-            ),
-            flush=True,
-        )
-
-    return announce
+def _banner(settings: ServerSettings, names: list[str]) -> str:
+    host = settings.listen_ip
+    if ":" in host:
+        host = f"[{host}]"
+    base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
+    docs = f"\n    API documentation: {base}/api" if settings.api.doc_endpoint else ""
+    return BANNER.format(
+        version=deepserve.__version__, models=", ".join(names), base=base, docs=docs
+    )
 
 
 def _fail(message: str) -> int:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import copy
 import posixpath
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from oslo_config import cfg
 
 import deepserve
 from deepserve.exceptions import ConfigError
-from deepserve.settings import ApiSettings, ExecutorSettings, ServerSettings
+from deepserve.settings import (
+    ApiSettings,
+    ExecutorSettings,
+    ServerSettings,
+)
 
 #: Environment variables naming the models to serve, first found wins.
 MODEL_ENV = ("DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL")
@@ -50,21 +55,6 @@ server_opts = [
             "variables DEEPSERVE_V2_MODEL and DEEPAAS_V2_MODEL are read when "
             "neither the command line nor a config file names one."
         ),
-    ),
-    cfg.IntOpt(
-        "workers",
-        short="p",
-        default=1,
-        min=1,
-        help=(
-            "Worker processes per model for predictions. On a CPU use about "
-            "as many as cores; on one GPU, usually 1."
-        ),
-    ),
-    cfg.BoolOpt(
-        "warm",
-        default=True,
-        help="Run each model's warm() in every worker before serving.",
     ),
     cfg.IntOpt(
         "client-max-size",
@@ -112,15 +102,102 @@ server_opts = [
 ]
 
 
+#: How models run: defaults in [DEFAULT] (and on the command line), one
+#: model's own values in a ``[model:NAME]`` section of a config file.
+executor_opts = [
+    cfg.StrOpt(
+        "executor",
+        default="process",
+        choices=[
+            ("process", "spawn-started worker processes: isolated, CUDA-safe"),
+            ("thread", "a thread pool in the server: light or GIL-releasing models"),
+            ("inline", "in the server's event loop: tests and trivial models"),
+        ],
+        help="Where model code runs. Trainings always run in a process of their own.",
+    ),
+    cfg.IntOpt(
+        "workers",
+        short="p",
+        default=1,
+        min=1,
+        help=(
+            "Workers (processes or threads) per model for predictions. On a "
+            "CPU use about as many as cores; on one GPU, usually 1."
+        ),
+    ),
+    cfg.BoolOpt(
+        "warm",
+        default=True,
+        help="Run each model's warm() in every worker before serving.",
+    ),
+    cfg.FloatOpt(
+        "predict-timeout",
+        min=0,
+        help=(
+            "Seconds a prediction may take before it is answered with 504; a "
+            "process worker running it is killed and replaced. Unset or 0: no "
+            "limit."
+        ),
+    ),
+    cfg.IntOpt(
+        "max-queue",
+        default=256,
+        min=0,
+        help=(
+            "Predictions that may wait for a free worker; beyond that new "
+            "ones are answered at once with 503 and a Retry-After header."
+        ),
+    ),
+    cfg.BoolOpt(
+        "batching",
+        help=(
+            "Merge concurrent predictions into calls of the model's "
+            "predict_batch. Default: on for models that implement it."
+        ),
+    ),
+    cfg.IntOpt(
+        "max-batch-size",
+        min=1,
+        help="Largest batch. Default: the model's own setting, or 32.",
+    ),
+    cfg.FloatOpt(
+        "max-latency-ms",
+        min=0,
+        help=(
+            "Longest time a prediction waits for its batch to fill, in "
+            "milliseconds. Default: the model's own setting, or 5."
+        ),
+    ),
+]
+
+#: Prefix of the config file sections holding one model's executor options.
+MODEL_SECTION = "model:"
+
+
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for ``oslo-config-generator``."""
-    return [("DEFAULT", list(server_opts))]
+    return [
+        ("DEFAULT", [*server_opts, *executor_opts]),
+        # A template: one such section per model, named after it.
+        (f"{MODEL_SECTION}name", _model_opts()),
+    ]
+
+
+def _model_opts() -> list[cfg.Opt]:
+    """The executor options of one model: unset ones follow [DEFAULT]."""
+    opts = []
+    for opt in executor_opts:
+        own = copy.copy(opt)
+        own.default = None
+        own.help = f"{opt.help} Unset: the [DEFAULT] value."
+        opts.append(own)
+    return opts
 
 
 def new_conf() -> cfg.ConfigOpts:
     """A fresh option registry; ``--help`` shows every option's default."""
     conf = cfg.ConfigOpts()
-    for opt in server_opts:
+    for opt in [*server_opts, *executor_opts]:
         shown = copy.copy(opt)
         default = opt.default
         if isinstance(default, list):
@@ -178,9 +255,51 @@ def load(
         listen_port=conf.listen_port,
         model_names=names,
         api=api,
-        executor=ExecutorSettings(workers=conf.workers, warm=conf.warm),
+        executor=_executor_settings(conf),
+        model_executors=_model_sections(conf),
     )
     return settings, bool(conf.debug)
+
+
+def _executor_settings(
+    values: Any, inherited: ExecutorSettings | None = None
+) -> ExecutorSettings:
+    """Settings from an option group; unset values come from ``inherited``."""
+    base = inherited or ExecutorSettings()
+
+    def pick(name: str) -> Any:
+        value = getattr(values, name)
+        return getattr(base, name) if value is None else value
+
+    timeout = pick("predict_timeout")
+    return ExecutorSettings(
+        kind=values.executor or base.kind,
+        workers=pick("workers"),
+        warm=pick("warm"),
+        predict_timeout=timeout or None,
+        max_queue=pick("max_queue"),
+        batching=pick("batching"),
+        max_batch_size=pick("max_batch_size"),
+        max_latency_ms=pick("max_latency_ms"),
+    )
+
+
+def _model_sections(conf: cfg.ConfigOpts) -> dict[str, ExecutorSettings]:
+    """``[model:NAME]`` sections of the config files, over the defaults."""
+    default = _executor_settings(conf)
+    found: dict[str, ExecutorSettings] = {}
+    for section in conf.list_all_sections():
+        if not section.startswith(MODEL_SECTION):
+            continue
+        name = section[len(MODEL_SECTION) :].strip()
+        if not name:
+            raise ConfigError(f"Config section [{section}] names no model")
+        conf.register_opts(_model_opts(), group=section)
+        try:
+            found[name] = _executor_settings(conf[section], default)
+        except (ValueError, cfg.Error) as exc:
+            raise ConfigError(f"[{section}]: {exc}") from exc
+    return found
 
 
 def _model_names(values: Sequence[str]) -> tuple[str, ...]:

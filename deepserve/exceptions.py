@@ -152,3 +152,24 @@ class WorkerDied(DeepserveError):
         super().__init__(f"The worker of model '{model}' died: {reason}")
         self.model = model
         self.reason = reason
+
+
+class DeadlineExceeded(DeepserveError):
+    """A call ran past the model's deadline; its worker was replaced."""
+
+    def __init__(self, model: str, seconds: float) -> None:
+        super().__init__(f"Model '{model}' did not answer within {seconds:g} s")
+        self.model = model
+        self.seconds = seconds
+
+
+class Overloaded(DeepserveError):
+    """The model's queue is full; the client should retry later."""
+
+    def __init__(self, model: str, queued: int, retry_after: int = 1) -> None:
+        super().__init__(
+            f"Model '{model}' is busy ({queued} requests queued); retry later"
+        )
+        self.model = model
+        self.queued = queued
+        self.retry_after = retry_after

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import marshmallow
 from marshmallow import fields
 
-Method = Literal["warm", "predict", "train"]
+Method = Literal["warm", "predict", "predict_batch", "train"]
 
 
 class UploadedFile(NamedTuple):
@@ -139,6 +139,23 @@ class BaseModel(abc.ABC):  # noqa: B024 - every method is optional
         """
         raise NotImplementedError()
 
+    batching: dict[str, Any] | None = None
+    """Batching settings for :meth:`predict_batch`, e.g.
+    ``{"max_batch_size": 16, "max_latency_ms": 2}``; the configuration may
+    override them."""
+
+    def predict_batch(self, items: list[dict[str, Any]]) -> list[Any]:
+        """Optional: run many predictions in one call.
+
+        When a model has it, deepserve merges concurrent predictions (up to
+        ``max_batch_size``, waiting at most ``max_latency_ms`` for a batch to
+        fill) and calls it with their parsed arguments, oldest first. Return
+        one result per item, in the same order. To fail one item only, put an
+        exception in its place: that client gets the error, the others their
+        results. Raising fails the whole batch.
+        """
+        raise NotImplementedError()
+
     def get_train_args(self) -> dict[str, fields.Field]:
         """Return the arguments of ``train``, like :meth:`get_predict_args`."""
         raise NotImplementedError()
@@ -169,6 +186,15 @@ class Model(Protocol):
         """Whether the model implements ``method``."""
         ...
 
+    def batch_options(self) -> Mapping[str, Any]:
+        """The model's own batching settings (``max_batch_size``,
+        ``max_latency_ms``); empty when it declares none."""
+        ...
+
     def call(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        """Run ``method``; raise only :mod:`deepserve.exceptions` errors."""
+        """Run ``method``; raise only :mod:`deepserve.exceptions` errors.
+
+        ``predict_batch`` takes ``{"items": [kwargs, ...]}`` and returns a
+        list with one result, or one deepserve error, per item.
+        """
         ...

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from deepserve.exceptions import DeepserveError, JobNotFound, ModelNotFound
+from deepserve.exceptions import DeepserveError, JobNotFound, ModelNotFound, Overloaded
 from deepserve.executors import Executor
 from deepserve.model import Model
 
@@ -57,17 +57,38 @@ class ServedModel:
         schema, metadata); its methods run on ``executor``.
     """
 
-    def __init__(self, model: Model, executor: Executor) -> None:
+    def __init__(
+        self,
+        model: Model,
+        executor: Executor,
+        *,
+        predict_timeout: float | None = None,
+        max_queue: int | None = None,
+    ) -> None:
         self.model = model
         self.executor = executor
+        self.predict_timeout = predict_timeout
+        self.max_queue = max_queue
         self._jobs: dict[str, TrainingJob] = {}
 
     @property
     def name(self) -> str:
         return self.model.name
 
+    @property
+    def queue_depth(self) -> int:
+        """Predictions waiting for a worker."""
+        return self.executor.depth
+
     async def predict(self, kwargs: Mapping[str, Any]) -> Any:
-        return await self.executor.call("predict", kwargs)
+        """Run a prediction, or refuse it at once when the queue is full.
+
+        :raises Overloaded: when ``max_queue`` predictions already wait.
+        :raises DeadlineExceeded: past ``predict_timeout``.
+        """
+        if self.max_queue is not None and self.executor.depth >= self.max_queue:
+            raise Overloaded(self.name, self.executor.depth)
+        return await self.executor.call("predict", kwargs, timeout=self.predict_timeout)
 
     def start_training(
         self,
@@ -157,19 +178,17 @@ class Registry(Mapping[str, ServedModel]):
     def __len__(self) -> int:
         return len(self._served)
 
-    def start(self) -> None:
-        """Start every executor; on failure, stop the ones already started."""
-        started: list[ServedModel] = []
-        try:
-            for served in self._served.values():
-                served.executor.start()
-                started.append(served)
-        except BaseException:
-            for served in started:
-                served.executor.close()
-            raise
+    async def start(self) -> None:
+        """Start every executor at once; on failure, stop them all again."""
+        results = await asyncio.gather(
+            *(s.executor.start() for s in self._served.values()),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.close()
+            raise failures[0]
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop every worker, training workers included."""
-        for served in self._served.values():
-            served.executor.close()
+        await asyncio.gather(*(s.executor.close() for s in self._served.values()))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Literal
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -21,14 +23,33 @@ class ApiSettings:
     upload_dir: str | None = None
 
 
+#: ``process``: spawn-started worker processes (isolated, CUDA-safe);
+#: ``thread``: a thread pool in the server process (light or GIL-releasing
+#: models); ``inline``: in the event loop itself (tests, trivial models).
+ExecutorKind = Literal["process", "thread", "inline"]
+EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("process", "thread", "inline")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSettings:
-    """How model code is run."""
+    """How one model's code is run."""
 
-    #: Worker processes per model for predictions.
+    kind: ExecutorKind = "process"
+    #: Workers (processes or threads) for predictions.
     workers: int = 1
-    #: Run each model's ``warm()`` in every worker before serving.
+    #: Run the model's ``warm()`` in every worker before serving.
     warm: bool = True
+    #: Seconds a prediction may take; ``None``: no limit.
+    predict_timeout: float | None = None
+    #: Predictions that may wait for a worker before new ones get 503.
+    max_queue: int = 256
+    #: Merge concurrent predictions into ``predict_batch`` calls; ``None``:
+    #: whenever the model implements ``predict_batch``.
+    batching: bool | None = None
+    #: Largest batch; ``None``: the model's own setting, or 32.
+    max_batch_size: int | None = None
+    #: Longest wait for a batch to fill; ``None``: the model's, or 5 ms.
+    max_latency_ms: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,4 +61,12 @@ class ServerSettings:
     #: Models to serve; empty means every model found.
     model_names: tuple[str, ...] = ()
     api: ApiSettings = dataclasses.field(default_factory=ApiSettings)
+    #: How models run, unless ``model_executors`` says otherwise.
     executor: ExecutorSettings = dataclasses.field(default_factory=ExecutorSettings)
+    #: Model name -> its own settings (``[model:NAME]`` config sections).
+    model_executors: Mapping[str, ExecutorSettings] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def executor_for(self, model: str) -> ExecutorSettings:
+        return self.model_executors.get(model, self.executor)

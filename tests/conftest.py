@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from deepserve import adapters, loader
 from deepserve.api import create_app
-from deepserve.executors.processes import ProcessExecutor
+from deepserve.executors import factory
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
 
@@ -70,26 +71,34 @@ def subprocess_env(*sites: Path) -> dict[str, str]:
     return env
 
 
-def start_registry(
+async def start_registry(
     names: list[str], settings: ExecutorSettings | None = None
 ) -> Registry:
-    """Start the named installed models, each in real worker processes."""
+    """Start the named installed models, each in real workers."""
     available = loader.discover(loader.installed_entry_points())
     settings = settings or ExecutorSettings()
     served = []
     for ref in loader.select(available, names):
-        served.append(ServedModel(adapters.build(ref), ProcessExecutor(ref, settings)))
+        model = adapters.build(ref)
+        served.append(
+            ServedModel(
+                model,
+                factory.create(ref, model, settings),
+                predict_timeout=settings.predict_timeout,
+                max_queue=settings.max_queue,
+            )
+        )
     registry = Registry(served)
-    registry.start()
+    await registry.start()
     return registry
 
 
-@pytest.fixture(scope="session")
-def registry(fake_site: Path) -> Iterator[Registry]:
+@pytest_asyncio.fixture(scope="session")
+async def registry(fake_site: Path) -> AsyncIterator[Registry]:
     """The good fake models, one worker each, shared by the whole session."""
-    reg = start_registry(list(GOOD_MODELS))
+    reg = await start_registry(list(GOOD_MODELS))
     yield reg
-    reg.close()
+    await reg.close()
 
 
 @pytest.fixture

@@ -112,8 +112,9 @@ def test_sample_config_is_current(tmp_path):
 
 def test_sample_config_lists_every_option():
     sample = (ROOT / "etc" / "deepserve.conf.sample").read_text()
-    for opt in config.server_opts:
+    for opt in [*config.server_opts, *config.executor_opts]:
         assert f"#{opt.dest} =" in sample
+    assert "[model:name]" in sample
 
 
 def test_only_documented_environment_variables_are_read(monkeypatch):

@@ -98,6 +98,8 @@ class DeepaasModel:
                 return None
             raise NotSupported(self._name, method)
         try:
+            if method == "predict_batch":
+                return self._batch(func, kwargs["items"])
             result = func(**kwargs)
         except NotImplementedError as exc:
             if method == "warm":
@@ -106,17 +108,31 @@ class DeepaasModel:
         except DeepserveError:
             raise
         except Exception as exc:
-            status = _http_status(exc)
-            if status is not None:
-                text = getattr(exc, "text", None) or str(exc)
-                raise ModelHTTPError(self._name, status, str(text)) from None
-            raise ModelFailed(
-                self._name,
-                type(exc).__name__,
-                str(exc),
-                traceback.format_exc(),
-            ) from None
+            raise self._error(exc, traceback.format_exc()) from None
         return _portable(result) if method == "predict" else result
+
+    def batch_options(self) -> Mapping[str, Any]:
+        options = getattr(self._obj, "batching", None)
+        return dict(options) if isinstance(options, Mapping) else {}
+
+    def _batch(self, func: Any, items: list[dict[str, Any]]) -> list[Any]:
+        results = func(items)
+        if not isinstance(results, list | tuple):
+            return results  # type: ignore[no-any-return]  # the batcher says why
+        return [
+            self._error(r, "") if isinstance(r, BaseException) else _portable(r)
+            for r in results
+        ]
+
+    def _error(self, exc: BaseException, trace: str) -> DeepserveError:
+        """The domain error for an exception the model raised or returned."""
+        if isinstance(exc, DeepserveError):
+            return exc
+        status = _http_status(exc)
+        if status is not None:
+            text = getattr(exc, "text", None) or str(exc)
+            return ModelHTTPError(self._name, status, str(text))
+        return ModelFailed(self._name, type(exc).__name__, str(exc), trace)
 
     def _read_args(self, getter_name: str) -> dict[str, fields.Field]:
         getter = getattr(self._obj, getter_name, None)

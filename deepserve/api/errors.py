@@ -28,6 +28,8 @@ STATUS: dict[type[exc.DeepserveError], int] = {
     exc.BadInput: 422,
     exc.NotSupported: 501,
     exc.WorkerDied: 503,
+    exc.Overloaded: 503,
+    exc.DeadlineExceeded: 504,
     exc.DeepserveError: 500,
 }
 
@@ -69,12 +71,22 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
             error_type=error.error_type,
             detail=error.detail,
         )
-    if status >= 500:
+    if status >= 500 and not isinstance(error, exc.Overloaded):
         LOG.error("%s", error.message)
     errors = error.errors if isinstance(error, exc.BadInput) else None
     offered = error.offered if isinstance(error, exc.NotAcceptable) else None
+    headers = (
+        {"Retry-After": str(error.retry_after)}
+        if isinstance(error, exc.Overloaded)
+        else None
+    )
     return error_response(
-        status, error.message, model=model, errors=errors, offered=offered
+        status,
+        error.message,
+        headers=headers,
+        model=model,
+        errors=errors,
+        offered=offered,
     )
 
 

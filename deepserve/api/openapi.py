@@ -273,7 +273,7 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
         "parameters": params,
         "responses": {
             "200": {"description": "The prediction", "content": content},
-            **errors(400, 404, 406, 413, 422, 500, 501, 503),
+            **errors(400, 404, 406, 413, 422, 500, 501, 503, 504),
         },
     }
     body = b.request_body(args)

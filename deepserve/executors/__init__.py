@@ -11,16 +11,35 @@ from deepserve.model import Method
 class Executor(Protocol):
     """Runs one model's methods somewhere.
 
-    ``start`` blocks until every worker has built (and, if asked, warmed) its
-    model. ``call`` runs short calls (predictions) on a pool; ``run_job`` runs
-    a long call (a training) on its own worker, so it never holds up the
-    pool, and stops that worker for real when the awaiting task is cancelled.
+    ``start`` returns once every worker has built (and, if asked, warmed) its
+    model. ``call`` runs short calls (predictions) on a pool; past
+    ``timeout`` seconds it raises ``DeadlineExceeded`` and, where it can,
+    stops the work. ``run_job`` runs a long call (a training) on its own
+    process, so it never holds up the pool, and stops that process for real
+    when the awaiting task is cancelled. An executor belongs to the event
+    loop that starts it.
     """
 
-    def start(self) -> None: ...
+    @property
+    def workers(self) -> int:
+        """How many calls can run at once."""
+        ...
 
-    async def call(self, method: Method, kwargs: Mapping[str, Any]) -> Any: ...
+    @property
+    def depth(self) -> int:
+        """Calls waiting for a worker."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def call(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+    ) -> Any: ...
 
     async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...

@@ -7,7 +7,7 @@ import datetime
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -172,12 +172,12 @@ async def test_cancel_of_a_finished_training_keeps_it_done(client):
 
 
 @pytest.fixture
-def single_worker(fake_site: Path) -> Iterator[Registry]:
-    registry = start_registry(["classy"], ExecutorSettings(workers=1))
+async def single_worker(fake_site: Path) -> AsyncIterator[Registry]:
+    registry = await start_registry(["classy"], ExecutorSettings(workers=1))
     try:
         yield registry
     finally:
-        registry.close()
+        await registry.close()
 
 
 async def test_training_never_blocks_predictions(aiohttp_client, single_worker):

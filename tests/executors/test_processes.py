@@ -8,24 +8,23 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deepserve import loader
-from deepserve.exceptions import LoaderError, WorkerDied
+from deepserve.exceptions import DeadlineExceeded, LoaderError, WorkerDied
 from deepserve.executors.processes import ProcessExecutor
 from deepserve.loader import ModelRef
-from deepserve.settings import ExecutorSettings
 from tests.checks import wait_for_pidfile
 
 #: Upper bound for anything that should happen "soon" (a worker to go, a
 #: replacement to come up), generous for a loaded CI machine.
 DEADLINE = 20.0
 
-MakeExecutor = Callable[..., ProcessExecutor]
+MakeExecutor = Callable[..., Awaitable[ProcessExecutor]]
 
 
 def oldstyle_args(**overrides: Any) -> dict[str, Any]:
@@ -55,11 +54,12 @@ def is_gone(pid: int) -> bool:
     return False
 
 
-def wait_gone(pid: int, timeout: float = DEADLINE) -> None:
+async def wait_gone(pid: int, timeout: float = DEADLINE) -> None:
+    # Asynchronous: the executor reaps its workers on this event loop.
     deadline = time.monotonic() + timeout
     while not is_gone(pid):
         assert time.monotonic() < deadline, f"process {pid} still exists"
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
 
 
 def worker_children(name: str) -> list[multiprocessing.Process]:
@@ -76,23 +76,23 @@ def refs(fake_site: Path) -> dict[str, ModelRef]:
 
 
 @pytest.fixture
-def make_executor(refs: dict[str, ModelRef]) -> Iterator[MakeExecutor]:
+async def make_executor(refs: dict[str, ModelRef]) -> AsyncIterator[MakeExecutor]:
     """Start executors of installed fake models; all are closed afterwards."""
     started: list[ProcessExecutor] = []
 
-    def make(name: str, **settings: Any) -> ProcessExecutor:
-        executor = ProcessExecutor(refs[name], ExecutorSettings(**settings))
-        executor.start()
+    async def make(name: str, **settings: Any) -> ProcessExecutor:
+        executor = ProcessExecutor(refs[name], **settings)
+        await executor.start()
         started.append(executor)
         return executor
 
     yield make
     for executor in started:
-        executor.close()
+        await executor.close()
 
 
 async def test_calls_spread_over_the_workers(make_executor: MakeExecutor) -> None:
-    executor = make_executor("oldstyle", workers=2)
+    executor = await make_executor("oldstyle", workers=2)
     began = time.monotonic()
     results = await asyncio.gather(
         *(
@@ -113,7 +113,7 @@ async def test_calls_spread_over_the_workers(make_executor: MakeExecutor) -> Non
 async def test_warm_runs_once_per_worker_and_persists(
     make_executor: MakeExecutor,
 ) -> None:
-    executor = make_executor("oldstyle", workers=2)
+    executor = await make_executor("oldstyle", workers=2)
     first = await asyncio.gather(
         *(
             executor.call("predict", oldstyle_args(mode="sleep", text="0.3"))
@@ -130,7 +130,7 @@ async def test_warm_runs_once_per_worker_and_persists(
 async def test_class_model_is_built_once_per_worker(
     make_executor: MakeExecutor,
 ) -> None:
-    executor = make_executor("classy", workers=1)
+    executor = await make_executor("classy", workers=1)
     results = [await executor.call("predict", classy_args(x)) for x in range(5)]
 
     assert [r["score"] for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0]
@@ -139,8 +139,8 @@ async def test_class_model_is_built_once_per_worker(
 
 
 async def test_warm_can_be_switched_off(make_executor: MakeExecutor) -> None:
-    oldstyle = make_executor("oldstyle", workers=1, warm=False)
-    classy = make_executor("classy", workers=1, warm=False)
+    oldstyle = await make_executor("oldstyle", workers=1, warm=False)
+    classy = await make_executor("classy", workers=1, warm=False)
 
     assert (await oldstyle.call("predict", oldstyle_args()))["warm_calls"] == 0
     assert (await classy.call("predict", classy_args()))["warm_count"] == 0
@@ -149,11 +149,11 @@ async def test_warm_can_be_switched_off(make_executor: MakeExecutor) -> None:
 async def test_worker_killed_from_outside_is_replaced(
     make_executor: MakeExecutor,
 ) -> None:
-    executor = make_executor("oldstyle", workers=1)
+    executor = await make_executor("oldstyle", workers=1)
     old_pid = (await executor.call("predict", oldstyle_args()))["pid"]
 
     os.kill(old_pid, signal.SIGKILL)
-    wait_gone(old_pid)
+    await wait_gone(old_pid)
 
     # The replacement comes up in the background; a call may meet the dead
     # worker first, but the pool must recover on its own.
@@ -175,11 +175,11 @@ async def test_call_after_an_idle_worker_died_does_not_fail(
     make_executor: MakeExecutor,
 ) -> None:
     """A worker that dies between calls costs no client request an error."""
-    executor = make_executor("oldstyle", workers=1)
+    executor = await make_executor("oldstyle", workers=1)
     old_pid = (await executor.call("predict", oldstyle_args()))["pid"]
 
     os.kill(old_pid, signal.SIGKILL)
-    wait_gone(old_pid)
+    await wait_gone(old_pid)
 
     result = await executor.call("predict", oldstyle_args())
     assert result["pid"] != old_pid
@@ -188,42 +188,78 @@ async def test_call_after_an_idle_worker_died_does_not_fail(
 async def test_call_in_flight_when_the_worker_dies_raises_worker_died(
     make_executor: MakeExecutor,
 ) -> None:
-    executor = make_executor("oldstyle", workers=1)
+    executor = await make_executor("oldstyle", workers=1)
     old_pid = (await executor.call("predict", oldstyle_args()))["pid"]
 
     with pytest.raises(WorkerDied, match="exited with code 3"):
         await executor.call("predict", oldstyle_args(mode="exit"))
 
-    wait_gone(old_pid)
+    await wait_gone(old_pid)
     result = await executor.call("predict", oldstyle_args())
     assert result["pid"] != old_pid
     assert result["warm_calls"] == 1
 
 
-async def test_cancelled_call_kills_its_worker(make_executor: MakeExecutor) -> None:
-    executor = make_executor("oldstyle", workers=1)
+async def test_call_past_its_deadline_kills_its_worker(
+    make_executor: MakeExecutor,
+) -> None:
+    executor = await make_executor("oldstyle", workers=1)
     old_pid = (await executor.call("predict", oldstyle_args()))["pid"]
 
-    task = asyncio.create_task(
-        executor.call("predict", oldstyle_args(mode="sleep", text="30"))
-    )
-    await asyncio.sleep(0.3)
-    assert not task.done()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    wait_gone(old_pid, timeout=10)
     began = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"within 0\.5 s"):
+        await executor.call(
+            "predict", oldstyle_args(mode="sleep", text="30"), timeout=0.5
+        )
+    assert time.monotonic() - began < 5
+
+    await wait_gone(old_pid, timeout=10)
     result = await executor.call("predict", oldstyle_args())
     assert result["pid"] != old_pid
     assert time.monotonic() - began < 15  # not stuck behind the 30 s sleep
 
 
+async def test_cancelled_call_lets_its_worker_finish(
+    make_executor: MakeExecutor,
+) -> None:
+    """A caller that leaves (a client disconnecting) cannot kill workers."""
+    executor = await make_executor("oldstyle", workers=1)
+    old_pid = (await executor.call("predict", oldstyle_args()))["pid"]
+
+    task = asyncio.create_task(
+        executor.call("predict", oldstyle_args(mode="sleep", text="0.5"))
+    )
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    result = await executor.call("predict", oldstyle_args())
+    assert result["pid"] == old_pid
+
+
+async def test_cancelled_queued_call_never_runs(make_executor: MakeExecutor) -> None:
+    executor = await make_executor("oldstyle", workers=1)
+    busy = asyncio.create_task(
+        executor.call("predict", oldstyle_args(mode="sleep", text="0.5"))
+    )
+    await asyncio.sleep(0.1)
+    queued = asyncio.create_task(executor.call("predict", oldstyle_args(mode="exit")))
+    await asyncio.sleep(0.1)
+    assert executor.depth == 1
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert executor.depth == 0
+    first = await busy
+    # Had the cancelled call run, it would have killed this worker.
+    assert (await executor.call("predict", oldstyle_args()))["pid"] == first["pid"]
+
+
 async def test_run_job_runs_in_its_own_process(
     make_executor: MakeExecutor, tmp_path: Path
 ) -> None:
-    executor = make_executor("oldstyle", workers=1)
+    executor = await make_executor("oldstyle", workers=1)
     pool_pid = (await executor.call("predict", oldstyle_args()))["pid"]
     pidfile = tmp_path / "job.pid"
 
@@ -234,7 +270,7 @@ async def test_run_job_runs_in_its_own_process(
     assert result == {"epochs": 2, "warm_calls": 1}
     job_pid = int(pidfile.read_text())
     assert job_pid not in (pool_pid, os.getpid())
-    wait_gone(job_pid, timeout=10)
+    await wait_gone(job_pid, timeout=10)
     # The pool worker is untouched by the job.
     assert not is_gone(pool_pid)
     assert (await executor.call("predict", oldstyle_args()))["pid"] == pool_pid
@@ -243,7 +279,7 @@ async def test_run_job_runs_in_its_own_process(
 async def test_cancelled_job_stops_its_process(
     make_executor: MakeExecutor, tmp_path: Path
 ) -> None:
-    executor = make_executor("oldstyle", workers=1)
+    executor = await make_executor("oldstyle", workers=1)
     pidfile = tmp_path / "job.pid"
     task = asyncio.create_task(
         executor.run_job(
@@ -255,14 +291,14 @@ async def test_cancelled_job_stops_its_process(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    wait_gone(job_pid, timeout=10)
+    await wait_gone(job_pid, timeout=10)
 
 
 async def test_close_leaves_no_child_processes(
     refs: dict[str, ModelRef], tmp_path: Path
 ) -> None:
-    executor = ProcessExecutor(refs["oldstyle"], ExecutorSettings(workers=2))
-    executor.start()
+    executor = ProcessExecutor(refs["oldstyle"], workers=2)
+    await executor.start()
     try:
         results = await asyncio.gather(
             *(
@@ -280,7 +316,7 @@ async def test_close_leaves_no_child_processes(
         )
         pids.add(await wait_for_pidfile(pidfile))
     finally:
-        executor.close()
+        await executor.close()
 
     assert [pid for pid in pids if not is_gone(pid)] == []
     assert not pids & {p.pid for p in multiprocessing.active_children()}
@@ -307,26 +343,26 @@ def cold_model(tmp_path: Path) -> Iterator[ModelRef]:
         sys.path.remove(str(tmp_path))
 
 
-def test_start_raises_loader_error_when_warm_fails(cold_model: ModelRef) -> None:
-    executor = ProcessExecutor(cold_model, ExecutorSettings(workers=2))
+async def test_start_raises_loader_error_when_warm_fails(cold_model: ModelRef) -> None:
+    executor = ProcessExecutor(cold_model, workers=2)
     try:
         with pytest.raises(LoaderError, match="'coldwarm' failed to start"):
-            executor.start()
+            await executor.start()
         deadline = time.monotonic() + DEADLINE
         while worker_children("coldwarm"):
             assert time.monotonic() < deadline, "failed workers left running"
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
     finally:
-        executor.close()
+        await executor.close()
 
 
-def test_start_failure_says_why(cold_model: ModelRef) -> None:
+async def test_start_failure_says_why(cold_model: ModelRef) -> None:
     """The operator learns what went wrong, not only that something did."""
-    executor = ProcessExecutor(cold_model, ExecutorSettings(workers=1))
+    executor = ProcessExecutor(cold_model, workers=1)
     try:
         with pytest.raises(LoaderError) as excinfo:
-            executor.start()
+            await executor.start()
     finally:
-        executor.close()
+        await executor.close()
     assert "RuntimeError" in str(excinfo.value)
     assert "no weights" in str(excinfo.value)
