@@ -29,6 +29,7 @@ GOOD_MODELS = {
     "classy": ("deepserve.v2.model", "fake_classy:ClassModel"),
     "minimal": ("deepserve.v2.model", "fake_minimal"),
     "files": ("deepserve.v2.model", "fake_files"),
+    "batchy": ("deepserve.v2.model", "fake_batchy"),
 }
 
 

@@ -42,8 +42,8 @@ def test_registry_membership_and_iteration(registry: Registry) -> None:
     assert "classy" in registry
     assert "nosuchmodel" not in registry
     assert 42 not in registry
-    assert sorted(registry) == ["classy", "files", "minimal", "oldstyle"]
-    assert len(registry) == 4
+    assert sorted(registry) == ["batchy", "classy", "files", "minimal", "oldstyle"]
+    assert len(registry) == 5
     assert registry["classy"].name == "classy"
 
 

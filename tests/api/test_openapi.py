@@ -33,7 +33,7 @@ async def test_document_is_valid_openapi_3(spec):
 
 
 async def test_every_endpoint_is_documented(spec):
-    for name in ("oldstyle", "classy", "minimal", "files"):
+    for name in ("oldstyle", "classy", "minimal", "files", "batchy"):
         base = f"/v2/models/{name}"
         assert set(spec["paths"][f"{base}/"]) == {"get"}
         assert set(spec["paths"][f"{base}/predict/"]) == {"post"}
