@@ -2,29 +2,34 @@
 
 Each worker holds one model built once, so what ``warm()`` did stays for
 every later call. A call sends only ``(method, kwargs)`` down a pipe; uploads
-travel as paths. The event loop reads the pipes itself (no reader threads):
-an answer settles its call's future in the same loop iteration that reads
-it, and the freed worker goes straight to the next waiting call.
+travel as paths. The event loop reads the pipes itself (no reader threads),
+and calls are pipelined: while a worker runs one call, the next already
+waits in its pipe, so the worker never idles between calls.
 
-A worker that dies is replaced and re-warmed in the background; the call it
-was serving fails with :class:`~deepserve.exceptions.WorkerDied`, other calls
-are untouched. A call past its deadline kills its worker (the work really
-stops) and fails with :class:`~deepserve.exceptions.DeadlineExceeded`. A call
-whose caller goes away (the client disconnected) is left to finish and its
-answer dropped, so that a client cannot make the server kill workers.
+A worker that dies is replaced and re-warmed in the background. The call it
+was running fails with :class:`~deepserve.exceptions.WorkerDied`; the calls
+queued behind it never started, so they go to the other workers, and no
+other request notices. A call past its deadline kills its worker (the work
+really stops) and fails with :class:`~deepserve.exceptions.DeadlineExceeded`.
+A caller that goes away (a client disconnecting) drops its call if it is
+still queued; a running call is left to finish, so that a client cannot make
+the server kill workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
+import itertools
 import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from multiprocessing.context import SpawnContext, SpawnProcess
-from typing import Any
+from typing import Any, Protocol
 
 from deepserve.exceptions import (
     DeadlineExceeded,
@@ -43,23 +48,53 @@ LOG = logging.getLogger(__name__)
 TERMINATE_GRACE = 2.0
 #: Longest pause between attempts to replace a worker that fails to start.
 MAX_RESTART_DELAY = 30.0
+#: Calls a worker may hold at once: one running, the next ready behind it,
+#: so the worker does not idle while the server hands it the next call.
+PIPELINE = 2
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    """One call on its way to a worker and back."""
+
+    method: Method
+    kwargs: Mapping[str, Any]
+    answer: asyncio.Future[Any]
+    worker: _Worker | None = None
+    id: int = dataclasses.field(default_factory=itertools.count().__next__)
+
+    @property
+    def running(self) -> bool:
+        """Sent, and the first in its worker's pipe: the worker is on it."""
+        return self.worker is not None and self.worker.head is self
+
+
+class _Listener(Protocol):
+    def answered(self, worker: _Worker) -> None: ...
+
+    def died(self, worker: _Worker, unstarted: list[_Call]) -> None: ...
 
 
 class _Worker:
-    """One worker process and its pipe, read by the event loop."""
+    """One worker process and its pipe, read by the event loop.
+
+    Calls are pipelined: a worker may hold a few, which it runs in order, so
+    it never waits for the server between two calls. Only the first one in
+    the pipe is running; if the worker dies, the others never started.
+    """
 
     def __init__(
         self,
         ctx: SpawnContext,
         ref: ModelRef,
         warm: bool,
-        on_idle_death: Callable[[_Worker], None] | None = None,
+        listener: _Listener | None = None,
     ) -> None:
         self.model = ref.name
         self._loop = asyncio.get_running_loop()
-        self._on_idle_death = on_idle_death
+        self._listener = listener
         self.ready: asyncio.Future[int] = self._loop.create_future()
-        self._pending: asyncio.Future[Any] | None = None
+        self.pending: collections.deque[_Call] = collections.deque()
         self.dead = False
         self._conn, child = ctx.Pipe(duplex=True)
         self.process: SpawnProcess = ctx.Process(
@@ -72,27 +107,37 @@ class _Worker:
         child.close()
         self._loop.add_reader(self._conn.fileno(), self._readable)
 
+    @property
+    def head(self) -> _Call | None:
+        return self.pending[0] if self.pending else None
+
     def request(self, method: Method, kwargs: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Send a call; its future settles when the worker answers or dies."""
-        future: asyncio.Future[Any] = self._loop.create_future()
-        if self.dead:
-            future.set_exception(WorkerDied(self.model, self.death()))
-            return future
-        try:
-            self._conn.send((method, dict(kwargs)))
-        except (OSError, EOFError):
-            pass  # _readable sees the death and fails the future
-        except Exception as exc:  # the arguments do not pickle
-            future.set_exception(
-                DeepserveError(f"Arguments cannot be sent to the worker: {exc}")
-            )
-            return future
-        self._pending = future
-        return future
+        call = _Call(method, kwargs, self._loop.create_future())
+        self.send(call)
+        return call.answer
 
-    @property
-    def busy(self) -> bool:
-        return self._pending is not None and not self._pending.done()
+    def send(self, call: _Call) -> None:
+        if self.dead:
+            _settle(call.answer, error=WorkerDied(self.model, self.death()))
+            return
+        try:
+            self._conn.send((call.id, call.method, dict(call.kwargs)))
+        except (OSError, EOFError):
+            pass  # _readable sees the death and fails the call
+        except Exception as exc:  # the arguments do not pickle
+            _settle(
+                call.answer,
+                error=DeepserveError(f"Arguments cannot be sent to the worker: {exc}"),
+            )
+            return
+        call.worker = self
+        self.pending.append(call)
+
+    def cancel(self, call: _Call) -> None:
+        """Ask the worker to skip ``call`` if it has not started it yet."""
+        with contextlib.suppress(OSError, EOFError):
+            self._conn.send((worker_main.CANCEL, call.id))
 
     def _readable(self) -> None:
         try:
@@ -114,13 +159,17 @@ class _Worker:
         if not self.ready.done():
             _settle(self.ready, error=payload)
             return
-        pending, self._pending = self._pending, None
-        if pending is None:
+        if not self.pending:
             return
+        call = self.pending.popleft()
         if kind == worker_main.OK:
-            _settle(pending, payload)
+            _settle(call.answer, payload)
+        elif kind == worker_main.SKIPPED:
+            call.answer.cancel()
         else:
-            _settle(pending, error=payload)
+            _settle(call.answer, error=payload)
+        if self._listener is not None:
+            self._listener.answered(self)
 
     def _lost(self) -> None:
         """The pipe closed: the process died or is dying."""
@@ -136,13 +185,17 @@ class _Worker:
         # reaped, which takes a moment after its pipe closes.
         await self._loop.run_in_executor(None, self.process.join, TERMINATE_GRACE)
         died = WorkerDied(self.model, self.death())
-        was_ready = self.ready.done()
         _settle(self.ready, error=died)
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            _settle(pending, error=died)
-        elif was_ready and self._on_idle_death is not None:
-            self._on_idle_death(self)
+        running = self.pending.popleft() if self.pending else None
+        unstarted = list(self.pending)
+        self.pending.clear()
+        if running is not None:
+            _settle(running.answer, error=died)
+        if self._listener is not None:
+            self._listener.died(self, unstarted)
+        else:
+            for call in unstarted:
+                _settle(call.answer, error=died)
 
     def death(self) -> str:
         code = self.process.exitcode
@@ -157,7 +210,6 @@ class _Worker:
 
     def kill(self) -> None:
         """Terminate the worker now (SIGTERM, then SIGKILL), without waiting."""
-        self._on_idle_death = None
         if self.process.exitcode is None:
             self.process.terminate()
         self._loop.run_in_executor(None, _reap, self.process)
@@ -199,7 +251,9 @@ def _reason(exc: BaseException) -> str:
 class ProcessExecutor:
     """A pool of worker processes for one model, plus one process per job.
 
-    It belongs to the event loop that starts it.
+    Calls wait in one FIFO queue and go to the worker with the fewest calls
+    in its pipe (at most :data:`PIPELINE` each). It belongs to the event loop
+    that starts it.
 
     :param ref: the model to build in each worker.
     :param workers: how many pool workers.
@@ -211,16 +265,25 @@ class ProcessExecutor:
         self._size = max(1, workers)
         self._warm = warm
         self._ctx = multiprocessing.get_context("spawn")
-        self._idle: list[_Worker] = []
-        self._busy: set[_Worker] = set()
+        self._workers: list[_Worker] = []
+        self._queue: collections.deque[_Call] = collections.deque()
         self._jobs = JobRunner(ref, warm=warm)
-        self._waiters: collections.deque[asyncio.Future[_Worker]] = collections.deque()
         self._respawning: set[asyncio.Task[None]] = set()
+        self._started = False
         self._closed = False
 
     @property
     def workers(self) -> int:
         return self._size
+
+    @property
+    def depth(self) -> int:
+        """Calls waiting for a worker to start them."""
+        waiting = [
+            *self._queue,
+            *(c for w in self._workers for c in list(w.pending)[1:]),
+        ]
+        return sum(1 for c in waiting if not c.answer.done())
 
     async def start(self) -> None:
         """Spawn every worker and wait until each has built its model.
@@ -240,8 +303,9 @@ class ProcessExecutor:
             raise LoaderError(
                 f"Model '{self._ref.name}' failed to start: {_reason(exc)}"
             ) from exc
-        for w in workers:
-            self._release(w)
+        self._workers.extend(workers)
+        self._started = True
+        self._dispatch()
 
     async def call(
         self,
@@ -250,101 +314,96 @@ class ProcessExecutor:
         *,
         timeout: float | None = None,
     ) -> Any:
-        worker = await self._acquire()
-        while worker.dead:
-            # It died before this call reached it: nothing was lost, so the
-            # call goes to another worker instead of failing.
-            self._replace(worker, f"it died while idle ({worker.death()})")
-            worker = await self._acquire()
-        answer = worker.request(method, kwargs)
+        if self._closed or not self._started:
+            raise WorkerDied(self._ref.name, "the executor is not running")
+        call = _Call(method, kwargs, asyncio.get_running_loop().create_future())
+        self._queue.append(call)
+        self._dispatch()
         try:
             async with asyncio.timeout(timeout):
-                result = await asyncio.shield(answer)
+                return await asyncio.shield(call.answer)
         except TimeoutError:
-            answer.add_done_callback(_consume)  # it fails when the worker dies
-            self._replace(worker, f"a call ran past its {timeout:g} s deadline")
+            call.answer.add_done_callback(_consume)
+            if call.running:
+                assert call.worker is not None
+                self._retire(call.worker, f"a call ran past its {timeout:g} s deadline")
+            else:
+                self._drop(call)
             raise DeadlineExceeded(self._ref.name, timeout or 0.0) from None
         except asyncio.CancelledError:
-            # The caller left; the worker finishes the call, then serves others.
-            answer.add_done_callback(lambda _f: self._after_call(worker, answer))
+            # The caller left. A call not yet started is dropped; a running
+            # one runs to its end, so a client cannot make us kill workers.
+            call.answer.add_done_callback(_consume)
+            if not call.running:
+                self._drop(call)
             raise
-        except BaseException:
-            self._after_call(worker, answer)
-            raise
-        self._release(worker)
-        return result
 
-    def _after_call(self, worker: _Worker, answer: asyncio.Future[Any]) -> None:
-        if not answer.cancelled() and isinstance(answer.exception(), WorkerDied):
-            self._replace(worker, "it died")
-        else:
-            self._release(worker)
+    def _drop(self, call: _Call) -> None:
+        """Make sure a call that has not started never does."""
+        call.answer.cancel()  # still queued here: _dispatch skips it
+        if call.worker is not None:
+            call.worker.cancel(call)  # in a pipe: the worker skips it
 
     async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
         return await self._jobs.run(method, kwargs)
-
-    @property
-    def depth(self) -> int:
-        """Calls waiting for a worker."""
-        return sum(1 for w in self._waiters if not w.done())
 
     async def close(self) -> None:
         """Stop every worker and job; waiting callers get ``WorkerDied``."""
         self._closed = True
         for task in self._respawning:
             task.cancel()
-        workers = [*self._idle, *self._busy]
-        self._idle.clear()
-        while self._waiters:
-            _settle(
-                self._waiters.popleft(),
-                error=WorkerDied(self._ref.name, "the server is stopping"),
-            )
+        stopping = WorkerDied(self._ref.name, "the server is stopping")
+        while self._queue:
+            _settle(self._queue.popleft().answer, error=stopping)
+        workers, self._workers = self._workers, []
         for w in workers:
             w.kill()
         await asyncio.gather(self._jobs.close(), *(w.wait_gone() for w in workers))
 
-    def _spawn(self) -> _Worker:
-        return _Worker(self._ctx, self._ref, self._warm, self._idle_death)
+    # -- the pool ---------------------------------------------------------
 
-    def _idle_death(self, worker: _Worker) -> None:
-        """A worker died between calls (OOM killer, signal): replace it now."""
-        if worker in self._idle:
-            self._idle.remove(worker)
-            self._replace(worker, f"it died while idle ({worker.death()})")
+    def answered(self, worker: _Worker) -> None:
+        self._dispatch()
 
-    async def _acquire(self) -> _Worker:
-        if self._closed:
-            raise WorkerDied(self._ref.name, "the server is stopping")
-        if self._idle:
-            worker = self._idle.pop()
-            self._busy.add(worker)
-            return worker
-        waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # A worker was handed over just as we gave up: pass it on.
-                self._release(waiter.result())
-            raise
+    def died(self, worker: _Worker, unstarted: list[_Call]) -> None:
+        # Calls behind the one that was running never started: they go back
+        # to the front of the queue, in order, for the other workers.
+        self._queue.extendleft(reversed(unstarted))
+        if worker in self._workers:
+            self._retire(worker, f"it {worker.death()}")
+        self._dispatch()
 
-    def _release(self, worker: _Worker) -> None:
-        if self._closed:
-            worker.kill()
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._busy.add(worker)
-                waiter.set_result(worker)
+    def _dispatch(self) -> None:
+        """Hand queued calls to workers with room in their pipe."""
+        while self._queue:
+            worker = self._pick()
+            if worker is None:
                 return
-        self._busy.discard(worker)
-        self._idle.append(worker)
+            call = self._queue.popleft()
+            if not call.answer.done():
+                worker.send(call)
 
-    def _replace(self, worker: _Worker, why: str) -> None:
-        self._busy.discard(worker)
+    def _pick(self) -> _Worker | None:
+        best: _Worker | None = None
+        for w in self._workers:
+            if w.dead:
+                continue
+            if not w.pending:
+                return w
+            if len(w.pending) < PIPELINE and (
+                best is None or len(w.pending) < len(best.pending)
+            ):
+                best = w
+        return best
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self._ctx, self._ref, self._warm, self)
+
+    def _retire(self, worker: _Worker, why: str) -> None:
+        """Take a worker out of the pool, kill it and start a replacement."""
+        if worker not in self._workers:
+            return
+        self._workers.remove(worker)
         worker.kill()
         if self._closed:
             return
@@ -373,7 +432,11 @@ class ProcessExecutor:
             except asyncio.CancelledError:
                 fresh.kill()
                 raise
-            self._release(fresh)
+            if self._closed:
+                fresh.kill()
+                return
+            self._workers.append(fresh)
+            self._dispatch()
             return
 
 

@@ -1,12 +1,13 @@
 """The code that runs inside a worker process.
 
 A worker builds its model once from a :class:`~deepserve.loader.ModelRef`,
-optionally warms it, reports ready, then answers ``(method, kwargs)`` messages
-one at a time until its pipe closes.
+optionally warms it, reports ready, then answers ``(id, method, kwargs)``
+messages in order, one at a time, until its pipe closes.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -20,10 +21,15 @@ from typing import Any
 from deepserve import adapters
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
 from deepserve.loader import ModelRef
+from deepserve.model import Method, Model
 
 READY = "ready"
 OK = "ok"
 ERR = "err"
+#: The answer to a call cancelled before it started.
+SKIPPED = "skipped"
+#: A message asking to skip a call that has not started: ``(CANCEL, id)``.
+CANCEL = "cancel"
 
 
 #: How worker processes format the log records of the models they run.
@@ -49,32 +55,57 @@ def main(
         _send(conn, ERR, _unexpected(ref.name, exc))
         return
     _send(conn, READY, os.getpid())
+    _serve(conn, model, ref.name)
+
+
+def _serve(conn: Connection, model: Model, name: str) -> None:
+    """Answer calls in order until the pipe closes.
+
+    Calls may arrive before the previous one is done (the server pipelines
+    them); a ``(CANCEL, id)`` message read before a call starts skips it.
+    """
+    backlog: collections.deque[tuple[int, Method, Any]] = collections.deque()
+    cancelled: set[int] = set()
+
+    def take(message: Any) -> bool:
+        if message is None:
+            return False
+        if message[0] == CANCEL:
+            cancelled.add(message[1])
+        else:
+            backlog.append(message)
+        return True
+
     while True:
         try:
-            message = conn.recv()
+            if not backlog and not take(conn.recv()):
+                return
+            while conn.poll():
+                if not take(conn.recv()):
+                    return
         except (EOFError, OSError):
             return
-        if message is None:
-            return
-        method, kwargs = message
+        if not backlog:
+            continue
+        call_id, method, kwargs = backlog.popleft()
+        if call_id in cancelled:
+            cancelled.discard(call_id)
+            _send(conn, SKIPPED, None)
+            continue
         try:
             result = model.call(method, kwargs)
         except DeepserveError as exc:
             _send(conn, ERR, exc)
             continue
-        except BaseException as exc:
-            _send(conn, ERR, _unexpected(ref.name, exc))
+        except BaseException as exc:  # SystemExit from a model, say
+            _send(conn, ERR, _unexpected(name, exc))
             continue
         try:
             conn.send((OK, result))
         except (EOFError, OSError):
             return
         except Exception as exc:  # the result does not pickle
-            _send(
-                conn,
-                ERR,
-                BadModelOutput(ref.name, f"result cannot be sent: {exc}"),
-            )
+            _send(conn, ERR, BadModelOutput(name, f"result cannot be sent: {exc}"))
 
 
 def _send(conn: Connection, kind: str, payload: Any) -> None:
