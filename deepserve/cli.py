@@ -12,6 +12,7 @@ from aiohttp import web
 import deepserve
 from deepserve import adapters, config, loader
 from deepserve.api import create_app
+from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.executors import factory
 from deepserve.runtime import Registry, ServedModel
@@ -91,7 +92,10 @@ def run(argv: Sequence[str]) -> int:
             port=settings.listen_port,
             # Called once the socket listens: the banner tells the truth.
             print=lambda _line: print(banner, flush=True),
-            access_log=logging.getLogger("deepserve.access"),
+            access_log=logging.getLogger("deepserve.access")
+            if settings.access_log
+            else None,
+            access_log_class=AccessLogger,
             # A client that goes away cancels its request's queued work.
             handler_cancellation=True,
         )

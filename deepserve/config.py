@@ -94,6 +94,11 @@ server_opts = [
         "Default: the system's temporary directory.",
     ),
     cfg.BoolOpt(
+        "access-log",
+        default=True,
+        help="Log one line per request (logger deepserve.access).",
+    ),
+    cfg.BoolOpt(
         "debug",
         short="d",
         default=False,
@@ -253,6 +258,7 @@ def load(
     settings = ServerSettings(
         listen_ip=conf.listen_ip,
         listen_port=conf.listen_port,
+        access_log=conf.access_log,
         model_names=names,
         api=api,
         executor=_executor_settings(conf),

@@ -58,6 +58,8 @@ class ServerSettings:
 
     listen_ip: str = "127.0.0.1"
     listen_port: int = 5000
+    #: Log one line per request (logger ``deepserve.access``).
+    access_log: bool = True
     #: Models to serve; empty means every model found.
     model_names: tuple[str, ...] = ()
     api: ApiSettings = dataclasses.field(default_factory=ApiSettings)

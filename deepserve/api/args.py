@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import marshmallow
 from aiohttp import BodyPartReader, web
@@ -68,6 +68,16 @@ def is_multiple(field: mf.Field) -> bool:
     )
 
 
+class Arg(NamedTuple):
+    """One argument, with what parsing needs to know worked out once."""
+
+    name: str
+    key: str  # its name in the request (a field's data_key)
+    where: Location
+    multiple: bool
+    field: mf.Field
+
+
 @dataclasses.dataclass(frozen=True)
 class ArgSpec:
     """A model operation's arguments, prepared once per app.
@@ -83,6 +93,7 @@ class ArgSpec:
     #: External names of the arguments that are files, and of the others.
     file_keys: frozenset[str]
     value_keys: frozenset[str]
+    plan: tuple[Arg, ...]
 
     @classmethod
     def prepare(
@@ -100,12 +111,17 @@ class ArgSpec:
         )
         files = {external_name(n, f) for n, f in kept.items() if n not in plain}
         values = {external_name(n, f) for n, f in plain.items()}
+        plan = tuple(
+            Arg(n, external_name(n, f), location_of(f), is_multiple(f), f)
+            for n, f in kept.items()
+        )
         return cls(
             fields=kept,
             accept=accept,
             schema=schema,
             file_keys=frozenset(files),
             value_keys=frozenset(values),
+            plan=plan,
         )
 
     def by_location(self, *locations: Location) -> dict[str, mf.Field]:
@@ -156,18 +172,17 @@ async def parse(
     raw: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
-    for name, field in spec.fields.items():
-        key = external_name(name, field)
-        where = location_of(field)
-        if where == "files":
-            _take_file(name, key, field, body, kwargs, errors)
-        elif where == "headers":
-            if key in request.headers:
-                raw[key] = request.headers[key]
+    sources = (request.query, body.form)
+    for arg in spec.plan:
+        if arg.where == "files":
+            _take_file(arg, body, kwargs, errors)
+        elif arg.where == "headers":
+            if arg.key in request.headers:
+                raw[arg.key] = request.headers[arg.key]
         else:
-            value = _lookup(key, field, (request.query, body.form), body.json)
+            value = _lookup(arg.key, arg.multiple, sources, body.json)
             if value is not _ABSENT:
-                raw[key] = value
+                raw[arg.key] = value
     try:
         loaded = spec.schema.load(raw)
     except marshmallow.ValidationError as err:
@@ -176,44 +191,39 @@ async def parse(
     if errors:
         raise BadInput(f"Invalid arguments: {', '.join(sorted(errors))}", errors=errors)
     kwargs.update(loaded)
-    accept = _lookup(ACCEPT, _SINGLE, (request.query, body.form), body.json)
+    accept = _lookup(ACCEPT, False, sources, body.json)
     return kwargs, (None if accept is _ABSENT or spec.accept is None else str(accept))
 
 
 _ABSENT = object()
-#: A field that takes one value, for looking up ``accept``.
-_SINGLE = mf.Str()
 
 
 def _lookup(
     key: str,
-    field: mf.Field,
+    multiple: bool,
     multidicts: tuple[MultiMapping[str], ...],
     json_body: Mapping[str, Any],
 ) -> Any:
     for source in multidicts:
         if key in source:
-            return source.getall(key) if is_multiple(field) else source[key]
+            return source.getall(key) if multiple else source[key]
     return json_body.get(key, _ABSENT)
 
 
 def _take_file(
-    name: str,
-    key: str,
-    field: mf.Field,
-    body: _Body,
-    kwargs: dict[str, Any],
-    errors: dict[str, Any],
+    arg: Arg, body: _Body, kwargs: dict[str, Any], errors: dict[str, Any]
 ) -> None:
-    if key in body.files:
-        kwargs[name] = body.files[key]
-    elif key in body.form or key in body.json:
-        errors[key] = ["Must be a file upload (multipart/form-data with a filename)."]
-    elif field.required:
-        errors[key] = [MISSING_MSG]
-    elif field.load_default is not marshmallow.missing:
-        default = field.load_default
-        kwargs[name] = default() if callable(default) else default
+    if arg.key in body.files:
+        kwargs[arg.name] = body.files[arg.key]
+    elif arg.key in body.form or arg.key in body.json:
+        errors[arg.key] = [
+            "Must be a file upload (multipart/form-data with a filename)."
+        ]
+    elif arg.field.required:
+        errors[arg.key] = [MISSING_MSG]
+    elif arg.field.load_default is not marshmallow.missing:
+        default = arg.field.load_default
+        kwargs[arg.name] = default() if callable(default) else default
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class BatchingExecutor:
         self._slots: asyncio.Semaphore | None = None
         self._runner: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._outstanding = 0
 
     @property
     def workers(self) -> int:
@@ -128,7 +129,8 @@ class BatchingExecutor:
 
     @property
     def depth(self) -> int:
-        return sum(1 for item in self._pending if item.wanted) + self._inner.depth
+        capacity = self._inner.workers * self._policy.max_batch_size
+        return max(0, self._outstanding - capacity)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -154,11 +156,14 @@ class BatchingExecutor:
         item = Item(kwargs, loop.create_future(), loop.time())
         self._pending.append(item)
         self._arrived.set()
+        self._outstanding += 1
         try:
             async with asyncio.timeout(timeout):
                 return await item.future
         except TimeoutError:
             raise DeadlineExceeded(self._model, timeout or 0.0) from None
+        finally:
+            self._outstanding -= 1
 
     async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
         return await self._inner.run_job(method, kwargs)

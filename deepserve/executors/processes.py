@@ -238,12 +238,6 @@ def _settle(
         future.set_exception(DeepserveError(str(error)))
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Mark an abandoned future's outcome as seen."""
-    if not future.cancelled():
-        future.exception()
-
-
 def _reason(exc: BaseException) -> str:
     return exc.reason if isinstance(exc, ModelFailed) else str(exc)
 
@@ -269,6 +263,7 @@ class ProcessExecutor:
         self._queue: collections.deque[_Call] = collections.deque()
         self._jobs = JobRunner(ref, warm=warm)
         self._respawning: set[asyncio.Task[None]] = set()
+        self._outstanding = 0
         self._started = False
         self._closed = False
 
@@ -278,12 +273,9 @@ class ProcessExecutor:
 
     @property
     def depth(self) -> int:
-        """Calls waiting for a worker to start them."""
-        waiting = [
-            *self._queue,
-            *(c for w in self._workers for c in list(w.pending)[1:]),
-        ]
-        return sum(1 for c in waiting if not c.answer.done())
+        """Calls waiting for a worker to start them (counted in O(1): the
+        server asks on every request)."""
+        return max(0, self._outstanding - self._size)
 
     async def start(self) -> None:
         """Spawn every worker and wait until each has built its model.
@@ -319,11 +311,13 @@ class ProcessExecutor:
         call = _Call(method, kwargs, asyncio.get_running_loop().create_future())
         self._queue.append(call)
         self._dispatch()
+        self._outstanding += 1
         try:
+            # Not shielded: a cancelled answer still leaves the worker's pipe
+            # in order (its entry stays until the worker replies).
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(call.answer)
+                return await call.answer
         except TimeoutError:
-            call.answer.add_done_callback(_consume)
             if call.running:
                 assert call.worker is not None
                 self._retire(call.worker, f"a call ran past its {timeout:g} s deadline")
@@ -333,10 +327,11 @@ class ProcessExecutor:
         except asyncio.CancelledError:
             # The caller left. A call not yet started is dropped; a running
             # one runs to its end, so a client cannot make us kill workers.
-            call.answer.add_done_callback(_consume)
             if not call.running:
                 self._drop(call)
             raise
+        finally:
+            self._outstanding -= 1
 
     def _drop(self, call: _Call) -> None:
         """Make sure a call that has not started never does."""
