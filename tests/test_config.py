@@ -127,3 +127,60 @@ def test_only_documented_environment_variables_are_read(monkeypatch):
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"missing\.conf"):
         load(["--config-file", str(tmp_path / "missing.conf")])
+
+
+def test_executor_defaults_and_command_line():
+    s = load([])
+    assert s.executor.kind == "process"
+    assert s.executor.predict_timeout is None and s.executor.max_queue == 256
+    assert s.executor.batching is None
+    assert s.access_log is True
+    s = load(
+        [
+            "--executor", "thread",
+            "--predict-timeout", "2.5",
+            "--max-queue", "10",
+            "--nobatching",
+            "--max-batch-size", "8",
+            "--max-latency-ms", "1.5",
+            "--noaccess-log",
+        ]
+    )  # fmt: skip
+    e = s.executor
+    assert (e.kind, e.predict_timeout, e.max_queue) == ("thread", 2.5, 10)
+    assert (e.batching, e.max_batch_size, e.max_latency_ms) == (False, 8, 1.5)
+    assert s.access_log is False
+    assert load(["--predict-timeout", "0"]).executor.predict_timeout is None
+
+
+def test_unknown_executor_is_refused():
+    with pytest.raises(SystemExit):
+        load(["--executor", "gpu"])
+
+
+def test_model_sections_override_the_defaults(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(
+        "[DEFAULT]\nworkers = 2\npredict_timeout = 10\n"
+        "[model:Fast]\nexecutor = thread\nworkers = 4\n"
+        "[model:batchy]\nmax_batch_size = 16\nmax_latency_ms = 2\nbatching = true\n"
+    )
+    s = load(["--config-file", str(conf)])
+    assert set(s.model_executors) == {"Fast", "batchy"}
+    fast = s.executor_for("Fast")
+    assert (fast.kind, fast.workers, fast.predict_timeout) == ("thread", 4, 10.0)
+    batchy = s.executor_for("batchy")
+    assert (batchy.kind, batchy.workers) == ("process", 2)
+    assert (batchy.batching, batchy.max_batch_size, batchy.max_latency_ms) == (
+        True,
+        16,
+        2.0,
+    )
+    assert s.executor_for("other") == s.executor
+
+
+def test_invalid_model_section_is_a_config_error(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text("[model:x]\nworkers = many\n")
+    with pytest.raises(ConfigError, match=r"\[model:x\]"):
+        load(["--config-file", str(conf)])
