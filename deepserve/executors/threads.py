@@ -5,26 +5,35 @@ native inference libraries): a call costs a thread hand-off instead of a
 process round trip. The model is the server's own instance, warmed once.
 A thread cannot be stopped, so a call past its deadline is answered with
 504 and its thread left to finish; trainings still run in processes.
+
+The hand-off is kept short: threads take calls from one queue and put
+answers on another, and the event loop is woken once for however many
+answers are waiting, not once per answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import logging
+import queue
+import threading
 from collections.abc import Mapping
 from typing import Any
 
-from deepserve.exceptions import DeadlineExceeded, WorkerDied
+from deepserve.exceptions import DeadlineExceeded, DeepserveError, WorkerDied
 from deepserve.executors.processes import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
 
 LOG = logging.getLogger(__name__)
 
+_Call = tuple[asyncio.Future[Any], Method, Mapping[str, Any]]
+_Answer = tuple[asyncio.Future[Any], bool, Any]
+
 
 class ThreadExecutor:
-    """A pool of ``workers`` threads calling one shared model instance."""
+    """``workers`` threads calling one shared model instance."""
 
     def __init__(
         self, ref: ModelRef, model: Model, *, workers: int = 1, warm: bool = True
@@ -32,8 +41,12 @@ class ThreadExecutor:
         self._model = model
         self._size = max(1, workers)
         self._warm = warm
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._jobs = JobRunner(ref, warm=warm)
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._answers: collections.deque[_Answer] = collections.deque()
+        self._wake_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
         self._outstanding = 0
 
     @property
@@ -45,9 +58,13 @@ class ThreadExecutor:
         return max(0, self._outstanding - self._size)
 
     async def start(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self._size, thread_name_prefix=f"deepserve-{self._model.name}"
-        )
+        self._loop = asyncio.get_running_loop()
+        for i in range(self._size):
+            thread = threading.Thread(
+                target=self._work, name=f"deepserve-{self._model.name}-{i}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         if self._warm:
             await self.call("warm", {})
 
@@ -58,14 +75,13 @@ class ThreadExecutor:
         *,
         timeout: float | None = None,
     ) -> Any:
-        if self._pool is None:
+        if self._loop is None or not self._threads:
             raise WorkerDied(self._model.name, "the executor is not running")
-        # Cancelling a call that has not started removes it from the queue.
-        future = asyncio.get_running_loop().run_in_executor(
-            self._pool, self._model.call, method, kwargs
-        )
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._calls.put((future, method, kwargs))
         self._outstanding += 1
         try:
+            # Cancelling a call that has not started makes its thread skip it.
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
@@ -83,7 +99,40 @@ class ThreadExecutor:
         return await self._jobs.run(method, kwargs)
 
     async def close(self) -> None:
+        for _ in self._threads:
+            self._calls.put(None)
+        self._threads.clear()
         await self._jobs.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+
+    def _work(self) -> None:
+        """A pool thread: run calls until told to stop."""
+        while (call := self._calls.get()) is not None:
+            future, method, kwargs = call
+            if future.done():  # its caller left before it started
+                continue
+            try:
+                answer: _Answer = (future, True, self._model.call(method, kwargs))
+            except DeepserveError as exc:
+                answer = (future, False, exc)
+            except BaseException as exc:
+                answer = (future, False, DeepserveError(f"{type(exc).__name__}: {exc}"))
+            self._answers.append(answer)
+            if not self._wake_scheduled:
+                self._wake_scheduled = True
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:  # the loop is closed: nobody waits
+                    return
+
+    def _deliver(self) -> None:
+        """In the loop: settle every answer the threads have left."""
+        self._wake_scheduled = False
+        while self._answers:
+            future, ok, value = self._answers.popleft()
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
