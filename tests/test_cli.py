@@ -86,7 +86,10 @@ def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
         assert len(lines) == 1, result.stderr
         assert "'broken'" in lines[0]
         assert "ImportError: this package needs a library" in lines[0]
-        assert "available models: batchy, broken, classy, files, minimal, oldstyle" in lines[0]
+        assert (
+            "available models: batchy, broken, classy, files, minimal, oldstyle"
+            in lines[0]
+        )
 
 
 def test_serves_model_named_in_deepaas_env_and_stops_cleanly(serve, fake_site):
@@ -145,3 +148,22 @@ def test_ctrl_c_stops_server_and_workers_without_traceback(serve, fake_site):
     while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(gone(pid) for pid in workers)
+
+
+def test_model_whose_warm_fails_stops_startup_with_one_line(fake_site, tmp_path):
+    (tmp_path / "fake_cold.py").write_text(
+        "def warm():\n    raise RuntimeError('no weights')\n\n"
+        "def predict(**kwargs):\n    return 1\n"
+    )
+    site = write_dist(
+        tmp_path, "cold-model", {"cold": ("deepserve.v2.model", "fake_cold")}
+    )
+    result = run(
+        ["run", "--listen-port", str(free_port()), "--model-name", "cold"],
+        subprocess_env(fake_site, site),
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "deepserve: error: Model 'cold' failed to start: RuntimeError: no weights"
+    ]
