@@ -190,6 +190,14 @@ class BatchingExecutor:
             task = asyncio.get_running_loop().create_task(self._dispatch(batch))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
+            task.add_done_callback(lambda _task, b=batch: self._abandon(b))  # type: ignore[misc]
+
+    def _abandon(self, batch: list[Item]) -> None:
+        """Fail the callers a batch left unanswered (it was cancelled)."""
+        stopping = WorkerDied(self._model, "the server is stopping")
+        for item in batch:
+            if item.wanted:
+                item.future.set_exception(stopping)
 
     async def _collect(self) -> list[Item]:
         """Wait for a first item, then for the batch to fill or time out."""
