@@ -283,11 +283,16 @@ class ProcessExecutor:
         :raises LoaderError: when a worker cannot build or warm the model.
         """
         workers = [self._spawn() for _ in range(self._size)]
-        try:
-            await asyncio.gather(*(w.ready for w in workers))
-        except DeepserveError as exc:
+        outcomes = await asyncio.gather(
+            *(w.ready for w in workers), return_exceptions=True
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
             for w in workers:
                 w.kill()
+            exc = failures[0]
+            if not isinstance(exc, DeepserveError):
+                raise exc
             if isinstance(exc, ModelFailed):
                 LOG.debug(
                     "Start-up of model '%s' failed:\n%s", exc.model, exc.traceback
