@@ -137,11 +137,11 @@ executor_opts = [
     ),
     cfg.FloatOpt(
         "predict-timeout",
+        default=0.0,
         min=0,
         help=(
             "Seconds a prediction may take before it is answered with 504; a "
-            "process worker running it is killed and replaced. Unset or 0: no "
-            "limit."
+            "process worker running it is killed and replaced. 0: no limit."
         ),
     ),
     cfg.IntOpt(

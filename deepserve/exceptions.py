@@ -154,6 +154,15 @@ class WorkerDied(DeepserveError):
         self.reason = reason
 
 
+class NotRunning(WorkerDied):
+    """The model's workers are not running (the server starts or stops)."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        DeepserveError.__init__(self, f"Model '{model}' is not available: {reason}")
+        self.model = model
+        self.reason = reason
+
+
 class DeadlineExceeded(DeepserveError):
     """A call ran past the model's deadline; its worker was replaced."""
 

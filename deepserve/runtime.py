@@ -70,6 +70,8 @@ class ServedModel:
         self.predict_timeout = predict_timeout
         self.max_queue = max_queue
         self._jobs: dict[str, TrainingJob] = {}
+        #: Predictions accepted and not yet answered.
+        self._in_hand = 0
 
     @property
     def name(self) -> str:
@@ -80,15 +82,34 @@ class ServedModel:
         """Predictions waiting for a worker."""
         return self.executor.depth
 
+    def admit(self) -> None:
+        """Refuse a prediction at once when ``max_queue`` already wait.
+
+        Called before a request's body is read, so that a full server does
+        not first receive an upload it will refuse, and again by
+        :meth:`predict`.
+
+        :raises Overloaded: when the queue is full.
+        """
+        if self.max_queue is None:
+            return
+        if self._in_hand >= self.executor.capacity + self.max_queue:
+            raise Overloaded(self.name, self.executor.depth)
+
     async def predict(self, kwargs: Mapping[str, Any]) -> Any:
         """Run a prediction, or refuse it at once when the queue is full.
 
         :raises Overloaded: when ``max_queue`` predictions already wait.
         :raises DeadlineExceeded: past ``predict_timeout``.
         """
-        if self.max_queue is not None and self.executor.depth >= self.max_queue:
-            raise Overloaded(self.name, self.executor.depth)
-        return await self.executor.call("predict", kwargs, timeout=self.predict_timeout)
+        self.admit()
+        self._in_hand += 1
+        try:
+            return await self.executor.call(
+                "predict", kwargs, timeout=self.predict_timeout
+            )
+        finally:
+            self._in_hand -= 1
 
     def start_training(
         self,

@@ -127,3 +127,25 @@ async def test_cancelled_training_is_cancelled(registry: Registry) -> None:
 async def test_cancel_of_unknown_job_raises(registry: Registry) -> None:
     with pytest.raises(JobNotFound):
         await registry["classy"].cancel("not-a-job")
+
+
+async def test_max_queue_zero_admits_while_a_worker_is_free(fake_site):
+    """max_queue counts waiting predictions only: 0 means none may wait."""
+    from deepserve.exceptions import Overloaded
+    from deepserve.settings import ExecutorSettings
+    from tests.conftest import start_registry
+
+    reg = await start_registry(["oldstyle"], ExecutorSettings(workers=1, max_queue=0))
+    try:
+        served = reg["oldstyle"]
+        args = {"data": None, "text": "0.5", "count": 1, "mode": "sleep",
+                "tags": [], "accept": "application/json"}  # fmt: skip
+        busy = asyncio.create_task(served.predict(args))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            served.admit()
+        await busy
+        served.admit()  # free again
+        assert (await served.predict({**args, "mode": "echo"}))["text"] == "0.5"
+    finally:
+        await reg.close()

@@ -86,12 +86,26 @@ class DeepaasModel:
         return self._train_args
 
     def supports(self, method: Method) -> bool:
+        if method == "predict" and not self._has("predict"):
+            return self._has("predict_batch")  # served as a batch of one
+        return self._has(method)
+
+    def _has(self, method: Method) -> bool:
         func = getattr(self._obj, method, None)
         # BaseModel's own placeholders only raise NotImplementedError.
         inherited = getattr(func, "__func__", None) is getattr(BaseModel, method)
         return callable(func) and not inherited
 
     def call(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
+        if (
+            method == "predict"
+            and not self._has("predict")
+            and self._has("predict_batch")
+        ):
+            (result,) = self.call("predict_batch", {"items": [dict(kwargs)]})
+            if isinstance(result, DeepserveError):
+                raise result
+            return result
         func = getattr(self._obj, method, None)
         if not callable(func):
             if method == "warm":

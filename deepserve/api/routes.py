@@ -87,6 +87,7 @@ class Handlers:
         served, ops = self._model(request)
         if ops.predict is None:
             raise NotSupported(served.name, "predict")
+        served.admit()
         uploads = args.Uploads(self.settings.upload_dir)
         try:
             kwargs, accept = await args.parse(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from deepserve.exceptions import DeepserveError, LoaderError, ModelFailed
 from deepserve.model import Method
+
+LOG = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
@@ -26,6 +30,11 @@ class Executor(Protocol):
         ...
 
     @property
+    def capacity(self) -> int:
+        """How many predictions can be in hand at once before one waits."""
+        ...
+
+    @property
     def depth(self) -> int:
         """Calls waiting for a worker."""
         ...
@@ -43,3 +52,13 @@ class Executor(Protocol):
     async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any: ...
 
     async def close(self) -> None: ...
+
+
+def start_failure(model: str, exc: DeepserveError) -> LoaderError:
+    """The one-line start-up error for a model that failed to build or warm."""
+    if isinstance(exc, ModelFailed):
+        LOG.debug("Start-up of model '%s' failed:\n%s", model, exc.traceback)
+        reason = exc.reason
+    else:
+        reason = str(exc)
+    return LoaderError(f"Model '{model}' failed to start: {reason}")

@@ -21,7 +21,7 @@ from deepserve.exceptions import (
     BadModelOutput,
     DeadlineExceeded,
     DeepserveError,
-    WorkerDied,
+    NotRunning,
 )
 from deepserve.executors import Executor
 from deepserve.model import Method
@@ -128,9 +128,12 @@ class BatchingExecutor:
         return self._inner.workers
 
     @property
+    def capacity(self) -> int:
+        return self._inner.workers * self._policy.max_batch_size
+
+    @property
     def depth(self) -> int:
-        capacity = self._inner.workers * self._policy.max_batch_size
-        return max(0, self._outstanding - capacity)
+        return max(0, self._outstanding - self.capacity)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -151,7 +154,7 @@ class BatchingExecutor:
         if method != "predict":
             return await self._inner.call(method, kwargs, timeout=timeout)
         if self._runner is None or self._runner.done():
-            raise WorkerDied(self._model, "the batcher is not running")
+            raise NotRunning(self._model, "the batcher is not running")
         loop = asyncio.get_running_loop()
         item = Item(kwargs, loop.create_future(), loop.time())
         self._pending.append(item)
@@ -173,7 +176,7 @@ class BatchingExecutor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        stopping = WorkerDied(self._model, "the server is stopping")
+        stopping = NotRunning(self._model, "the server is stopping")
         for item in take(self._pending, len(self._pending)):
             item.future.set_exception(stopping)
         await self._inner.close()
@@ -194,7 +197,7 @@ class BatchingExecutor:
 
     def _abandon(self, batch: list[Item]) -> None:
         """Fail the callers a batch left unanswered (it was cancelled)."""
-        stopping = WorkerDied(self._model, "the server is stopping")
+        stopping = NotRunning(self._model, "the server is stopping")
         for item in batch:
             if item.wanted:
                 item.future.set_exception(stopping)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from deepserve.exceptions import LoaderError
@@ -18,6 +19,8 @@ from deepserve.executors.threads import ThreadExecutor
 from deepserve.loader import ModelRef
 from deepserve.model import Model
 from deepserve.settings import ExecutorSettings
+
+LOG = logging.getLogger(__name__)
 
 
 def create(ref: ModelRef, model: Model, settings: ExecutorSettings) -> Executor:
@@ -50,9 +53,10 @@ def batch_policy(model: Model, settings: ExecutorSettings) -> BatchPolicy | None
         return None
     if not model.supports("predict_batch"):
         if settings.batching:
-            raise LoaderError(
-                f"Model '{model.name}': batching is on in the configuration, "
-                "but the model has no predict_batch"
+            LOG.warning(
+                "Batching is on for model '%s', but it has no predict_batch: "
+                "its predictions run one by one",
+                model.name,
             )
         return None
     own = model.batch_options()

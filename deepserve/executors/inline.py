@@ -11,7 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from deepserve.exceptions import DeadlineExceeded
+from deepserve.exceptions import DeadlineExceeded, DeepserveError
+from deepserve.executors import start_failure
 from deepserve.executors.processes import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
@@ -30,12 +31,19 @@ class InlineExecutor:
         return 1
 
     @property
+    def capacity(self) -> int:
+        return 1
+
+    @property
     def depth(self) -> int:
         return 0
 
     async def start(self) -> None:
         if self._warm:
-            self._model.call("warm", {})
+            try:
+                self._model.call("warm", {})
+            except DeepserveError as exc:
+                raise start_failure(self._model.name, exc) from exc
 
     async def call(
         self,

@@ -34,10 +34,11 @@ from typing import Any, Protocol
 from deepserve.exceptions import (
     DeadlineExceeded,
     DeepserveError,
-    LoaderError,
     ModelFailed,
+    NotRunning,
     WorkerDied,
 )
+from deepserve.executors import start_failure
 from deepserve.executors import worker as worker_main
 from deepserve.loader import ModelRef
 from deepserve.model import Method
@@ -272,6 +273,10 @@ class ProcessExecutor:
         return self._size
 
     @property
+    def capacity(self) -> int:
+        return self._size
+
+    @property
     def depth(self) -> int:
         """Calls waiting for a worker to start them (counted in O(1): the
         server asks on every request)."""
@@ -293,13 +298,7 @@ class ProcessExecutor:
             exc = failures[0]
             if not isinstance(exc, DeepserveError):
                 raise exc
-            if isinstance(exc, ModelFailed):
-                LOG.debug(
-                    "Start-up of model '%s' failed:\n%s", exc.model, exc.traceback
-                )
-            raise LoaderError(
-                f"Model '{self._ref.name}' failed to start: {_reason(exc)}"
-            ) from exc
+            raise start_failure(self._ref.name, exc) from exc
         self._workers.extend(workers)
         self._started = True
         self._dispatch()
@@ -312,7 +311,7 @@ class ProcessExecutor:
         timeout: float | None = None,
     ) -> Any:
         if self._closed or not self._started:
-            raise WorkerDied(self._ref.name, "the executor is not running")
+            raise NotRunning(self._ref.name, "the executor is not running")
         call = _Call(method, kwargs, asyncio.get_running_loop().create_future())
         self._queue.append(call)
         self._dispatch()
@@ -352,7 +351,7 @@ class ProcessExecutor:
         self._closed = True
         for task in self._respawning:
             task.cancel()
-        stopping = WorkerDied(self._ref.name, "the server is stopping")
+        stopping = NotRunning(self._ref.name, "the server is stopping")
         while self._queue:
             _settle(self._queue.popleft().answer, error=stopping)
         workers, self._workers = self._workers, []

@@ -21,7 +21,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from deepserve.exceptions import DeadlineExceeded, DeepserveError, WorkerDied
+from deepserve.exceptions import (
+    DeadlineExceeded,
+    DeepserveError,
+    NotRunning,
+)
+from deepserve.executors import start_failure
 from deepserve.executors.processes import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
@@ -47,10 +52,16 @@ class ThreadExecutor:
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
+        #: Calls a thread has started (and cannot be stopped).
+        self._running: set[asyncio.Future[Any]] = set()
         self._outstanding = 0
 
     @property
     def workers(self) -> int:
+        return self._size
+
+    @property
+    def capacity(self) -> int:
         return self._size
 
     @property
@@ -66,7 +77,11 @@ class ThreadExecutor:
             thread.start()
             self._threads.append(thread)
         if self._warm:
-            await self.call("warm", {})
+            try:
+                await self.call("warm", {})
+            except DeepserveError as exc:
+                await self.close()
+                raise start_failure(self._model.name, exc) from exc
 
     async def call(
         self,
@@ -76,7 +91,7 @@ class ThreadExecutor:
         timeout: float | None = None,
     ) -> Any:
         if self._loop is None or not self._threads:
-            raise WorkerDied(self._model.name, "the executor is not running")
+            raise NotRunning(self._model.name, "the executor is not running")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._calls.put((future, method, kwargs))
         self._outstanding += 1
@@ -85,12 +100,13 @@ class ThreadExecutor:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            LOG.warning(
-                "A call of model '%s' ran past its %g s deadline; its thread "
-                "cannot be stopped and runs on",
-                self._model.name,
-                timeout,
-            )
+            if future in self._running:
+                LOG.warning(
+                    "A call of model '%s' ran past its %g s deadline; its thread "
+                    "cannot be stopped and runs on",
+                    self._model.name,
+                    timeout,
+                )
             raise DeadlineExceeded(self._model.name, timeout or 0.0) from None
         finally:
             self._outstanding -= 1
@@ -110,12 +126,14 @@ class ThreadExecutor:
             future, method, kwargs = call
             if future.done():  # its caller left before it started
                 continue
+            self._running.add(future)
             try:
                 answer: _Answer = (future, True, self._model.call(method, kwargs))
             except DeepserveError as exc:
                 answer = (future, False, exc)
             except BaseException as exc:
                 answer = (future, False, DeepserveError(f"{type(exc).__name__}: {exc}"))
+            self._running.discard(future)
             self._answers.append(answer)
             if not self._wake_scheduled:
                 self._wake_scheduled = True
