@@ -14,7 +14,6 @@ from deepserve import adapters, config, loader
 from deepserve.api import create_app
 from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
-from deepserve.executors import factory
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
 
@@ -120,15 +119,7 @@ def build_registry(settings: ServerSettings) -> Registry:
             raise LoaderError(
                 f"{exc} (available models: {loader.describe(available)})"
             ) from exc
-        own = settings.executor_for(ref.name)
-        served.append(
-            ServedModel(
-                model,
-                factory.create(ref, model, own),
-                predict_timeout=own.predict_timeout,
-                max_queue=own.max_queue,
-            )
-        )
+        served.append(ServedModel.create(ref, model, settings.executor_for(ref.name)))
     for name in set(settings.model_executors) - {ref.name for ref in refs}:
         LOG.warning("Config section [model:%s] names a model that is not served", name)
     return Registry(served)

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from deepserve.exceptions import DeepserveError, JobNotFound, ModelNotFound, Overloaded
-from deepserve.executors import Executor
+from deepserve.executors import Executor, factory
+from deepserve.loader import ModelRef
 from deepserve.model import Model
+from deepserve.settings import ExecutorSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +74,18 @@ class ServedModel:
         self._jobs: dict[str, TrainingJob] = {}
         #: Predictions accepted and not yet answered.
         self._in_hand = 0
+
+    @classmethod
+    def create(
+        cls, ref: ModelRef, model: Model, settings: ExecutorSettings
+    ) -> ServedModel:
+        """Serve ``model`` with the executor and limits ``settings`` ask for."""
+        return cls(
+            model,
+            factory.create(ref, model, settings),
+            predict_timeout=settings.predict_timeout,
+            max_queue=settings.max_queue,
+        )
 
     @property
     def name(self) -> str:

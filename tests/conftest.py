@@ -11,13 +11,13 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from deepserve import adapters, loader
 from deepserve.api import create_app
-from deepserve.executors import factory
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
 
@@ -80,15 +80,7 @@ async def start_registry(
     settings = settings or ExecutorSettings()
     served = []
     for ref in loader.select(available, names):
-        model = adapters.build(ref)
-        served.append(
-            ServedModel(
-                model,
-                factory.create(ref, model, settings),
-                predict_timeout=settings.predict_timeout,
-                max_queue=settings.max_queue,
-            )
-        )
+        served.append(ServedModel.create(ref, adapters.build(ref), settings))
     registry = Registry(served)
     await registry.start()
     return registry
@@ -106,3 +98,17 @@ async def registry(fake_site: Path) -> AsyncIterator[Registry]:
 async def client(aiohttp_client, registry):  # type: ignore[no-untyped-def]
     """A test client of a fresh app over the shared registry."""
     return await aiohttp_client(create_app(registry, ApiSettings()))
+
+
+def oldstyle_args(**overrides: Any) -> dict[str, Any]:
+    """Every argument of ``fake_oldstyle.predict``, as the API passes them."""
+    kwargs: dict[str, Any] = {
+        "data": None,
+        "text": "hello",
+        "count": 1,
+        "mode": "echo",
+        "tags": [],
+        "accept": "application/json",
+    }
+    kwargs.update(overrides)
+    return kwargs

@@ -21,7 +21,7 @@ from deepserve.api import create_app
 from deepserve.runtime import Registry
 from deepserve.settings import ApiSettings, ExecutorSettings
 from tests.checks import DEADLINE, assert_error, wait_for_pidfile
-from tests.conftest import start_registry
+from tests.conftest import oldstyle_args, start_registry
 from tests.servers import children, gone
 
 PREDICT = "/v2/models/{}/predict/"
@@ -63,20 +63,6 @@ async def oldstyle_pid(client: Any) -> int:
     resp = await predict(client, "oldstyle")
     assert resp.status == 200, await resp.text()
     return int((await resp.json())["predictions"]["pid"])
-
-
-def oldstyle_args(**overrides: Any) -> dict[str, Any]:
-    """Every argument of ``fake_oldstyle.predict``, as the API passes them."""
-    kwargs: dict[str, Any] = {
-        "data": None,
-        "text": "hello",
-        "count": 1,
-        "mode": "echo",
-        "tags": [],
-        "accept": "application/json",
-    }
-    kwargs.update(overrides)
-    return kwargs
 
 
 def cmdline(pid: int) -> bytes:

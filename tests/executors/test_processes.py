@@ -19,26 +19,13 @@ from deepserve.exceptions import DeadlineExceeded, LoaderError, WorkerDied
 from deepserve.executors.processes import ProcessExecutor
 from deepserve.loader import ModelRef
 from tests.checks import wait_for_pidfile
+from tests.conftest import oldstyle_args
 
 #: Upper bound for anything that should happen "soon" (a worker to go, a
 #: replacement to come up), generous for a loaded CI machine.
 DEADLINE = 20.0
 
 MakeExecutor = Callable[..., Awaitable[ProcessExecutor]]
-
-
-def oldstyle_args(**overrides: Any) -> dict[str, Any]:
-    """Every argument ``fake_oldstyle.predict`` reads, as the API would pass them."""
-    kwargs: dict[str, Any] = {
-        "data": None,
-        "text": "hello",
-        "count": 1,
-        "mode": "echo",
-        "tags": [],
-        "accept": "application/json",
-    }
-    kwargs.update(overrides)
-    return kwargs
 
 
 def classy_args(x: float = 1.0) -> dict[str, Any]:
