@@ -8,6 +8,7 @@ are what saturates.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class LoadResult:
     :param requests: responses received (any status).
     :param errors: socket errors and non-2xx/3xx responses, by kind.
     :param p50_ms: median latency of the responses received; None if none.
+    :param client_cpu_s: CPU time wrk itself used (user + system).
     """
 
     connections: int
@@ -34,6 +36,8 @@ class LoadResult:
     p99_ms: float | None
     max_ms: float | None
     errors: dict[str, int]
+    threads: int = 1
+    client_cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -68,15 +72,19 @@ def run_wrk(
     connections: int,
     duration_s: float,
     timeout_s: float = 2.0,
+    threads: int | None = None,
 ) -> LoadResult:
     """POST to ``url`` (``127.0.0.1`` only) over ``connections`` for a while.
 
     :param timeout_s: wrk's per-request timeout; slower requests count as
         ``timeout`` errors.
+    :param threads: wrk's threads; default 1 for one connection, else 2.
     """
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"load goes to 127.0.0.1 only, not {url}")
-    threads = 1 if connections == 1 else 2
+    if threads is None:
+        threads = 1 if connections == 1 else 2
+    threads = max(1, min(threads, connections))
     cmd = [
         wrk_binary(),
         f"--threads={threads}",
@@ -86,9 +94,12 @@ def run_wrk(
         f"--script={SCRIPT}",
         url,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     line = next(
         (ln for ln in out.stdout.splitlines() if ln.startswith(MARK)),
         None,
@@ -110,4 +121,6 @@ def run_wrk(
         p99_ms=ms("p99_us"),
         max_ms=ms("max_us"),
         errors={k: data[k] for k in ("connect", "read", "write", "status", "timeout")},
+        threads=threads,
+        client_cpu_s=client_cpu,
     )

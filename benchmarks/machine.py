@@ -60,3 +60,36 @@ def git_commit(repo: Path) -> str:
         check=False,
     )
     return out.stdout.strip() or "unknown"
+
+
+def git_dirty(repo: Path) -> str:
+    """``clean``, or which files differ from the commit or are new (read only)."""
+    out = subprocess.run(
+        [
+            "git",
+            "--no-optional-locks",
+            "-C",
+            str(repo),
+            "status",
+            "--porcelain",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        return "state unknown"
+    paths = [line[3:] for line in out.stdout.splitlines() if line.strip()]
+    if not paths:
+        return "clean"
+    ours = [p for p in paths if p.startswith("benchmarks/")]
+    rest = [p for p in paths if not p.startswith("benchmarks/")]
+    parts = []
+    if rest:
+        shown = ", ".join(rest[:10]) + (
+            f" and {len(rest) - 10} more" if len(rest) > 10 else ""
+        )
+        parts.append(f"{len(rest)} file(s) outside benchmarks/ ({shown})")
+    if ours:
+        parts.append(f"{len(ours)} in benchmarks/")
+    return "dirty: " + ", ".join(parts) + " changed or new"

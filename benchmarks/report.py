@@ -1,4 +1,4 @@
-"""Markdown tables of the results, and their section in RESULTS.md."""
+"""Markdown tables of the results, the targets, and RESULTS.md's sections."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from load import LoadResult
-from scenarios import MIB, Overhead, Training, Upload
+from scenarios import MIB, Rounds, Run, Training, Upload
 
-OURS = "deepserve"
+#: Server labels: what run.py starts, what the ratios and targets compare.
+DS_PROCESS = "deepserve (process)"
+DS_THREAD = "deepserve (thread)"
 BASELINE = "DEEPaaS 2.6.0"
 CEILING = "bare aiohttp"
+CPU_1 = "deepserve, 1 worker"
+CPU_2 = "deepserve, 2 workers"
+BATCH_OFF = "deepserve, batching off"
+BATCH_ON = "deepserve, batching on"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -43,6 +48,48 @@ def _ratio(num: float | None, den: float | None) -> str:
     return f"{num / den:.2f}x"
 
 
+def _div(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
+
+
+def _rps(s: Summary | None) -> float | None:
+    return s.rps if s else None
+
+
+def _p50(s: Summary | None) -> float | None:
+    return s.p50_ms if s else None
+
+
+def _p99(s: Summary | None) -> float | None:
+    return s.p99_ms if s else None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target of issue 3 and what this run measured for it.
+
+    :param met: None when it could not be measured in this run.
+    """
+
+    scenario: str
+    target: str
+    measured: str
+    met: bool | None
+
+
+def targets_table(checks: Sequence[Check]) -> str:
+    rows = [
+        [
+            c.scenario,
+            c.target,
+            c.measured,
+            "-" if c.met is None else ("met" if c.met else "**not met**"),
+        ]
+        for c in checks
+    ]
+    return table(["scenario", "target", "measured", "verdict"], rows)
+
+
 @dataclass(frozen=True)
 class Summary:
     """The median of several rounds of one load level, and their spread."""
@@ -55,92 +102,249 @@ class Summary:
     p99_ms: float | None
     requests: int
     errors: int
+    main_cpu: float
+    other_cpu: float
+    client_cpu: float
+    foreign_cpu: float
+    batch: float | None
+
+    def cpu_text(self) -> str:
+        return f"{self.main_cpu:.2f} + {self.other_cpu:.2f}"
 
 
-def summarise(runs: Sequence[LoadResult]) -> Summary:
-    def med(values: list[float | None]) -> float | None:
+def summarise(runs: Sequence[Run]) -> Summary:
+    def med(values: Sequence[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return statistics.median(known) if known else None
 
-    rps = [r.rps for r in runs]
+    rps = [r.load.rps for r in runs]
+    calls = sum(r.batch[0] for r in runs if r.batch)
+    items = sum(r.batch[1] for r in runs if r.batch)
     return Summary(
         rounds=len(runs),
         rps=statistics.median(rps),
         rps_min=min(rps),
         rps_max=max(rps),
-        p50_ms=med([r.p50_ms for r in runs]),
-        p99_ms=med([r.p99_ms for r in runs]),
-        requests=sum(r.requests for r in runs),
-        errors=sum(r.error_count for r in runs),
+        p50_ms=med([r.load.p50_ms for r in runs]),
+        p99_ms=med([r.load.p99_ms for r in runs]),
+        requests=sum(r.load.requests for r in runs),
+        errors=sum(r.load.error_count for r in runs),
+        main_cpu=statistics.median(r.main_cpu for r in runs),
+        other_cpu=statistics.median(r.other_cpu for r in runs),
+        client_cpu=statistics.median(r.client_cpu for r in runs),
+        foreign_cpu=statistics.median(r.foreign_cpu for r in runs),
+        batch=items / calls if calls > 0 else None,
     )
 
 
-def overhead_tables(result: Overhead, levels: Sequence[int]) -> str:
-    summaries = {
-        label: {c: summarise(by_level[c]) for c in levels}
-        for label, by_level in result.runs.items()
+def _summaries(rounds: Rounds) -> dict[str, dict[int, Summary]]:
+    return {
+        label: {c: summarise(runs) for c, runs in by_level.items() if runs}
+        for label, by_level in rounds.runs.items()
     }
+
+
+def load_table(rounds: Rounds, *, batch: bool = False) -> str:
+    """Every server at every level: medians over the rounds."""
     rows = []
-    for label, by_level in summaries.items():
-        for c in levels:
-            s = by_level[c]
-            rows.append(
-                [
-                    label,
-                    str(c),
-                    f"{s.rps:.0f}",
-                    f"{s.rps_min:.0f}-{s.rps_max:.0f}",
-                    _ms(s.p50_ms),
-                    _ms(s.p99_ms),
-                    str(s.requests),
-                    str(s.errors),
-                ]
-            )
-    measured = table(
-        [
-            "server",
-            "conn.",
-            "req/s",
-            "req/s range",
-            "p50 ms",
-            "p99 ms",
-            "requests",
-            "errors",
-        ],
-        rows,
-    )
-    ours = summaries.get(OURS, {})
-    base = summaries.get(BASELINE, {})
-    ceil = summaries.get(CEILING, {})
+    for label, by_level in _summaries(rounds).items():
+        for c, s in by_level.items():
+            row = [
+                label,
+                str(c),
+                f"{s.rps:.0f}",
+                f"{s.rps_min:.0f}-{s.rps_max:.0f}",
+                _ms(s.p50_ms),
+                _ms(s.p99_ms),
+                str(s.requests),
+                str(s.errors),
+                s.cpu_text(),
+                f"{s.client_cpu:.2f}",
+                f"{s.foreign_cpu:.2f}",
+            ]
+            if batch:
+                row.append("-" if s.batch is None else f"{s.batch:.1f}")
+            rows.append(row)
+    header = [
+        "server",
+        "conn.",
+        "req/s",
+        "req/s range",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "server CPU main + workers",
+        "wrk CPU",
+        "rest CPU",
+    ]
+    if batch:
+        header.append("mean batch")
+    return table(header, rows)
+
+
+CPU_NOTE = (
+    "CPU columns, in CPUs (1.00: one CPU busy for the whole run), medians over "
+    "the rounds: the server's main process + the rest of its process tree "
+    "(workers); wrk; the rest of the machine (other processes and the kernel: "
+    "on a shared machine, other people's work)."
+)
+
+
+def _errors_note(*summaries: Summary | None) -> str:
+    errors = sum(s.errors for s in summaries if s is not None)
+    return f"; {errors} wrk error(s)" if errors else ""
+
+
+def overhead_section(rounds: Rounds, levels: Sequence[int]) -> tuple[str, list[Check]]:
+    by = _summaries(rounds)
+    proc, thread = by.get(DS_PROCESS, {}), by.get(DS_THREAD, {})
+    base, ceil = by.get(BASELINE, {}), by.get(CEILING, {})
     ratio_rows = []
     for c in levels:
-        o, b, k = ours.get(c), base.get(c), ceil.get(c)
+        p, t, b, k = proc.get(c), thread.get(c), base.get(c), ceil.get(c)
         ratio_rows.append(
             [
                 str(c),
-                _ratio(o.rps if o else None, b.rps if b else None),
-                _ratio(o.rps if o else None, k.rps if k else None),
-                _ratio(o.p50_ms if o else None, b.p50_ms if b else None),
-                _ratio(o.p99_ms if o else None, b.p99_ms if b else None),
+                _ratio(_rps(p), _rps(b)),
+                _ratio(_rps(t), _rps(b)),
+                _ratio(_rps(p), _rps(k)),
+                _ratio(_rps(t), _rps(k)),
+                _ratio(_p50(p), _p50(b)),
+                _ratio(_p50(t), _p50(b)),
+                _ratio(_p99(p), _p99(b)),
             ]
         )
     ratios = table(
         [
             "conn.",
-            "req/s deepserve/DEEPaaS",
-            "req/s deepserve/ceiling",
-            "p50 deepserve/DEEPaaS",
-            "p99 deepserve/DEEPaaS",
+            "req/s process/DEEPaaS",
+            "req/s thread/DEEPaaS",
+            "req/s process/ceiling",
+            "req/s thread/ceiling",
+            "p50 process/DEEPaaS",
+            "p50 thread/DEEPaaS",
+            "p99 process/DEEPaaS",
         ],
         ratio_rows,
     )
-    return (
-        f"{measured}\n\nRatios of the medians (req/s: higher is better for "
-        f"deepserve; latency: lower is better):\n\n{ratios}"
+    text = (
+        f"{load_table(rounds)}\n\n{CPU_NOTE}\n\n"
+        "Ratios of the medians (req/s: higher is better for deepserve; "
+        f"latency: lower is better):\n\n{ratios}"
     )
+    top, low = max(levels), min(levels)
+    p, b, t, k = proc.get(top), base.get(top), thread.get(top), ceil.get(top)
+    value = _div(_rps(p), _rps(b))
+    checks = [
+        Check(
+            "overhead",
+            f"echo req/s at c={top}, deepserve process executor >= 5x DEEPaaS 2.6.0",
+            _measured_ratio(value, _rps(p), _rps(b), "req/s") + _errors_note(p, b),
+            None if value is None else value >= 5,
+        )
+    ]
+    value = _div(_rps(t), _rps(k))
+    measured = "-"
+    if value is not None and t is not None and k is not None:
+        measured = f"{value:.0%} ({t.rps:.0f} vs {k.rps:.0f} req/s)"
+    checks.append(
+        Check(
+            "overhead",
+            f"echo req/s at c={top}, deepserve thread executor >= 60% of the bare "
+            "aiohttp ceiling",
+            measured + _errors_note(t, k),
+            None if value is None else value >= 0.6,
+        )
+    )
+    p, b = proc.get(low), base.get(low)
+    value = _div(_p50(p), _p50(b))
+    measured = "-"
+    if value is not None and p is not None and b is not None:
+        measured = f"{value:.2f}x ({p.p50_ms:.2f} vs {b.p50_ms:.2f} ms)"
+    checks.append(
+        Check(
+            "overhead",
+            f"echo p50 at c={low}, deepserve process executor <= 1/3 of DEEPaaS 2.6.0",
+            measured,
+            None if value is None else value <= 1 / 3,
+        )
+    )
+    return text, checks
 
 
-def upload_table(results: Sequence[Upload]) -> str:
+def _measured_ratio(
+    value: float | None, num: float | None, den: float | None, unit: str
+) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x ({num:.0f} vs {den:.0f} {unit})"
+
+
+def cpu_section(rounds: Rounds, level: int) -> tuple[str, list[Check]]:
+    by = _summaries(rounds)
+    one, two = by.get(CPU_1, {}).get(level), by.get(CPU_2, {}).get(level)
+    value = _div(_rps(two), _rps(one))
+    text = (
+        f"{load_table(rounds)}\n\n{CPU_NOTE}\n\n2 workers / 1 worker: req/s "
+        f"{_ratio(_rps(two), _rps(one))}, p50 "
+        f"{_ratio(_p50(two), _p50(one))}"
+    )
+    check = Check(
+        "cpu",
+        f"CPU-bound model at c={level}: 2 workers >= 1.8x the req/s of 1 worker",
+        _measured_ratio(value, _rps(two), _rps(one), "req/s") + _errors_note(one, two),
+        None if value is None else value >= 1.8,
+    )
+    return text, [check]
+
+
+def batching_section(
+    rounds: Rounds, level: int, *, max_batch_size: int, max_latency_ms: float
+) -> tuple[str, list[Check]]:
+    by = _summaries(rounds)
+    off, on = by.get(BATCH_OFF, {}).get(level), by.get(BATCH_ON, {}).get(level)
+    value = _div(_rps(on), _rps(off))
+    text = f"{load_table(rounds, batch=True)}\n\n{CPU_NOTE}"
+    checks = [
+        Check(
+            "batching",
+            f"vector model at c={level}: batching on >= 8x the req/s of batching off",
+            _measured_ratio(value, _rps(on), _rps(off), "req/s")
+            + _errors_note(on, off),
+            None if value is None else value >= 8,
+        )
+    ]
+    if rounds.vector_costs is not None:
+        call_s, item_s = rounds.vector_costs
+        call_ms = (call_s + item_s * max_batch_size) * 1000
+        bound = max_latency_ms + call_ms
+        text += (
+            f"\n\nThe vector model costs {call_s * 1000:g} ms per call plus "
+            f"{item_s * 1000:g} ms per item, so a full batch of {max_batch_size} "
+            f"takes {call_ms:.2f} ms; with max_latency_ms {max_latency_ms:g} the "
+            f"latency bound is {bound:.2f} ms. Mean batch: items / calls of "
+            "predict_batch during the runs (read from the model)."
+        )
+        if on and off:
+            text += (
+                f"\n\nBatching on / off at c={level}: req/s "
+                f"{_ratio(on.rps, off.rps)}, p50 {_ratio(on.p50_ms, off.p50_ms)}, "
+                f"p99 {_ratio(on.p99_ms, off.p99_ms)}"
+            )
+        checks.append(
+            Check(
+                "batching",
+                f"batching on at c={level}: p99 <= max_latency_ms + one model call "
+                f"({max_latency_ms:g} + {call_ms:.2f} = {bound:.2f} ms)",
+                "-" if on is None or on.p99_ms is None else f"{on.p99_ms:.2f} ms",
+                None if on is None or on.p99_ms is None else on.p99_ms <= bound,
+            )
+        )
+    return text, checks
+
+
+def upload_section(results: Sequence[Upload]) -> tuple[str, list[Check]]:
     rows = []
     for r in results:
         left = sum(r.leftovers.values())
@@ -156,7 +360,7 @@ def upload_table(results: Sequence[Upload]) -> str:
                 f"{len(r.leftovers)} ({left / MIB:.0f} MiB)",
             ]
         )
-    measured = table(
+    text = table(
         [
             "server",
             "MiB",
@@ -170,25 +374,42 @@ def upload_table(results: Sequence[Upload]) -> str:
         rows,
     )
     by = {r.label: r for r in results}
-    if OURS in by and BASELINE in by:
-        o, b = by[OURS], by[BASELINE]
-        measured += (
-            f"\n\ndeepserve/DEEPaaS: wall time {_ratio(o.wall_s, b.wall_s)}, "
-            f"peak RSS growth {_ratio(o.growth, b.growth)}"
+    ours = by.get(DS_PROCESS)
+    if ours is not None and BASELINE in by:
+        b = by[BASELINE]
+        text += (
+            f"\n\ndeepserve/DEEPaaS: wall time {_ratio(ours.wall_s, b.wall_s)}, "
+            f"peak RSS growth {_ratio(ours.growth, b.growth)}"
         )
-    return measured
+    if ours is None:
+        return text, []
+    ok = ours.status == 200 and ours.answered_size == ours.size
+    size = ours.size / MIB
+    measured = f"{ours.growth / MIB:.0f} MiB for {size:.0f} MiB"
+    if not ok:
+        measured += f" (HTTP {ours.status}, size {ours.answered_size})"
+    if round(size) != 500:
+        measured += " (not the target's 500 MiB: quick run)"
+    check = Check(
+        "upload",
+        "deepserve's peak RSS growth <= 64 MiB for a 500 MiB upload",
+        measured,
+        ok and ours.growth <= 64 * MIB,
+    )
+    return text, [check]
 
 
-def training_table(results: Sequence[Training]) -> str:
+def training_section(results: Sequence[Training]) -> tuple[str, list[Check]]:
     rows = []
     for r in results:
-        busy = r.busy
+        busy = r.busy.load if r.busy else None
+        idle = r.idle.load
         if busy is None:
             verdict = f"training not started ({r.train_status})"
         elif busy.requests == 0 and r.first_answer_s is None:
             verdict = "blocked"
         else:
-            verdict = f"served, p50 {_ratio(busy.p50_ms, r.idle.p50_ms)} idle"
+            verdict = f"served, p50 {_ratio(busy.p50_ms, idle.p50_ms)} idle"
         if busy is not None and busy.error_count:
             verdict += f"; wrk errors: {busy.errors_text()}"
         if r.first_answer_s is None:
@@ -198,15 +419,18 @@ def training_table(results: Sequence[Training]) -> str:
         rows.append(
             [
                 r.label,
-                _ms(r.idle.p50_ms),
-                f"{r.idle.rps:.0f}",
+                _ms(idle.p50_ms),
+                f"{idle.rps:.0f}",
                 first,
                 _ms(busy.p50_ms) if busy else "-",
                 f"{busy.requests} in {busy.duration_s:.0f} s" if busy else "-",
+                "-" if r.hog_cpu is None else f"{r.hog_cpu:.2f} ({r.hog_where})",
+                f"{r.idle.foreign_cpu:.2f} / "
+                + (f"{r.busy.foreign_cpu:.2f}" if r.busy else "-"),
                 verdict,
             ]
         )
-    return table(
+    text = table(
         [
             "server (workers=1)",
             "idle p50 ms",
@@ -214,10 +438,34 @@ def training_table(results: Sequence[Training]) -> str:
             "training: 1st answer ms",
             "training p50 ms",
             "training answers",
+            "busiest process CPU",
+            "rest CPU idle / training",
             "verdict",
         ],
         rows,
     )
+    text += (
+        "\n\nBusiest process CPU: the CPU use (1.00: one CPU) of the busiest "
+        "process of the server's tree while the training ran (probe and load), "
+        "and whether it is the server's main process or a child. Rest CPU: the "
+        "rest of the machine (neither the server nor wrk) during the idle and the "
+        "training load runs."
+    )
+    ours = next((r for r in results if r.label == DS_PROCESS), None)
+    if ours is None:
+        return text, []
+    busy = ours.busy.load if ours.busy else None
+    value = _div(busy.p50_ms if busy else None, ours.idle.load.p50_ms)
+    check = Check(
+        "training",
+        "deepserve's predict p50 while a training runs <= 1.5x idle",
+        "-"
+        if value is None or busy is None
+        else f"{value:.2f}x ({busy.p50_ms:.2f} vs {ours.idle.load.p50_ms:.2f} ms)"
+        + (f"; {busy.error_count} wrk error(s)" if busy.error_count else ""),
+        None if value is None else value <= 1.5,
+    )
+    return text, [check]
 
 
 def write_section(path: Path, key: str, body: str) -> None:

@@ -2,8 +2,9 @@
 
 Builds (or reuses) the venvs under ``benchmarks/.venvs/``, runs the
 scenarios against deepserve, DEEPaaS 2.6.0 and a bare aiohttp app on
-127.0.0.1, prints Markdown tables and, with ``--write``, records them in
-``benchmarks/RESULTS.md``. See ``benchmarks/README.md``.
+127.0.0.1, prints Markdown tables and the targets of issue 3 (met or not)
+and, with ``--write``, records them in ``benchmarks/RESULTS.md``. See
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ import report
 import scenarios
 from load import wrk_version
 
-SCENARIOS = ("overhead", "upload", "training")
+SCENARIOS = ("overhead", "cpu", "batching", "upload", "training")
+#: Connections of the overhead scenario.
 LEVELS = (1, 16, 64)
+#: Connections of the CPU-bound scenario (1 vs 2 workers).
+CPU_LEVEL = 8
+#: Connections of the batching scenario; the targets are read at the last.
+BATCH_LEVELS = (1, 16, 64)
+MAX_BATCH_SIZE = 64
+MAX_LATENCY_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="Run only this scenario (repeatable).",
     )
     parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="Before each measured run, wait at most this long for the machine's "
+        "CPUs to be nearly idle (default 30; 0: never wait). Runs started on a "
+        "busy machine are listed under 'Problems seen'.",
+    )
+    parser.add_argument(
         "--rebuild-venvs",
         action="store_true",
         help="Recreate benchmarks/.venvs/ from scratch.",
@@ -119,13 +136,17 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     plan = QUICK if args.quick else FULL
+    scenarios.quiet_wait_s = args.quiet_wait
     chosen = args.only or list(SCENARIOS)
     started = time.monotonic()
 
     print("== venvs", flush=True)
     ds_venv = envs.deepserve_venv(rebuild=args.rebuild_venvs)
     dp_venv = envs.deepaas_venv(rebuild=args.rebuild_venvs)
-    deepserve = scenarios.deepserve_target(ds_venv, workers=1)
+    deepserve = scenarios.deepserve_target(ds_venv, label=report.DS_PROCESS)
+    threaded = scenarios.deepserve_target(
+        ds_venv, label=report.DS_THREAD, executor="thread"
+    )
     deepaas = scenarios.deepaas_target(dp_venv, workers=1)
     ceiling = scenarios.ceiling_target(ds_venv)
 
@@ -136,7 +157,8 @@ def main(argv: list[str]) -> int:
         f"- date: {today}",
         *(f"- {line}" for line in host.lines()),
         f"- deepserve {ds_venv.version_of('deepserve')} "
-        f"(working tree at commit {machine.git_commit(envs.REPO)}), "
+        f"(working tree at commit {machine.git_commit(envs.REPO)}, "
+        f"{machine.git_dirty(envs.REPO)}), "
         f"aiohttp {ds_venv.version_of('aiohttp')}",
         f"- DEEPaaS {dp_venv.version_of('deepaas')}, "
         f"aiohttp {dp_venv.version_of('aiohttp')}, "
@@ -152,24 +174,106 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
     sections: list[str] = []
+    checks: list[report.Check] = []
     problems: list[str] = []
     scratch = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
+    rounds = (
+        f"median of {plan.rounds} round(s) of {plan.duration_s:g} s per level"
+        if plan.rounds > 1
+        else f"one round of {plan.duration_s:g} s per level"
+    )
     try:
         if "overhead" in chosen:
             print("== overhead: echo predict, POST ?text=hello", flush=True)
-            over = scenarios.overhead(
-                [deepserve, ceiling, deepaas],
+            over = scenarios.load_rounds(
+                "overhead",
+                [deepserve, threaded, ceiling, deepaas],
                 scratch,
                 levels=LEVELS,
                 duration_s=plan.duration_s,
                 warmup_s=plan.warmup_s,
                 rounds=plan.rounds,
             )
-            problems += over.problems
+            problems += [f"overhead, {p}" for p in over.problems]
+            text, found = report.overhead_section(over, LEVELS)
+            checks += found
             sections.append(
-                f"### Overhead: echo predict, median of {plan.rounds} round(s) of "
-                f"{plan.duration_s:g} s per level\n\n"
-                + report.overhead_tables(over, LEVELS)
+                f"### Overhead: echo predict, {rounds}, wrk with 1 thread at "
+                f"1 connection, else 2\n\n{text}"
+            )
+        if "cpu" in chosen:
+            print("== cpu: 20 ms of pure Python per predict", flush=True)
+            cpu = scenarios.load_rounds(
+                "cpu",
+                [
+                    scenarios.deepserve_target(
+                        ds_venv, label=report.CPU_1, model="cpu", workers=1
+                    ),
+                    scenarios.deepserve_target(
+                        ds_venv, label=report.CPU_2, model="cpu", workers=2
+                    ),
+                ],
+                scratch,
+                levels=(CPU_LEVEL,),
+                duration_s=plan.duration_s,
+                warmup_s=plan.warmup_s,
+                rounds=plan.rounds,
+                threads=1,
+                timeout_s=5,
+            )
+            problems += [f"cpu, {p}" for p in cpu.problems]
+            text, found = report.cpu_section(cpu, CPU_LEVEL)
+            checks += found
+            sections.append(
+                "### CPU-bound: the cpu model (about 20 ms of pure Python per "
+                f"predict), process executor, {rounds}, wrk -t1\n\n{text}"
+            )
+        if "batching" in chosen:
+            print("== batching: vector model, fixed cost per call", flush=True)
+            batch = scenarios.load_rounds(
+                "batching",
+                [
+                    scenarios.deepserve_target(
+                        ds_venv,
+                        label=report.BATCH_OFF,
+                        model="vector",
+                        extra=["--nobatching"],
+                    ),
+                    scenarios.deepserve_target(
+                        ds_venv,
+                        label=report.BATCH_ON,
+                        model="vector",
+                        extra=[
+                            "--batching",
+                            "--max-batch-size",
+                            str(MAX_BATCH_SIZE),
+                            "--max-latency-ms",
+                            f"{MAX_LATENCY_MS:g}",
+                        ],
+                    ),
+                ],
+                scratch,
+                levels=BATCH_LEVELS,
+                duration_s=plan.duration_s,
+                warmup_s=plan.warmup_s,
+                rounds=plan.rounds,
+                threads=1,
+                timeout_s=5,
+                batch_stats=True,
+            )
+            problems += [f"batching, {p}" for p in batch.problems]
+            text, found = report.batching_section(
+                batch,
+                max(BATCH_LEVELS),
+                max_batch_size=MAX_BATCH_SIZE,
+                max_latency_ms=MAX_LATENCY_MS,
+            )
+            checks += found
+            sections.append(
+                "### Batching: the vector model (fixed cost per call), process "
+                f"executor, 1 worker, --max-batch-size {MAX_BATCH_SIZE} "
+                f"--max-latency-ms {MAX_LATENCY_MS:g} vs --nobatching, {rounds}, "
+                f"wrk -t1\n\n{text}"
             )
         if "upload" in chosen:
             print("== upload", flush=True)
@@ -178,10 +282,12 @@ def main(argv: list[str]) -> int:
                 scratch,
                 size_mib=plan.upload_mib,
                 timeout_s=plan.upload_timeout_s,
+                problems=problems,
             )
+            text, found = report.upload_section(ups)
+            checks += found
             sections.append(
-                f"### Upload: one {plan.upload_mib} MiB multipart file\n\n"
-                + report.upload_table(ups)
+                f"### Upload: one {plan.upload_mib} MiB multipart file\n\n{text}"
             )
         if "training" in chosen:
             print("== training", flush=True)
@@ -192,12 +298,15 @@ def main(argv: list[str]) -> int:
                 probe_s=plan.probe_s,
                 busy_s=plan.busy_s,
                 train_s=plan.train_s,
+                problems=problems,
             )
+            text, found = report.training_section(trains)
+            checks += found
             sections.append(
                 f"### Training: predict at concurrency 1, idle ({plan.idle_s:g} s) "
                 f"and while a {plan.train_s:g} s busy training runs (one probe "
                 f"request, at most {plan.probe_s:g} s, then {plan.busy_s:g} s of "
-                f"load)\n\n" + report.training_table(trains)
+                f"load)\n\n{text}"
             )
     finally:
         if args.keep_scratch:
@@ -208,9 +317,11 @@ def main(argv: list[str]) -> int:
     mode = "quick" if args.quick else "full"
     title = f"## {today}, {mode} run, {host.cpus} x {host.cpu_model}"
     header.append(f"- load average (1 min) before / after: {load_before} / {_load()}")
-    body = "\n".join([title, "", *header]) + "\n\n" + "\n\n".join(sections)
-    if problems:
-        body += "\n\nProblems seen:\n\n" + "\n".join(f"- {p}" for p in problems)
+    targets = "### Targets (issue 3)\n\n" + report.targets_table(checks)
+    body = "\n\n".join(["\n".join([title, "", *header]), targets, *sections])
+    body += "\n\nProblems seen (wrk errors are in the tables): " + (
+        "\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "none."
+    )
     print("\n" + body + "\n")
     print(f"(took {time.monotonic() - started:.0f} s)")
     if args.write:

@@ -1,4 +1,4 @@
-"""The three benchmark scenarios: overhead, upload and training.
+"""The benchmark scenarios: overhead, cpu, batching, upload and training.
 
 Each starts its servers, measures, and stops them before returning; each
 wait is bounded (wrk durations, curl's ``--max-time``, start-up timeouts).
@@ -7,6 +7,7 @@ wait is bounded (wrk durations, curl's ``--max-time``, start-up timeouts).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -19,22 +20,52 @@ from pathlib import Path
 
 from envs import HERE, Venv
 from load import LoadResult, run_wrk
-from servers import RssSampler, Server, files_under, free_port, rss_bytes, running
+from servers import (
+    RssSampler,
+    Server,
+    cpu_seconds,
+    files_under,
+    free_port,
+    machine_busy_seconds,
+    rss_bytes,
+    running,
+    wait_quiet,
+)
 
 PREDICT = "/v2/models/echo/predict/"
 TRAIN = "/v2/models/echo/train/"
 MIB = 1 << 20
+#: The vector model's answer to this text is its call and item counters.
+VECTOR_STATS = "__stats__"
+#: Before each measured run, wait at most this long for the machine to be
+#: quiet (other work on a shared machine skews the figures); run.py sets it.
+quiet_wait_s = 30.0
+
+
+def predict_path(model: str) -> str:
+    return f"/v2/models/{model}/predict/"
 
 
 @dataclass(frozen=True)
 class Target:
-    """A server to benchmark: a label and how to start it on a port."""
+    """A server to benchmark: a label, the model it serves, how to start it."""
 
     label: str
     argv: Callable[[int], list[str]]
+    model: str = "echo"
 
 
-def deepserve_target(venv: Venv, *, workers: int = 1) -> Target:
+def deepserve_target(
+    venv: Venv,
+    *,
+    label: str = "deepserve",
+    model: str = "echo",
+    executor: str = "process",
+    workers: int = 1,
+    extra: Sequence[str] = (),
+) -> Target:
+    """``deepserve run`` serving one model; ``extra``: more options."""
+
     def argv(port: int) -> list[str]:
         return [
             str(venv.script("deepserve")),
@@ -42,12 +73,15 @@ def deepserve_target(venv: Venv, *, workers: int = 1) -> Target:
             "--listen-port",
             str(port),
             "--model-name",
-            "echo",
+            model,
+            "--executor",
+            executor,
             "--workers",
             str(workers),
+            *extra,
         ]
 
-    return Target("deepserve", argv)
+    return Target(label, argv, model)
 
 
 def deepaas_target(venv: Venv, *, workers: int = 1) -> Target:
@@ -79,14 +113,15 @@ def _serve(target: Target, scratch: Path) -> AbstractContextManager[Server]:
         target.argv(port),
         port=port,
         scratch=scratch,
-        probe=PREDICT + "?text=ready",
+        probe=predict_path(target.model) + "?text=ready",
     )
 
 
-def _check_echo(server: Server) -> None:
-    status, body = server.request("POST", PREDICT + "?text=hello")
+def _check_echo(server: Server, model: str) -> None:
+    status, body = server.request("POST", predict_path(model) + "?text=hello")
     answer = json.loads(body) if status == 200 else None
-    if not isinstance(answer, dict) or answer.get("predictions") != {"echo": "hello"}:
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, dict) or predictions.get("echo") != "hello":
         raise RuntimeError(f"{server.label}: unexpected answer {status} {body[:200]!r}")
 
 
@@ -105,15 +140,94 @@ def _problems(server: Server) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Run:
+    """One wrk run and the CPU the server used meanwhile.
+
+    :param main_cpu: the server's main process, in CPUs (1.0: one CPU busy).
+    :param other_cpu: the rest of its process tree (workers), in CPUs.
+    :param foreign_cpu: the rest of the machine (neither the server nor wrk:
+        other processes, the kernel), in CPUs.
+    :param batch: ``(calls, items)`` the vector model ran meanwhile, if read.
+    :param quiet: False when the machine was still busy with other work
+        after waiting ``quiet_wait_s`` before the run.
+    """
+
+    load: LoadResult
+    main_cpu: float
+    other_cpu: float
+    foreign_cpu: float = 0.0
+    batch: tuple[int, int] | None = None
+    quiet: bool = True
+
+    @property
+    def client_cpu(self) -> float:
+        """wrk's CPU use, in CPUs."""
+        d = self.load.duration_s
+        return self.load.client_cpu_s / d if d else 0.0
+
+
+def measure(
+    server: Server,
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int | None = None,
+    timeout_s: float = 2.0,
+    wait: bool = True,
+) -> Run:
+    """wrk against ``url``, with the server's CPU use over the same time.
+
+    :param wait: first wait (at most ``quiet_wait_s``) for a quiet machine.
+    """
+    quiet = not wait or _wait_quiet()
+    pids = server.tree()
+    before = cpu_seconds(pids)
+    busy_before = machine_busy_seconds()
+    start = time.perf_counter()
+    result = run_wrk(
+        url,
+        connections=connections,
+        duration_s=duration_s,
+        threads=threads,
+        timeout_s=timeout_s,
+    )
+    wall = time.perf_counter() - start
+    busy = machine_busy_seconds() - busy_before
+    after = cpu_seconds(server.tree())
+    used = {pid: t - before.get(pid, 0.0) for pid, t in after.items()}
+    main = used.pop(server.proc.pid, 0.0)
+    others = sum(used.values())
+    foreign = max(0.0, busy - main - others - result.client_cpu_s)
+    return Run(result, main / wall, others / wall, foreign / wall, quiet=quiet)
+
+
+_was_quiet = [True]
+
+
+def _wait_quiet() -> bool:
+    """Wait for a quiet machine: ``quiet_wait_s`` at most, or 5 s when it was
+    still busy last time (no use waiting long for work that goes on)."""
+    if quiet_wait_s <= 0:
+        return True
+    limit = quiet_wait_s if _was_quiet[0] else min(5.0, quiet_wait_s)
+    _was_quiet[0] = wait_quiet(limit) is not None
+    return _was_quiet[0]
+
+
 @dataclass
-class Overhead:
-    """Echo predict under load: every round's result, by server and connections."""
+class Rounds:
+    """Load runs: every round's result, by server and connections."""
 
-    runs: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
+    runs: dict[str, dict[int, list[Run]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: The vector model's ``(call_s, item_s)``, when its counters were read.
+    vector_costs: tuple[float, float] | None = None
 
 
-def overhead(
+def load_rounds(
+    tag: str,
     targets: Sequence[Target],
     scratch: Path,
     *,
@@ -121,42 +235,110 @@ def overhead(
     duration_s: float,
     warmup_s: float,
     rounds: int,
-) -> Overhead:
-    """All servers run at once (idle ones cost nothing) and are measured in
-    rounds, each in a rotated order, so that a slow spell of the machine
-    does not fall on one server only.
+    threads: int | None = None,
+    timeout_s: float = 2.0,
+    batch_stats: bool = False,
+) -> Rounds:
+    """Measure ``targets`` at each of ``levels`` connections, in rounds.
+
+    All servers run at once (idle ones cost nothing) and take turns, each
+    round in a rotated order, so that a slow spell of the machine does not
+    fall on one server only.
+
+    :param threads: wrk's threads (default: 1 for one connection, else 2).
+    :param batch_stats: read the vector model's counters around each run.
     """
-    out = Overhead()
+    out = Rounds()
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(_serve(t, scratch)) for t in targets]
+        models = {s.label: t.model for s, t in zip(servers, targets, strict=True)}
         for server in servers:
-            _check_echo(server)
+            _check_echo(server, models[server.label])
             out.runs[server.label] = {c: [] for c in levels}
-            run_wrk(_echo_url(server), connections=max(levels), duration_s=warmup_s)
+            if batch_stats:
+                out.vector_costs = vector_costs(server)
+            run_wrk(
+                _url(server, models[server.label]),
+                connections=max(levels),
+                duration_s=warmup_s,
+                threads=threads,
+                timeout_s=timeout_s,
+            )
         for round_ in range(rounds):
             turn = round_ % len(servers)
             for server in servers[turn:] + servers[:turn]:
-                print(f"[overhead] round {round_ + 1}/{rounds}: {server.label}")
+                print(f"[{tag}] round {round_ + 1}/{rounds}: {server.label}")
+                model = models[server.label]
                 for connections in levels:
-                    result = run_wrk(
-                        _echo_url(server),
+                    before = _vector_stats(server) if batch_stats else None
+                    run = measure(
+                        server,
+                        _url(server, model),
                         connections=connections,
                         duration_s=duration_s,
+                        threads=threads,
+                        timeout_s=timeout_s,
                     )
-                    out.runs[server.label][connections].append(result)
+                    if before is not None:
+                        after = _vector_stats(server)
+                        # The second stats request is a call of its own.
+                        run = dataclasses.replace(
+                            run,
+                            batch=(after[0] - before[0] - 1, after[1] - before[1] - 1),
+                        )
+                    out.runs[server.label][connections].append(run)
+                    r = run.load
+                    batch = ""
+                    if run.batch and run.batch[0] > 0:
+                        batch = f"  mean batch {run.batch[1] / run.batch[0]:.1f}"
                     print(
-                        f"  c={connections:<3} {result.rps:9.0f} req/s  "
-                        f"p50 {_ms(result.p50_ms)}  p99 {_ms(result.p99_ms)}  "
-                        f"errors {result.errors_text()}",
+                        f"  c={connections:<3} {r.rps:9.0f} req/s  "
+                        f"p50 {_ms(r.p50_ms)}  p99 {_ms(r.p99_ms)}  "
+                        f"errors {r.errors_text()}  CPU server "
+                        f"{run.main_cpu:.2f}+{run.other_cpu:.2f} wrk "
+                        f"{run.client_cpu:.2f} rest {run.foreign_cpu:.2f}{batch}"
+                        + ("" if run.quiet else "  (machine busy before)"),
                         flush=True,
                     )
         for server in servers:
             out.problems.extend(_problems(server))
+            busy = sum(
+                not run.quiet
+                for runs in out.runs[server.label].values()
+                for run in runs
+            )
+            if busy:
+                out.problems.append(
+                    f"{server.label}: {busy} run(s) started while other work "
+                    "kept the machine busy"
+                )
     return out
 
 
-def _echo_url(server: Server) -> str:
-    return server.base + PREDICT + "?text=hello"
+def _url(server: Server, model: str) -> str:
+    return server.base + predict_path(model) + "?text=hello"
+
+
+def vector_costs(server: Server) -> tuple[float, float]:
+    """The vector model's cost per call and per item, in seconds."""
+    stats = _vector_answer(server)
+    return float(stats["call_s"]), float(stats["item_s"])
+
+
+def _vector_stats(server: Server) -> tuple[int, int]:
+    """The vector model's ``(calls, items)`` so far (one worker process)."""
+    stats = _vector_answer(server)
+    return int(stats["calls"]), int(stats["items"])
+
+
+def _vector_answer(server: Server) -> dict[str, float]:
+    status, body = server.request(
+        "POST", predict_path("vector") + f"?text={VECTOR_STATS}", timeout=30
+    )
+    if status != 200:
+        raise RuntimeError(f"{server.label}: stats answered {status} {body[:200]!r}")
+    stats: dict[str, float] = json.loads(body)["predictions"]
+    return stats
 
 
 @dataclass(frozen=True)
@@ -196,13 +378,17 @@ def upload(
     *,
     size_mib: int,
     timeout_s: float,
+    problems: list[str] | None = None,
 ) -> list[Upload]:
+    """:param problems: gets the signs of trouble seen in the servers."""
     payload = make_file(scratch / "upload.bin", size_mib)
     results: list[Upload] = []
     try:
         for target in targets:
             print(f"[upload] {target.label}: {size_mib} MiB", flush=True)
             with _serve(target, scratch) as server:
+                if not _wait_quiet():
+                    print("  (machine busy before the upload)", flush=True)
                 results.append(_upload_once(server, payload, timeout_s))
                 r = results[-1]
                 print(
@@ -210,6 +396,8 @@ def upload(
                     f"{r.growth / MIB:.0f} MiB, {len(r.leftovers)} file(s) left",
                     flush=True,
                 )
+                if problems is not None:
+                    problems.extend(f"upload, {p}" for p in _problems(server))
     finally:
         payload.unlink()
     return results
@@ -277,14 +465,20 @@ class Training:
 
     :param first_answer_s: how long the first predict after the training
         started took; None when it timed out (after ``probe_timeout_s``).
+    :param hog_cpu: CPU use of the busiest process of the server's tree
+        while the training ran (probe and load), in CPUs.
+    :param hog_where: ``main`` when that process is the server's own, else
+        ``child``.
     """
 
     label: str
-    idle: LoadResult
+    idle: Run
     train_status: str
     probe_timeout_s: float
     first_answer_s: float | None = None
-    busy: LoadResult | None = None
+    busy: Run | None = None
+    hog_cpu: float | None = None
+    hog_where: str = ""
 
 
 def training(
@@ -295,7 +489,9 @@ def training(
     probe_s: float,
     busy_s: float,
     train_s: float,
+    problems: list[str] | None = None,
 ) -> list[Training]:
+    """:param problems: gets the signs of trouble seen in the servers."""
     results: list[Training] = []
     for target in targets:
         print(f"[training] {target.label}", flush=True)
@@ -305,13 +501,22 @@ def training(
             first = (
                 "timed out" if r.first_answer_s is None else f"{r.first_answer_s:.3f} s"
             )
+            busy = r.busy.load if r.busy else None
             print(
-                f"  idle p50 {_ms(r.idle.p50_ms)}; training ({r.train_status}): "
+                f"  idle p50 {_ms(r.idle.load.p50_ms)}; training ({r.train_status}): "
                 f"first answer {first}, "
-                f"p50 {_ms(r.busy.p50_ms if r.busy else None)}, "
-                f"{r.busy.requests if r.busy else 0} answers",
+                f"p50 {_ms(busy.p50_ms if busy else None)}, "
+                f"{busy.requests if busy else 0} answers; busiest process "
+                f"({r.hog_where}) {r.hog_cpu or 0:.2f} CPU",
                 flush=True,
             )
+            if problems is not None:
+                problems.extend(f"training, {p}" for p in _problems(server))
+                if not r.idle.quiet:
+                    problems.append(
+                        f"training, {server.label}: the idle run started while "
+                        "other work kept the machine busy"
+                    )
     return results
 
 
@@ -320,13 +525,14 @@ def _train_once(
 ) -> Training:
     url = server.base + PREDICT + "?text=hello"
     run_wrk(url, connections=1, duration_s=1)
-    idle = run_wrk(url, connections=1, duration_s=idle_s)
+    idle = measure(server, url, connections=1, duration_s=idle_s)
     status, body = server.request("POST", f"{TRAIN}?seconds={train_s:g}")
     if status != 200:
         return Training(server.label, idle, f"HTTP {status}", probe_s)
     train_status = str(json.loads(body).get("status", "?"))
     # Let the training's worker start and take its CPU.
     time.sleep(1.0)
+    before = cpu_seconds(server.tree())
     start = time.perf_counter()
     first: float | None = None
     try:
@@ -334,8 +540,25 @@ def _train_once(
         first = time.perf_counter() - start
     except TimeoutError:
         pass
-    busy = run_wrk(url, connections=1, duration_s=busy_s, timeout_s=2)
-    return Training(server.label, idle, train_status, probe_s, first, busy)
+    # The training keeps a CPU busy: no waiting for a quiet machine here.
+    busy = measure(
+        server, url, connections=1, duration_s=busy_s, timeout_s=2, wait=False
+    )
+    wall = time.perf_counter() - start
+    used = {
+        pid: t - before.get(pid, 0.0) for pid, t in cpu_seconds(server.tree()).items()
+    }
+    hog = max(used, key=lambda pid: used[pid])
+    return Training(
+        server.label,
+        idle,
+        train_status,
+        probe_s,
+        first,
+        busy,
+        hog_cpu=used[hog] / wall,
+        hog_where="main" if hog == server.proc.pid else "child",
+    )
 
 
 def _ms(value: float | None) -> str:

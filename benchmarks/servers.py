@@ -67,6 +67,50 @@ def process_tree(root: int) -> list[int]:
     return sorted(pid for pid in found if pid in parents)
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """CPU time (user + system) used so far by each of ``pids`` still there."""
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        # utime and stime are the 14th and 15th fields of the whole line.
+        found[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all CPUs of the machine have spent busy since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    # user nice system idle iowait irq softirq steal (guest time is in user).
+    ticks = [int(v) for v in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+
+
+def wait_quiet(
+    max_s: float, *, threshold: float = 0.25, window_s: float = 1.0
+) -> float | None:
+    """Wait until the machine's CPUs are nearly idle (the servers under test
+    are idle between runs), at most ``max_s`` seconds.
+
+    :param threshold: busy CPUs over ``window_s`` below which it is quiet.
+    :returns: the seconds waited, or None when it never got quiet.
+    """
+    start = time.monotonic()
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(window_s)
+        if (machine_busy_seconds() - before) / window_s < threshold:
+            return time.monotonic() - start
+        if time.monotonic() - start >= max_s:
+            return None
+
+
 def rss_bytes(pids: Sequence[int]) -> int:
     """Sum of the resident set sizes (VmRSS) of ``pids`` that still exist."""
     total = 0
