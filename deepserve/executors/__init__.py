@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from deepserve.exceptions import DeepserveError, LoaderError, ModelFailed
 from deepserve.model import Method
@@ -62,3 +63,18 @@ def start_failure(model: str, exc: DeepserveError) -> LoaderError:
     else:
         reason = str(exc)
     return LoaderError(f"Model '{model}' failed to start: {reason}")
+
+
+_T = TypeVar("_T")
+
+
+async def within(timeout: float | None, future: asyncio.Future[_T]) -> _T:
+    """Await ``future``, raising ``TimeoutError`` past ``timeout`` seconds.
+
+    Without a timeout, no timer is armed: most predictions have none, and
+    ``asyncio.timeout`` is a noticeable part of a trivial call's cost.
+    """
+    if timeout is None:
+        return await future
+    async with asyncio.timeout(timeout):
+        return await future

@@ -23,7 +23,7 @@ from deepserve.exceptions import (
     DeepserveError,
     NotRunning,
 )
-from deepserve.executors import Executor
+from deepserve.executors import Executor, within
 from deepserve.model import Method
 
 #: Used when neither the config nor the model sets them.
@@ -161,8 +161,7 @@ class BatchingExecutor:
         self._arrived.set()
         self._outstanding += 1
         try:
-            async with asyncio.timeout(timeout):
-                return await item.future
+            return await within(timeout, item.future)
         except TimeoutError:
             raise DeadlineExceeded(self._model, timeout or 0.0) from None
         finally:

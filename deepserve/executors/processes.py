@@ -38,7 +38,7 @@ from deepserve.exceptions import (
     NotRunning,
     WorkerDied,
 )
-from deepserve.executors import start_failure
+from deepserve.executors import start_failure, within
 from deepserve.executors import worker as worker_main
 from deepserve.loader import ModelRef
 from deepserve.model import Method
@@ -319,8 +319,7 @@ class ProcessExecutor:
         try:
             # Not shielded: a cancelled answer still leaves the worker's pipe
             # in order (its entry stays until the worker replies).
-            async with asyncio.timeout(timeout):
-                return await call.answer
+            return await within(timeout, call.answer)
         except TimeoutError:
             if call.running:
                 assert call.worker is not None

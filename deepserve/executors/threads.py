@@ -26,7 +26,7 @@ from deepserve.exceptions import (
     DeepserveError,
     NotRunning,
 )
-from deepserve.executors import start_failure
+from deepserve.executors import start_failure, within
 from deepserve.executors.processes import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
@@ -97,8 +97,7 @@ class ThreadExecutor:
         self._outstanding += 1
         try:
             # Cancelling a call that has not started makes its thread skip it.
-            async with asyncio.timeout(timeout):
-                return await future
+            return await within(timeout, future)
         except TimeoutError:
             if future in self._running:
                 LOG.warning(
