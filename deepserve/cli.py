@@ -100,6 +100,11 @@ def run(argv: Sequence[str]) -> int:
         )
     except LoaderError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # the address is taken, or not ours to bind
+        return _fail(
+            f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
+            f"{exc.strerror or exc}"
+        )
     return 0
 
 

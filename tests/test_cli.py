@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -167,3 +168,18 @@ def test_model_whose_warm_fails_stops_startup_with_one_line(fake_site, tmp_path)
     assert lines == [
         "deepserve: error: Model 'cold' failed to start: RuntimeError: no weights"
     ]
+
+
+def test_port_in_use_is_a_one_line_error(fake_site):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            ["run", "--listen-port", str(port), "--model-name", "minimal"],
+            subprocess_env(fake_site),
+        )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"deepserve: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in line.lower()
