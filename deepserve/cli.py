@@ -80,6 +80,7 @@ def run(argv: Sequence[str]) -> int:
         try:
             yield
         finally:
+            LOG.debug("Stopping the models' workers")
             await registry.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -19,6 +19,7 @@ the server kill workers.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import dataclasses
@@ -27,6 +28,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import weakref
 from collections.abc import Mapping
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Protocol
@@ -105,6 +108,7 @@ class _Worker:
             name=f"deepserve-worker[{ref.name}]",
         )
         self.process.start()
+        _track(self.process)
         child.close()
         self._loop.add_reader(self._conn.fileno(), self._readable)
 
@@ -219,6 +223,37 @@ class _Worker:
         await self._loop.run_in_executor(None, _reap, self.process)
 
 
+# Every worker process still running, for the exit-time safety net below.
+# Process-wide on purpose: it guards the interpreter's exit, which is
+# process-wide too.
+_LIVE: weakref.WeakSet[SpawnProcess] = weakref.WeakSet()
+_exit_guard = threading.Lock()
+_exit_guarded = False
+
+
+def _track(proc: SpawnProcess) -> None:
+    """Kill ``proc`` at interpreter exit if nothing stopped it before.
+
+    Workers are not daemonic (a model may start processes of its own), so
+    multiprocessing joins them at exit; if an orderly shutdown was cut
+    short (a second Ctrl-C during cleanup), that join would wait forever.
+    Our hook is registered after multiprocessing's, so it runs first.
+    """
+    global _exit_guarded
+    with _exit_guard:
+        if not _exit_guarded:
+            atexit.register(_kill_leftovers)
+            _exit_guarded = True
+    _LIVE.add(proc)
+
+
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join(TERMINATE_GRACE)
+
+
 def _reap(proc: SpawnProcess) -> None:
     proc.join(TERMINATE_GRACE)
     if proc.exitcode is None:
@@ -271,6 +306,10 @@ class ProcessExecutor:
     @property
     def workers(self) -> int:
         return self._size
+
+    def pids(self) -> list[int]:
+        """Process ids of the pool's workers (for operators and tests)."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     @property
     def capacity(self) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,7 +20,7 @@ from deepserve.exceptions import DeadlineExceeded, LoaderError, WorkerDied
 from deepserve.executors.processes import ProcessExecutor
 from deepserve.loader import ModelRef
 from tests.checks import wait_for_pidfile
-from tests.conftest import oldstyle_args
+from tests.conftest import oldstyle_args, subprocess_env
 
 #: Upper bound for anything that should happen "soon" (a worker to go, a
 #: replacement to come up), generous for a loaded CI machine.
@@ -353,3 +354,30 @@ async def test_start_failure_says_why(cold_model: ModelRef) -> None:
         await executor.close()
     assert "RuntimeError" in str(excinfo.value)
     assert "no weights" in str(excinfo.value)
+
+
+def test_exit_without_close_leaves_no_worker_behind(fake_site: Path) -> None:
+    """An orderly shutdown cut short (a second Ctrl-C during cleanup) must
+    not hang the server at exit, nor leave its workers running."""
+    script = (
+        "import asyncio\n"
+        "from deepserve import loader\n"
+        "from deepserve.executors.processes import ProcessExecutor\n"
+        "async def main():\n"
+        "    ref = loader.discover(loader.installed_entry_points())['classy']\n"
+        "    executor = ProcessExecutor(ref, workers=2)\n"
+        "    await executor.start()\n"
+        "    print(' '.join(str(p) for p in executor.pids()), flush=True)\n"
+        "asyncio.run(main())\n"  # no close(): the interpreter just exits
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=subprocess_env(fake_site),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    pids = [int(p) for p in result.stdout.split()]
+    assert len(pids) == 2
+    assert all(is_gone(pid) for pid in pids)
