@@ -11,14 +11,9 @@ from deepserve.api import docs, media, openapi
 from deepserve.api.args import ArgSpec
 from deepserve.api.debug import LogBuffer
 from deepserve.api.errors import error_middleware
-from deepserve.api.routes import Handlers, json_response
+from deepserve.api.routes import Handlers
 from deepserve.runtime import Registry
 from deepserve.settings import ApiSettings
-
-REGISTRY = web.AppKey("registry", Registry)
-SETTINGS = web.AppKey("settings", ApiSettings)
-#: The OpenAPI document, built once per app.
-SPEC = web.AppKey("spec", dict)
 
 SLASH = "{slash:/?}"
 
@@ -57,11 +52,8 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     app = web.Application(
         client_max_size=settings.client_max_size, middlewares=[error_middleware]
     )
-    app[REGISTRY] = registry
-    app[SETTINGS] = settings
     ops = model_ops(registry)
     spec = openapi.build(list(ops.values()), settings)
-    app[SPEC] = spec
     spec_text = media.dumps(spec)
 
     base = settings.base_path
@@ -113,4 +105,4 @@ def _add_debug(app: web.Application, base: str) -> None:
     app.router.add_get(f"{base}/v2/debug{SLASH}", debug, allow_head=False)
 
 
-__all__ = ["REGISTRY", "SETTINGS", "SPEC", "create_app", "json_response"]
+__all__ = ["create_app"]

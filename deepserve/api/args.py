@@ -142,10 +142,6 @@ class Uploads:
         os.close(fd)
         return path
 
-    @property
-    def directory(self) -> str | None:
-        return self._dir
-
     def cleanup(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -55,14 +55,17 @@ class Executor(Protocol):
     async def close(self) -> None: ...
 
 
+def describe(exc: DeepserveError) -> str:
+    """Why a worker could not start, for operators (the model's own
+    exception type and message, not the text clients see)."""
+    return exc.reason if isinstance(exc, ModelFailed) else str(exc)
+
+
 def start_failure(model: str, exc: DeepserveError) -> LoaderError:
     """The one-line start-up error for a model that failed to build or warm."""
     if isinstance(exc, ModelFailed):
         LOG.debug("Start-up of model '%s' failed:\n%s", model, exc.traceback)
-        reason = exc.reason
-    else:
-        reason = str(exc)
-    return LoaderError(f"Model '{model}' failed to start: {reason}")
+    return LoaderError(f"Model '{model}' failed to start: {describe(exc)}")
 
 
 _T = TypeVar("_T")

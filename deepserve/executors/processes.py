@@ -37,11 +37,10 @@ from typing import Any, Protocol
 from deepserve.exceptions import (
     DeadlineExceeded,
     DeepserveError,
-    ModelFailed,
     NotRunning,
     WorkerDied,
 )
-from deepserve.executors import start_failure, within
+from deepserve.executors import describe, start_failure, within
 from deepserve.executors import worker as worker_main
 from deepserve.loader import ModelRef
 from deepserve.model import Method
@@ -274,10 +273,6 @@ def _settle(
         future.set_exception(DeepserveError(str(error)))
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.reason if isinstance(exc, ModelFailed) else str(exc)
-
-
 class ProcessExecutor:
     """A pool of worker processes for one model, plus one process per job.
 
@@ -460,7 +455,7 @@ class ProcessExecutor:
                 LOG.error(
                     "A new worker of model '%s' failed to start (%s); retrying in %.1fs",
                     self._ref.name,
-                    _reason(exc),
+                    describe(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)
