@@ -182,3 +182,11 @@ class Overloaded(DeepserveError):
         self.model = model
         self.queued = queued
         self.retry_after = retry_after
+
+
+class StoreError(DeepserveError):
+    """The model store cannot do what was asked (a damaged entry, a bad save)."""
+
+
+class BadArchive(StoreError):
+    """A model archive is unsafe or damaged; nothing of it was imported."""

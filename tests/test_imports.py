@@ -16,6 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "exceptions": set(),
     "model": set(),
     "settings": set(),
+    "store": {"exceptions", "model", "settings"},
     "demo": set(),
     "__init__": set(),
     "config": {"settings", "exceptions", "__init__"},
@@ -47,7 +48,7 @@ ALLOWED: dict[str, set[str]] = {
     },
 }
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime"}  # fmt: skip
+                "executors", "runtime", "store"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

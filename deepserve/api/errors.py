@@ -21,6 +21,7 @@ LOG = logging.getLogger(__name__)
 #: Domain error -> status; looked up along the error's MRO.
 STATUS: dict[type[exc.DeepserveError], int] = {
     exc.MalformedRequest: 400,
+    exc.BadArchive: 400,
     exc.ModelNotFound: 404,
     exc.JobNotFound: 404,
     exc.NotAcceptable: 406,
