@@ -99,7 +99,7 @@ class _Member:
     sha256: str = ""
 
 
-def name_problem(name: str) -> str | None:
+def _name_problem(name: str) -> str | None:
     """Why ``name`` may not be a member's path, or ``None`` when it may.
 
     A member path is relative, POSIX-style, valid UTF-8, without ``..``,
@@ -175,7 +175,7 @@ def _scan(entry: Path) -> list[_Member]:
         subdirs: list[tuple[Path, str]] = []
         for child in children:
             name = prefix + child.name
-            problem = name_problem(name)
+            problem = _name_problem(name)
             if problem is not None:
                 raise StoreError(f"Cannot pack '{entry}': '{name}' {problem}")
             if name == MANIFEST:
@@ -521,7 +521,8 @@ class _Unpacker:
         self.where = f"member '{MANIFEST}'"
         reader = tar.extractfile(first)
         assert reader is not None  # a regular file always has a reader
-        data = reader.read()
+        # In chunks: a single read() would ask _Guard for all of it at once.
+        data = b"".join(iter(lambda: reader.read(_CHUNK), b""))
         self.where = f"after member '{MANIFEST}'"
         self.expected = self._parse_manifest(data)
         self.seen.add(MANIFEST)
@@ -575,7 +576,7 @@ class _Unpacker:
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise bad(f"a member is not an object with a 'path': {item!r:.80}")
         path: str = item["path"]
-        problem = name_problem(path)
+        problem = _name_problem(path)
         if problem is not None:
             raise self.bad(path, problem)
         kind = item.get("type")
@@ -594,7 +595,7 @@ class _Unpacker:
 
     def _extract(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         name = info.name
-        problem = name_problem(name)
+        problem = _name_problem(name)
         if problem is not None:
             raise self.bad(name, problem)
         if name in self.seen:
@@ -639,9 +640,12 @@ class _Unpacker:
             else:
                 kind = "hard link"
                 resolved = info.linkname
-            escapes = info.linkname.startswith("/") or posixpath.normpath(
-                resolved
-            ).startswith("..")
+            normal = posixpath.normpath(resolved)
+            escapes = (
+                info.linkname.startswith("/")
+                or normal == ".."
+                or normal.startswith("../")
+            )
             where = ", outside the archive" if escapes else ""
             raise self.bad(
                 name,

@@ -410,7 +410,9 @@ def test_unsafe_path_in_the_manifest_alone(site: Site) -> None:
         (tarfile.LNKTYPE, "../sentinel/keep.txt", "hard link to '../sentinel/keep.txt', outside the archive"),
         (tarfile.LNKTYPE, "/etc/passwd", "outside the archive"),
         (tarfile.LNKTYPE, "data", "archives may not contain links"),
+        (tarfile.SYMTYPE, "..data", "archives may not contain links"),
     ],
+    ids=["sym-up", "sym-abs", "sym-in", "hard-up", "hard-abs", "hard-in", "sym-dots"],
 )  # fmt: skip
 def test_links_are_refused(site: Site, kind: bytes, target: str, problem: str) -> None:
     link = info("link", kind=kind, linkname=target)
@@ -569,6 +571,14 @@ def test_manifest_not_first(site: Site) -> None:
 def test_malformed_manifest(site: Site, document: bytes, problem: str) -> None:
     forge(site.archive, [], manifest_bytes=document)
     site.rejects("MANIFEST.json", problem)
+
+
+def test_manifest_larger_than_one_read(site: Site) -> None:
+    # Tar headers are read with a bound; the manifest is not a header.
+    document = manifest({"a": b"x"}) + b" " * (3 * MiB)
+    forge(site.archive, [(info("a", b"x"), b"x")], manifest_bytes=document)
+    archive.unpack(site.archive, site.dest)
+    assert tree(site.dest) == {"a": b"x"}
 
 
 def test_manifest_over_its_size_limit(site: Site) -> None:
