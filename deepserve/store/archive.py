@@ -21,10 +21,10 @@ the limits; after writing it checks the checksum; at the end it checks that
 nothing follows the tar end marker and that no manifest entry is missing.
 It never asks :mod:`tarfile` to extract anything: it creates every file and
 directory itself, inside ``dest``, with exclusive creation, and never
-creates links. (``tarfile``'s ``filter="data"`` is not used: it arrived in
-patch releases of Python 3.11 that our ``python_requires`` does not exclude,
-it has needed security fixes of its own as late as 2025, it allows internal
-links, and it checks neither sizes, checksums nor duplicate members.)
+creates links. (``tarfile``'s ``filter="data"`` is not used: Python 3.11.0
+to 3.11.3, which ``python_requires`` allows, lack it; it has needed security
+fixes of its own as late as 2025; it allows internal links; and it checks
+neither sizes, checksums nor duplicate members.)
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # characters garble logs and terminals.
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _KINDS = {
     tarfile.CHRTYPE: "a character device",
     tarfile.BLKTYPE: "a block device",
@@ -589,7 +589,7 @@ class _Unpacker:
         # bool is an int too; a size of `true` is malformed.
         if type(size) is not int or size < 0:
             raise bad(f"'{path}' has no valid size")
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise bad(f"'{path}' has no valid sha256")
         return _Member(path, False, size, sha256)
 
@@ -691,7 +691,9 @@ class _Unpacker:
             out = open(target, "xb")  # noqa: SIM115 (closed by the next line)
         with out, reader:
             # The limits apply to the bytes actually read, whatever a header
-            # or the manifest claims.
+            # or the manifest claims. (tarfile hands over exactly the header's
+            # size, checked above; these checks keep holding if it ever
+            # does not, e.g. for a member type that expands.)
             while chunk := reader.read(_CHUNK):
                 size += len(chunk)
                 self.done += len(chunk)

@@ -533,6 +533,34 @@ def test_data_after_the_end_marker(site: Site) -> None:
     site.rejects("a", "data follows the end of the archive")
 
 
+def test_missing_end_marker(site: Site) -> None:
+    document = manifest({"a": b"x"})
+    site.archive.write_bytes(
+        gz_tar_bytes(
+            header("MANIFEST.json", len(document)),
+            padded(document),
+            header("a", 1),
+            padded(b"x"),
+        )
+    )
+    site.rejects("a", "no end marker")
+
+
+def test_endless_zero_padding(site: Site) -> None:
+    # Zeros compress to almost nothing: reading them must stop somewhere.
+    document = manifest({"a": b"x"})
+    site.archive.write_bytes(
+        gz_tar_bytes(
+            header("MANIFEST.json", len(document)),
+            padded(document),
+            header("a", 1),
+            padded(b"x"),
+            bytes(archive.MAX_PADDING + 4 * tarfile.BLOCKSIZE),
+        )
+    )
+    site.rejects("a", "data follows the end of the archive")
+
+
 def test_bad_checksum(site: Site) -> None:
     forge(site.archive, [(info("a", b"evil"), b"evil")], {"a": b"good"})
     site.rejects("a", "does not match its SHA-256")
@@ -563,6 +591,7 @@ def test_manifest_not_first(site: Site) -> None:
         (manifest({}, members={"a": 1}), "'members' is not a list"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": True, "sha256": "0" * 64}]}).encode(), "'a' has no valid size"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "xyz"}]}).encode(), "'a' has no valid sha256"),
+        (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "0" * 64 + "\n"}]}).encode(), "'a' has no valid sha256"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "link"}]}).encode(), "'a' has type 'link'"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "dir"}, {"path": "a", "type": "dir"}]}).encode(), "'a' is listed twice"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a/b", "type": "dir"}]}).encode(), "'a/b' is in 'a', not a listed directory"),
