@@ -1,0 +1,68 @@
+"""Manage the model store: get, list, delete, export and import models.
+
+Every function works on the store at ``$DEEPSERVE_HOME/models``
+(``~/deepserve/models`` when ``DEEPSERVE_HOME`` is unset), read when the
+function is called, or on the store passed as ``store=``::
+
+    import deepserve.models
+
+    model = deepserve.models.get("iris_clf:latest")
+    print(model.tag, model.path, model.info.labels)
+
+Models are saved with the ``save_model`` of a framework module, e.g.
+:func:`deepserve.sklearn.save_model`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from pathlib import Path
+
+from deepserve.store import Store, StoredModel
+
+#: Environment variable naming deepserve's home directory.
+HOME_ENV = "DEEPSERVE_HOME"
+DEFAULT_HOME = "~/deepserve"
+
+
+def default_store() -> Store:
+    """The store at ``$DEEPSERVE_HOME/models`` (default ``~/deepserve/models``).
+
+    The variable is read on every call, so it can be changed at run time.
+    """
+    home = os.environ.get(HOME_ENV) or DEFAULT_HOME
+    return Store(Path(home).expanduser() / "models")
+
+
+def _store(store: Store | None) -> Store:
+    return store if store is not None else default_store()
+
+
+def _tag(tag: str | StoredModel) -> str:
+    return tag.tag if isinstance(tag, StoredModel) else tag
+
+
+def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
+    """The stored model named by ``tag`` (``name``, ``name:latest`` or
+    ``name:version``).
+
+    :raises BadTag: when ``tag`` is not a valid tag.
+    :raises ModelTagNotFound: when the store has no such model.
+    """
+    return _store(store).get(_tag(tag))
+
+
+def list(
+    name: str | None = None, *, store: Store | None = None
+) -> builtins.list[StoredModel]:
+    """Every stored model, or every version of ``name``, oldest first."""
+    return _store(store).list(name)
+
+
+def delete(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
+    """Remove the model named by ``tag`` from the store; returns it.
+
+    :raises ModelTagNotFound: when the store has no such model.
+    """
+    return _store(store).delete(_tag(tag))
