@@ -51,23 +51,23 @@ class Signature:
         """
         if not isinstance(options, Mapping):
             raise StoreError(
-                f"signature '{method}': options must be a mapping, "
+                f"signatures: '{method}': options must be a mapping, "
                 f"not {type(options).__name__}"
             )
         unknown = sorted(set(options) - {"batchable", "batch_dim"})
         if unknown:
             raise StoreError(
-                f"signature '{method}': unknown option(s) {', '.join(unknown)}; "
+                f"signatures: '{method}': unknown option(s) {', '.join(unknown)}; "
                 "allowed: batchable, batch_dim"
             )
         batchable = options.get("batchable", False)
         batch_dim = options.get("batch_dim", 0)
         if not isinstance(batchable, bool):
-            raise StoreError(f"signature '{method}': batchable must be true or false")
+            raise StoreError(f"signatures: '{method}': batchable must be true or false")
         if isinstance(batch_dim, bool) or not isinstance(batch_dim, int):
-            raise StoreError(f"signature '{method}': batch_dim must be an integer")
+            raise StoreError(f"signatures: '{method}': batch_dim must be an integer")
         if batch_dim < 0:
-            raise StoreError(f"signature '{method}': batch_dim must be >= 0")
+            raise StoreError(f"signatures: '{method}': batch_dim must be >= 0")
         return cls(batchable=batchable, batch_dim=batch_dim)
 
 
@@ -155,10 +155,13 @@ class ModelInfo:
         name = reader.get("name", str)
         version = reader.get("version", str)
         Tag(name, version)
-        signatures = {
-            str(method): Signature.from_options(str(method), options)
-            for method, options in reader.get("signatures", dict).items()
-        }
+        try:
+            signatures = {
+                str(method): Signature.from_options(str(method), options)
+                for method, options in reader.get("signatures", dict).items()
+            }
+        except StoreError as error:
+            raise StoreError(f"model.json: {error}") from None
         return cls(
             name=name,
             version=version,

@@ -24,7 +24,7 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]
 
 import deepserve
-from deepserve.exceptions import InvalidModel, WrongModule
+from deepserve.exceptions import InvalidModel, StoreError, WrongModule
 from deepserve.store import requirements as reqs
 from deepserve.store.entry import (
     ARTIFACTS_DIR,
@@ -196,14 +196,15 @@ class Framework:
             if not isinstance(method, str) or not method:
                 raise InvalidModel(f"signatures: {method!r} is not a method name")
             if not self.has_method(obj, method):
+                kind = obj if isinstance(obj, type) else type(obj)
                 raise InvalidModel(
-                    f"signatures: the model has no method '{method}' "
-                    f"({type(obj).__qualname__ if not isinstance(obj, type) else obj.__qualname__})"
+                    f"signatures: the model ({kind.__qualname__}) has no method "
+                    f"'{method}'"
                 )
             try:
                 result[method] = Signature.from_options(method, options)
-            except Exception as error:
-                raise InvalidModel(f"signatures: {error}") from None
+            except StoreError as error:
+                raise InvalidModel(error.message) from None
         return result
 
 
@@ -311,8 +312,6 @@ def load(model: StoredModel) -> Any:
     """
     framework = FRAMEWORKS.get(model.info.module)
     if framework is None:
-        from deepserve.exceptions import StoreError
-
         raise StoreError(
             f"Model '{model.tag}' was saved by {model.info.module}, "
             "which this deepserve does not know"
