@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from deepserve.exceptions import InvalidModel
-from deepserve.models import _store
+from deepserve.models import resolve_store
 from deepserve.store import Store, StoredModel
 from deepserve.store.frameworks import CLASS_MODEL as _FRAMEWORK
 from deepserve.store.frameworks import Artifacts, PathList, Signatures
@@ -56,7 +56,7 @@ def save_model(
     :raises InvalidModel: naming the argument that cannot be saved.
     """
     return _FRAMEWORK.save(
-        _store(store),
+        resolve_store(store),
         name,
         obj,
         labels=labels,
@@ -77,7 +77,7 @@ def load_model(tag: str | StoredModel, *, store: Store | None = None) -> Any:
 
     :raises WrongModule: when the model was saved by another module.
     """
-    return _FRAMEWORK.load(_store(store), tag)
+    return _FRAMEWORK.load(resolve_store(store), tag)
 
 
 def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
@@ -86,7 +86,7 @@ def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
     :raises ModelTagNotFound: when the store has no such model.
     :raises WrongModule: when the model was saved by another module.
     """
-    return _FRAMEWORK.get(_store(store), tag)
+    return _FRAMEWORK.get(resolve_store(store), tag)
 
 
 def fetch_artifacts(

@@ -35,7 +35,8 @@ def default_store() -> Store:
     return Store(Path(home).expanduser() / "models")
 
 
-def _store(store: Store | None) -> Store:
+def resolve_store(store: Store | None) -> Store:
+    """``store``, or the default store when it is ``None``."""
     return store if store is not None else default_store()
 
 
@@ -50,14 +51,14 @@ def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
     :raises BadTag: when ``tag`` is not a valid tag.
     :raises ModelTagNotFound: when the store has no such model.
     """
-    return _store(store).get(_tag(tag))
+    return resolve_store(store).get(_tag(tag))
 
 
 def list(
     name: str | None = None, *, store: Store | None = None
 ) -> builtins.list[StoredModel]:
     """Every stored model, or every version of ``name``, oldest first."""
-    return _store(store).list(name)
+    return resolve_store(store).list(name)
 
 
 def delete(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
@@ -65,4 +66,4 @@ def delete(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel
 
     :raises ModelTagNotFound: when the store has no such model.
     """
-    return _store(store).delete(_tag(tag))
+    return resolve_store(store).delete(_tag(tag))

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from deepserve.exceptions import InvalidModel  # noqa: F401 - documented errors
-from deepserve.models import _store
+from deepserve.models import resolve_store
 from deepserve.store import Store, StoredModel
 from deepserve.store.frameworks import SKLEARN as _FRAMEWORK
 from deepserve.store.frameworks import Artifacts, PathList, Signatures
@@ -54,7 +53,7 @@ def save_model(
     :raises InvalidModel: naming the argument that cannot be saved.
     """
     return _FRAMEWORK.save(
-        _store(store),
+        resolve_store(store),
         name,
         obj,
         labels=labels,
@@ -75,7 +74,7 @@ def load_model(tag: str | StoredModel, *, store: Store | None = None) -> Any:
 
     :raises WrongModule: when the model was saved by another module.
     """
-    return _FRAMEWORK.load(_store(store), tag)
+    return _FRAMEWORK.load(resolve_store(store), tag)
 
 
 def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
@@ -84,4 +83,4 @@ def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
     :raises ModelTagNotFound: when the store has no such model.
     :raises WrongModule: when the model was saved by another module.
     """
-    return _FRAMEWORK.get(_store(store), tag)
+    return _FRAMEWORK.get(resolve_store(store), tag)
