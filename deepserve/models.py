@@ -8,6 +8,8 @@ function is called, or on the store passed as ``store=``::
 
     model = deepserve.models.get("iris_clf:latest")
     print(model.tag, model.path, model.info.labels)
+    path = deepserve.models.export_model("iris_clf:latest", "/tmp")
+    deepserve.models.import_model(path, store=Store("/srv/models"))
 
 Models are saved with the ``save_model`` of a framework module, e.g.
 :func:`deepserve.sklearn.save_model`.
@@ -20,6 +22,7 @@ import os
 from pathlib import Path
 
 from deepserve.store import Store, StoredModel
+from deepserve.store.local import Progress
 
 #: Environment variable naming deepserve's home directory.
 HOME_ENV = "DEEPSERVE_HOME"
@@ -67,3 +70,37 @@ def delete(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel
     :raises ModelTagNotFound: when the store has no such model.
     """
     return resolve_store(store).delete(_tag(tag))
+
+
+def export_model(
+    tag: str | StoredModel,
+    path: str | os.PathLike[str],
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Write the model named by ``tag`` to one archive file.
+
+    :param path: a file path, a directory (the file is then named after the
+        tag: ``<name>-<version>.dsmodel``) or an fsspec URL.
+    :param progress: called with ``(bytes done, bytes in all)`` as it goes.
+    :returns: the path or URL written.
+    """
+    return resolve_store(store).export_model(_tag(tag), path, progress=progress)
+
+
+def import_model(
+    path: str | os.PathLike[str],
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> StoredModel:
+    """Add the model in the archive at ``path`` (a file or URL) to the store.
+
+    The archive is checked before anything enters the store: on any error
+    the store is unchanged.
+
+    :raises BadArchive: when the archive is unsafe or damaged.
+    :raises TagExists: when the store already holds that tag.
+    """
+    return resolve_store(store).import_model(path, progress=progress)

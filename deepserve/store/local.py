@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from deepserve.exceptions import (
+    BadArchive,
     ModelTagNotFound,
     StoreError,
     TagExists,
@@ -172,6 +173,64 @@ class Store:
         with contextlib.suppress(OSError):
             model.path.parent.rmdir()  # only when no version is left
         return model
+
+    def export_model(
+        self,
+        tag: str | Tag,
+        dest: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> str:
+        """Write the entry named by ``tag`` as one archive file.
+
+        :param dest: a file path or URL; an existing directory (or a path or
+            URL ending in ``/``) receives ``<name>-<version>.dsmodel``.
+        :returns: the path or URL written.
+        """
+        from deepserve.store import archive
+
+        model = self.get(tag)
+        target = os.fspath(dest)
+        if target.endswith("/") or os.path.isdir(target):
+            target = os.path.join(target, archive_name(model.tag))
+        archive.pack(model.path, target, progress=progress)
+        return target
+
+    def import_model(
+        self,
+        src: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        max_member_size: int | None = None,
+        max_total_size: int | None = None,
+    ) -> StoredModel:
+        """Add the model in the archive ``src`` (a path or URL) to the store.
+
+        The archive is unpacked and checked in a temp dir, so on any failure
+        the store is left as it was.
+
+        :raises BadArchive: when the archive is unsafe or damaged.
+        :raises TagExists: when the store already has the archive's tag.
+        """
+        from deepserve.store import archive
+
+        limits: dict[str, int] = {}
+        if max_member_size is not None:
+            limits["max_member_size"] = max_member_size
+        if max_total_size is not None:
+            limits["max_total_size"] = max_total_size
+        with self._workspace() as work:
+            entry = work / "entry"
+            entry.mkdir()
+            archive.unpack(src, entry, progress=progress, **limits)
+            try:
+                data = json.loads((entry / INFO_FILE).read_text(encoding="utf-8"))
+                info = ModelInfo.from_json(data)
+            except FileNotFoundError:
+                raise BadArchive(f"{src}: the archive holds no {INFO_FILE}") from None
+            except (ValueError, StoreError) as error:
+                raise BadArchive(f"{src}: {error}") from None
+            return self._publish(entry, info)
 
     def clean(self) -> builtins.list[Path]:
         """Remove temp dirs left by crashed saves, imports and deletes.
