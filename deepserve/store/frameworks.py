@@ -121,12 +121,12 @@ class Framework:
             stored_artifacts = {}
             for key, source in sources.items():
                 rel = f"{ARTIFACTS_DIR}/{key}/{source.name}"
-                _copy(source, entry / rel)
+                _copy(source, entry / rel, f"artifacts: '{key}'")
                 stored_artifacts[key] = rel
             stored_code = []
             for source in code:
                 rel = f"{CODE_DIR}/{source.name}"
-                _copy(source, entry / rel)
+                _copy(source, entry / rel, "code_paths")
                 stored_code.append(rel)
             assert tag.version is not None
             return ModelInfo(
@@ -388,13 +388,16 @@ def _pickle(obj: Any, path: Path, what: str) -> None:
         raise InvalidModel(f"cannot pickle {what}: {error}") from error
 
 
-def _copy(source: Path, dest: Path) -> None:
+def _copy(source: Path, dest: Path, what: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        # Links are followed: the entry holds plain copies, so it stays
-        # valid when what they pointed to changes or is not exported.
-        shutil.copytree(
-            source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
-    else:
-        shutil.copy2(source, dest)
+    try:
+        if source.is_dir():
+            # Links are followed: the entry holds plain copies, so it stays
+            # valid when what they pointed to changes or is not exported.
+            shutil.copytree(
+                source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        else:
+            shutil.copy2(source, dest)
+    except (OSError, shutil.Error) as error:
+        raise InvalidModel(f"{what}: cannot copy {source}: {error}") from None

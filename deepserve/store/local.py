@@ -38,6 +38,7 @@ from deepserve.exceptions import (
     StoreError,
     TagExists,
 )
+from deepserve.store import archive
 from deepserve.store.entry import INFO_FILE, ModelInfo, StoredModel
 from deepserve.store.tag import Tag, new_version
 
@@ -187,8 +188,6 @@ class Store:
             URL ending in ``/``) receives ``<name>-<version>.dsmodel``.
         :returns: the path or URL written.
         """
-        from deepserve.store import archive
-
         model = self.get(tag)
         target = os.fspath(dest)
         if target.endswith("/") or os.path.isdir(target):
@@ -212,8 +211,6 @@ class Store:
         :raises BadArchive: when the archive is unsafe or damaged.
         :raises TagExists: when the store already has the archive's tag.
         """
-        from deepserve.store import archive
-
         limits: dict[str, int] = {}
         if max_member_size is not None:
             limits["max_member_size"] = max_member_size

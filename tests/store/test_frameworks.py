@@ -402,3 +402,15 @@ def test_stored_model_repr(store: Store) -> None:
     saved = picklable_model.save_model("doubler", Doubler(), store=store)
     assert repr(saved) == f'StoredModel(tag="{saved.tag}", path="{saved.path}")'
     assert isinstance(saved, StoredModel)
+
+
+def test_an_artifact_that_cannot_be_copied_fails_the_save(
+    store: Store, tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InvalidModel, match="artifacts: 'weights': cannot copy"):
+        class_model.save_model("c", Lookup, artifacts={"weights": weights}, store=store)
+    assert store.list() == []
+    assert list((store.root / ".tmp").iterdir()) == []
