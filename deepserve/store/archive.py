@@ -21,10 +21,10 @@ the limits; after writing it checks the checksum; at the end it checks that
 nothing follows the tar end marker and that no manifest entry is missing.
 It never asks :mod:`tarfile` to extract anything: it creates every file and
 directory itself, inside ``dest``, with exclusive creation, and never
-creates links. (``tarfile``'s ``filter="data"`` is not used: it arrived in
-patch releases of Python 3.11 that our ``python_requires`` does not exclude,
-it has needed security fixes of its own as late as 2025, it allows internal
-links, and it checks neither sizes, checksums nor duplicate members.)
+creates links. (``tarfile``'s ``filter="data"`` is not used: Python 3.11.0
+to 3.11.3, which ``python_requires`` allows, lack it; it has needed security
+fixes of its own as late as 2025; it allows internal links; and it checks
+neither sizes, checksums nor duplicate members.)
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # characters garble logs and terminals.
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _KINDS = {
     tarfile.CHRTYPE: "a character device",
     tarfile.BLKTYPE: "a block device",
@@ -99,7 +99,7 @@ class _Member:
     sha256: str = ""
 
 
-def name_problem(name: str) -> str | None:
+def _name_problem(name: str) -> str | None:
     """Why ``name`` may not be a member's path, or ``None`` when it may.
 
     A member path is relative, POSIX-style, valid UTF-8, without ``..``,
@@ -175,7 +175,7 @@ def _scan(entry: Path) -> list[_Member]:
         subdirs: list[tuple[Path, str]] = []
         for child in children:
             name = prefix + child.name
-            problem = name_problem(name)
+            problem = _name_problem(name)
             if problem is not None:
                 raise StoreError(f"Cannot pack '{entry}': '{name}' {problem}")
             if name == MANIFEST:
@@ -521,7 +521,8 @@ class _Unpacker:
         self.where = f"member '{MANIFEST}'"
         reader = tar.extractfile(first)
         assert reader is not None  # a regular file always has a reader
-        data = reader.read()
+        # In chunks: a single read() would ask _Guard for all of it at once.
+        data = b"".join(iter(lambda: reader.read(_CHUNK), b""))
         self.where = f"after member '{MANIFEST}'"
         self.expected = self._parse_manifest(data)
         self.seen.add(MANIFEST)
@@ -575,7 +576,7 @@ class _Unpacker:
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise bad(f"a member is not an object with a 'path': {item!r:.80}")
         path: str = item["path"]
-        problem = name_problem(path)
+        problem = _name_problem(path)
         if problem is not None:
             raise self.bad(path, problem)
         kind = item.get("type")
@@ -588,13 +589,13 @@ class _Unpacker:
         # bool is an int too; a size of `true` is malformed.
         if type(size) is not int or size < 0:
             raise bad(f"'{path}' has no valid size")
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise bad(f"'{path}' has no valid sha256")
         return _Member(path, False, size, sha256)
 
     def _extract(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         name = info.name
-        problem = name_problem(name)
+        problem = _name_problem(name)
         if problem is not None:
             raise self.bad(name, problem)
         if name in self.seen:
@@ -639,9 +640,12 @@ class _Unpacker:
             else:
                 kind = "hard link"
                 resolved = info.linkname
-            escapes = info.linkname.startswith("/") or posixpath.normpath(
-                resolved
-            ).startswith("..")
+            normal = posixpath.normpath(resolved)
+            escapes = (
+                info.linkname.startswith("/")
+                or normal == ".."
+                or normal.startswith("../")
+            )
             where = ", outside the archive" if escapes else ""
             raise self.bad(
                 name,
@@ -687,7 +691,9 @@ class _Unpacker:
             out = open(target, "xb")  # noqa: SIM115 (closed by the next line)
         with out, reader:
             # The limits apply to the bytes actually read, whatever a header
-            # or the manifest claims.
+            # or the manifest claims. (tarfile hands over exactly the header's
+            # size, checked above; these checks keep holding if it ever
+            # does not, e.g. for a member type that expands.)
             while chunk := reader.read(_CHUNK):
                 size += len(chunk)
                 self.done += len(chunk)

@@ -410,7 +410,9 @@ def test_unsafe_path_in_the_manifest_alone(site: Site) -> None:
         (tarfile.LNKTYPE, "../sentinel/keep.txt", "hard link to '../sentinel/keep.txt', outside the archive"),
         (tarfile.LNKTYPE, "/etc/passwd", "outside the archive"),
         (tarfile.LNKTYPE, "data", "archives may not contain links"),
+        (tarfile.SYMTYPE, "..data", "archives may not contain links"),
     ],
+    ids=["sym-up", "sym-abs", "sym-in", "hard-up", "hard-abs", "hard-in", "sym-dots"],
 )  # fmt: skip
 def test_links_are_refused(site: Site, kind: bytes, target: str, problem: str) -> None:
     link = info("link", kind=kind, linkname=target)
@@ -531,6 +533,34 @@ def test_data_after_the_end_marker(site: Site) -> None:
     site.rejects("a", "data follows the end of the archive")
 
 
+def test_missing_end_marker(site: Site) -> None:
+    document = manifest({"a": b"x"})
+    site.archive.write_bytes(
+        gz_tar_bytes(
+            header("MANIFEST.json", len(document)),
+            padded(document),
+            header("a", 1),
+            padded(b"x"),
+        )
+    )
+    site.rejects("a", "no end marker")
+
+
+def test_endless_zero_padding(site: Site) -> None:
+    # Zeros compress to almost nothing: reading them must stop somewhere.
+    document = manifest({"a": b"x"})
+    site.archive.write_bytes(
+        gz_tar_bytes(
+            header("MANIFEST.json", len(document)),
+            padded(document),
+            header("a", 1),
+            padded(b"x"),
+            bytes(archive.MAX_PADDING + 4 * tarfile.BLOCKSIZE),
+        )
+    )
+    site.rejects("a", "data follows the end of the archive")
+
+
 def test_bad_checksum(site: Site) -> None:
     forge(site.archive, [(info("a", b"evil"), b"evil")], {"a": b"good"})
     site.rejects("a", "does not match its SHA-256")
@@ -561,6 +591,7 @@ def test_manifest_not_first(site: Site) -> None:
         (manifest({}, members={"a": 1}), "'members' is not a list"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": True, "sha256": "0" * 64}]}).encode(), "'a' has no valid size"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "xyz"}]}).encode(), "'a' has no valid sha256"),
+        (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "0" * 64 + "\n"}]}).encode(), "'a' has no valid sha256"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "link"}]}).encode(), "'a' has type 'link'"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "dir"}, {"path": "a", "type": "dir"}]}).encode(), "'a' is listed twice"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a/b", "type": "dir"}]}).encode(), "'a/b' is in 'a', not a listed directory"),
@@ -569,6 +600,14 @@ def test_manifest_not_first(site: Site) -> None:
 def test_malformed_manifest(site: Site, document: bytes, problem: str) -> None:
     forge(site.archive, [], manifest_bytes=document)
     site.rejects("MANIFEST.json", problem)
+
+
+def test_manifest_larger_than_one_read(site: Site) -> None:
+    # Tar headers are read with a bound; the manifest is not a header.
+    document = manifest({"a": b"x"}) + b" " * (3 * MiB)
+    forge(site.archive, [(info("a", b"x"), b"x")], manifest_bytes=document)
+    archive.unpack(site.archive, site.dest)
+    assert tree(site.dest) == {"a": b"x"}
 
 
 def test_manifest_over_its_size_limit(site: Site) -> None:
