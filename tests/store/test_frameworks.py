@@ -76,6 +76,7 @@ def test_picklable_round_trip_with_everything(store: Store) -> None:
 def test_picklable_signatures(store: Store) -> None:
     called = picklable_model.save_model("inc", Incrementer(), store=store)
     assert list(called.info.signatures) == ["__call__"]
+    assert called.custom_objects == {}
     assert picklable_model.load_model(called, store=store)(1) == 2
 
     named = picklable_model.save_model(

@@ -352,3 +352,14 @@ def test_export_and_import_through_an_fsspec_url(store: Store, fresh: Store) -> 
     imported = models.import_model(url, store=fresh)
     assert imported.info == saved.info
     assert picklable_model.load_model(imported, store=fresh).predict([1]) == [7]
+
+
+def test_an_imported_older_version_does_not_become_latest(
+    store: Store, fresh: Store, tmp_path: Path
+) -> None:
+    older = picklable_model.save_model("doubler", Doubler(1), store=store)
+    newer = picklable_model.save_model("doubler", Doubler(2), store=fresh)
+    assert older.info.created < newer.info.created
+    move(older, store, fresh, tmp_path)
+    assert fresh.get("doubler").tag == newer.tag
+    assert [m.tag for m in fresh.list("doubler")] == [older.tag, newer.tag]
