@@ -11,7 +11,7 @@ Every function takes ``store=``; the default is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deepserve.models import resolve_store
@@ -26,9 +26,9 @@ def save_model(
     name: str,
     obj: Any,
     *,
-    labels: dict[str, str] | None = None,
-    metadata: dict[str, Any] | None = None,
-    custom_objects: dict[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    custom_objects: Mapping[str, Any] | None = None,
     signatures: Signatures | None = None,
     artifacts: Artifacts | None = None,
     code_paths: PathList | None = None,
