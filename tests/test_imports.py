@@ -16,10 +16,16 @@ ALLOWED: dict[str, set[str]] = {
     "exceptions": set(),
     "model": set(),
     "settings": set(),
-    "store": {"exceptions", "model", "settings"},
     "demo": set(),
     "__init__": set(),
     "config": {"settings", "exceptions", "__init__"},
+    # The model store, and the user-facing modules in front of it.
+    "store": {"exceptions", "model", "settings", "__init__"},
+    "models": {"exceptions", "model", "settings", "__init__", "store"},
+    "picklable_model": {"exceptions", "model", "settings", "store", "models"},
+    "sklearn": {"exceptions", "model", "settings", "store", "models"},
+    "class_model": {"exceptions", "model", "settings", "store", "models"},
+    "python_model": {"exceptions", "model", "settings", "store", "models"},
     "loader": {"exceptions", "model", "settings"},
     "adapters": {"exceptions", "model", "settings", "loader"},
     "executors": {"exceptions", "model", "settings", "loader", "adapters"},
@@ -48,7 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     },
 }
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime", "store"}  # fmt: skip
+                "executors", "runtime", "store", "models"}  # fmt: skip
 
 
 def layer(path: Path) -> str:
