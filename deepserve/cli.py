@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 import deepserve
-from deepserve import adapters, config, loader
+from deepserve import adapters, cli_models, config, loader
 from deepserve.api import create_app
 from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
+from deepserve.store import Store
 
 LOG = logging.getLogger("deepserve")
 
@@ -26,6 +27,7 @@ Serve machine-learning models behind a documented HTTP API.
 
 commands:
   run      start the HTTP server (deepserve run --help lists its options)
+  models   manage the model store: list, get, delete, export, import
 """
 
 BANNER = """\
@@ -116,7 +118,9 @@ def build_registry(settings: ServerSettings) -> Registry:
         models that are available.
     """
     available = loader.discover(loader.installed_entry_points())
-    refs = loader.select(available, settings.model_names)
+    refs = loader.select(
+        available, settings.model_names, store=Store(settings.store_root)
+    )
     served = []
     for ref in refs:
         try:
@@ -148,7 +152,10 @@ def _fail(message: str) -> int:
     return 1
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": run}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": run,
+    "models": cli_models.main,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -184,3 +184,10 @@ def test_invalid_model_section_is_a_config_error(tmp_path):
     conf.write_text("[model:x]\nworkers = many\n")
     with pytest.raises(ConfigError, match=r"\[model:x\]"):
         load(["--config-file", str(conf)])
+
+
+def test_model_store_from_option_then_env_then_home():
+    assert load([]).store_root == "~/deepserve"
+    assert load([], {"DEEPSERVE_HOME": "/srv/store"}).store_root == "/srv/store"
+    given = load(["--model-store", "/data/models"], {"DEEPSERVE_HOME": "/srv/store"})
+    assert given.store_root == "/data/models"

@@ -26,8 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "sklearn": {"exceptions", "model", "settings", "store", "models"},
     "class_model": {"exceptions", "model", "settings", "store", "models"},
     "python_model": {"exceptions", "model", "settings", "store", "models"},
-    "loader": {"exceptions", "model", "settings"},
-    "adapters": {"exceptions", "model", "settings", "loader"},
+    "loader": {"exceptions", "model", "settings", "store"},
+    "adapters": {"exceptions", "model", "settings", "store", "loader"},
     "executors": {"exceptions", "model", "settings", "loader", "adapters"},
     "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
     "api": {
@@ -41,6 +41,8 @@ ALLOWED: dict[str, set[str]] = {
         "__init__",
     },
     "cli": {
+        "cli_models",
+        "store",
         "exceptions",
         "model",
         "settings",
@@ -52,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         "config",
         "__init__",
     },
+    "cli_models": {"exceptions", "store"},
 }
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
                 "executors", "runtime", "store", "models"}  # fmt: skip
