@@ -20,8 +20,10 @@ from deepserve.client import (
     ApiError,
     ArgumentError,
     AsyncClient,
+    AsyncDeployedModel,
     Client,
     ClientError,
+    DeployedModel,
     FileResult,
     Training,
     TrainingFailed,
@@ -349,6 +351,72 @@ async def test_unknown_training_is_a_404(api: Calls) -> None:
     assert "no-such-id" in err.value.detail
 
 
+# -- DeployedModel ----------------------------------------------------------------
+
+DEPLOYED = {"async": AsyncDeployedModel, "sync": DeployedModel}
+
+
+@pytest.fixture(params=["async", "sync"])
+async def deployed(request: pytest.FixtureRequest, server: str) -> AsyncIterator[Any]:
+    """Opens deployed models of the server by name; closes them after."""
+    opened: list[Calls] = []
+
+    async def open_model(name: str) -> Calls:
+        model = await open_calls(request.param, DEPLOYED, server, name)
+        opened.append(model)
+        return model
+
+    yield open_model
+    for model in opened:
+        await model.close()
+
+
+async def test_deployed_model_predicts_on_json_data(deployed: Any) -> None:
+    model = await deployed("jsondata")
+    assert await model.predict([[1, 2], [3, 4.5]]) == [3, 7.5]
+    assert (await model.metadata())["description"] == "Sums rows of numbers"
+    with pytest.raises(ApiError) as err:
+        await model.predict()
+    assert err.value.status == 422 and "data" in err.value.errors
+    with pytest.raises(ArgumentError, match="'data' given twice"):
+        await model.predict([[1]], data=[[2]])
+
+
+async def test_deployed_model_sends_a_data_file(deployed: Any, upload: Path) -> None:
+    model = await deployed("oldstyle")
+    result = await model.predict(upload)
+    assert result["file"]["size"] == upload.stat().st_size
+    assert result["file"]["original_filename"] == "input.bin"
+    assert (await model.predict(text="hi", count=2))["text"] == "hihi"
+    png = await model.predict(accept="image/png")
+    assert isinstance(png, FileResult) and png.content_type == "image/png"
+
+
+async def test_deployed_model_keeps_a_schema_response(deployed: Any) -> None:
+    model = await deployed("classy")
+    result = await model.predict(x=2)
+    assert result["label"] == "pos:none:0"
+    assert result["score"] == 4.0
+
+
+async def test_deployed_model_without_a_data_argument(deployed: Any) -> None:
+    model = await deployed("batchy")
+    with pytest.raises(ArgumentError) as err:
+        await model.predict([1])
+    assert "takes no 'data' argument" in str(err.value)
+    assert "valid arguments: delay, x" in str(err.value)
+    result = await model.predict(x=3)
+    assert result["double"] == 6
+
+
+async def test_deployed_model_of_an_unknown_model(deployed: Any) -> None:
+    model = await deployed("nope")
+    with pytest.raises(ApiError) as err:
+        await model.predict([1])
+    assert err.value.status == 404
+
+
+# Last: cancelling replaces the model's worker.
 async def test_wait_timeout_then_cancel(api: Calls) -> None:
     started = await api.train("oldstyle", seconds=120)
     with pytest.raises(WaitTimeout) as err:
