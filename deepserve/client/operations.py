@@ -132,7 +132,7 @@ class Operation:
     def _check(self, arguments: Mapping[str, Any], files: Mapping[str, Any]) -> None:
         valid = self.arguments.keys()
         unknown = sorted((set(arguments) | set(files)) - set(valid))
-        what = f"Model '{self.model}' {self.name}"
+        what = f"{self.name.capitalize()} of model '{self.model}'"
         if unknown:
             names = ", ".join(repr(n) for n in unknown)
             raise ArgumentError(f"{what} takes no argument {names}", valid=valid)

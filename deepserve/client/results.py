@@ -88,7 +88,7 @@ class Training:
     message: str | None
     started: datetime.datetime | None
     finished: datetime.datetime | None
-    raw: Mapping[str, Any]
+    raw: Mapping[str, Any] = dataclasses.field(repr=False)
 
     @classmethod
     def from_json(cls, model: str, raw: Mapping[str, Any]) -> Training:
