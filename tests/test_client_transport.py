@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from deepserve.api import create_app
 from deepserve.client import (
     ApiError,
     AsyncClient,
@@ -28,6 +29,7 @@ from deepserve.client import (
     DeployedModel,
     RequestTimeout,
 )
+from deepserve.settings import ApiSettings
 from tests.servers import free_port
 from tests.test_client import CLIENTS, open_calls
 
@@ -186,3 +188,21 @@ async def test_a_blocking_client_works_inside_a_running_loop(stub: Stub) -> None
             return model.metadata()
 
     assert await asyncio.to_thread(asyncio.run, inside()) == {"name": "m"}
+
+
+async def test_a_server_under_a_base_path(
+    aiohttp_server: Any, registry: Any, kind: str
+) -> None:
+    # The real app, in this process: the URL's path is the base path, for
+    # the OpenAPI document and every operation.
+    server = await aiohttp_server(create_app(registry, ApiSettings(base_path="/api")))
+    url = str(server.make_url("/api"))
+    client = await open_calls(kind, CLIENTS, url)
+    try:
+        assert "classy" in {m["name"] for m in await client.models()}
+        answer = await client.predict("classy", x=2, **{"X-Token": "t"})
+        assert answer["label"] == "pos:t:0"
+        done = await client.wait("classy", await client.train("classy"), timeout=60)
+        assert done.status == "done"
+    finally:
+        await client.close()
