@@ -187,6 +187,17 @@ async def test_file_upload_round_trip(api: Calls, upload: Path, how: str) -> Non
     assert sent["content_type"] == ctype
 
 
+async def test_an_open_file_is_sent_from_where_it_stands(
+    api: Calls, tmp_path: Path
+) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"HEADER" + b"x" * 1000)
+    with path.open("rb") as f:
+        f.read(6)
+        answer = await api.predict("oldstyle", data=f)
+    assert answer["predictions"]["file"]["size"] == 1000
+
+
 async def test_files_with_form_values_alongside(api: Calls, upload: Path) -> None:
     result = await api.predict(
         "oldstyle", data=upload, text="t", count=2, tags=["a", "b"]

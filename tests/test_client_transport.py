@@ -206,3 +206,20 @@ async def test_a_server_under_a_base_path(
         assert done.status == "done"
     finally:
         await client.close()
+
+
+async def test_a_server_that_does_not_speak_json(
+    aiohttp_server: Any, kind: str
+) -> None:
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text="<html>Welcome</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/v2/models/", page)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("")).rstrip("/")
+    client = await open_calls(kind, CLIENTS, url)
+    with pytest.raises(ClientError, match="is it a deepserve server") as err:
+        await client.models()
+    await client.close()
+    assert f"GET {url}/v2/models/ answered 200" in str(err.value)

@@ -38,6 +38,8 @@ USER_AGENT = f"deepserve-client/{deepserve.__version__}"
 
 @dataclasses.dataclass(frozen=True)
 class _Answer:
+    method: str
+    url: str
     status: int
     content_type: str
     charset: str | None
@@ -45,7 +47,17 @@ class _Answer:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body.decode(self.charset or "utf-8"))
+        """The body as JSON.
+
+        :raises ClientError: when it is not JSON (not a deepserve server?).
+        """
+        try:
+            return json.loads(self.body.decode(self.charset or "utf-8"))
+        except ValueError:
+            raise ClientError(
+                f"{self.method} {self.url} answered {self.status} with a body "
+                f"that is not JSON ({self.content_type}); is it a deepserve server?"
+            ) from None
 
 
 def _is_json(content_type: str) -> bool:
@@ -316,6 +328,8 @@ class AsyncClient:
                     timeout=aiohttp.ClientTimeout(total=self.timeout),
                 ) as resp:
                     answer = _Answer(
+                        method=method,
+                        url=url,
                         status=resp.status,
                         content_type=resp.content_type,
                         charset=resp.charset,
@@ -326,7 +340,8 @@ class AsyncClient:
                     )
             except TimeoutError:
                 raise RequestTimeout(url, self.timeout) from None
-            except aiohttp.ClientConnectionError as err:
+            except aiohttp.ClientError as err:
+                # Refused, reset, cut short: whatever broke the exchange.
                 raise ConnectionFailed(url, str(err) or type(err).__name__) from err
         if answer.status >= 400:
             raise ApiError(answer.status, _error_body(answer), method=method, url=url)
@@ -351,7 +366,7 @@ def _multipart(encoded: Encoded, opened: contextlib.ExitStack) -> aiohttp.FormDa
 def _error_body(answer: _Answer) -> dict[str, Any]:
     """deepserve's JSON error body, or one of that shape made from the text."""
     if _is_json(answer.content_type):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ClientError):
             body = answer.json()
             if isinstance(body, dict):
                 return body

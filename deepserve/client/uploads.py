@@ -14,7 +14,8 @@ from deepserve.client.errors import ArgumentError
 
 #: What a file argument accepts: a path; an open binary file; raw bytes;
 #: ``(filename, bytes or binary file)``; ``(filename, bytes or binary file,
-#: content type)``.
+#: content type)``. Paths are opened and closed by the request; an open file
+#: is read from where it stands to its end, and closed by aiohttp once sent.
 FileValue: TypeAlias = (
     str
     | os.PathLike[str]
