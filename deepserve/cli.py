@@ -16,6 +16,7 @@ from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
+from deepserve.shell import main as call
 
 LOG = logging.getLogger("deepserve")
 
@@ -26,6 +27,7 @@ Serve machine-learning models behind a documented HTTP API.
 
 commands:
   run      start the HTTP server (deepserve run --help lists its options)
+  call     run a model's get_metadata, warm, predict or train without a server
 """
 
 BANNER = """\
@@ -148,7 +150,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": run}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": run, "call": call}
 
 if __name__ == "__main__":
     sys.exit(main())

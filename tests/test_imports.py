@@ -43,6 +43,20 @@ ALLOWED: dict[str, set[str]] = {
         "runtime",
         "api",
         "config",
+        "shell",
+        "__init__",
+    },
+    # deepserve call: the command line's in-process sibling of the server.
+    "shell": {
+        "exceptions",
+        "model",
+        "settings",
+        "loader",
+        "adapters",
+        "executors",
+        "runtime",
+        "api",
+        "config",
         "__init__",
     },
 }
