@@ -474,12 +474,25 @@ def test_warm_runs_and_predict_warms_first(typed_site, work, tmp_path):
     assert "Model 'typed' warmed" in result.stderr
     assert len(log.read_text().splitlines()) == 1
 
-    cold = ok_json(call(["--no-warm", "predict", "--count", "1"], env, work))
-    assert cold["predictions"]["warmed"] is False
-    assert len(log.read_text().splitlines()) == 1
-    warm = ok_json(call(["predict", "--count", "1"], env, work))
-    assert warm["predictions"]["warmed"] is True
+    warm = call(["predict", "--count", "1"], env, work)
+    assert ok_json(warm)["predictions"]["warmed"] is True
     assert len(log.read_text().splitlines()) == 2
+    # What the model prints is kept off standard output.
+    assert "typed: predicting" in warm.stderr
+
+    config = tmp_path / "cold.conf"
+    config.write_text("[model:typed]\nwarm = false\n")
+    cold = ok_json(
+        call(["--config-file", str(config), "predict", "--count=1"], env, work)
+    )
+    assert cold["predictions"]["warmed"] is False
+    assert len(log.read_text().splitlines()) == 2
+    # The command line wins over the configuration.
+    argv = ["--config-file", str(config), "--warm", "predict", "--count=1"]
+    assert ok_json(call(argv, env, work))["predictions"]["warmed"] is True
+    cold = ok_json(call(["--no-warm", "predict", "--count=1"], env, work))
+    assert cold["predictions"]["warmed"] is False
+    assert len(log.read_text().splitlines()) == 3
 
 
 # -- choosing the model ----------------------------------------------------------

@@ -10,6 +10,7 @@ the HTTP API would answer for the same input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -58,8 +59,8 @@ API reads them; file arguments are paths.
 """
 
 USAGE = """\
-%(prog)s [-h] [--model-name NAME] [--config-file PATH] [--config-dir DIR]
-       [-d] [--warm | --no-warm] [-o FILE] METHOD [ARGS]"""
+%(prog)s [-h] [--model-name NAME] [--config-file PATH]
+       [--config-dir DIR] [-d] [--warm | --no-warm] [-o FILE] METHOD [ARGS]"""
 
 EPILOG = (
     "methods:\n"
@@ -200,8 +201,6 @@ def _config_argv(ns: argparse.Namespace) -> list[str]:
         argv += ["--config-dir", path]
     if ns.debug:
         argv.append("--debug")
-    if ns.warm is not None:
-        argv.append("--warm" if ns.warm else "--nowarm")
     return argv
 
 
@@ -216,6 +215,9 @@ def choose(available: Mapping[str, ModelRef], requested: Sequence[str]) -> Model
             f"several models are named ({', '.join(requested)}); "
             "choose one with --model-name"
         )
+    if not requested and not available:
+        LOG.warning("No model installed; running the bundled demo model")
+        return loader.DEMO
     refs = loader.select(available, requested)
     if len(refs) > 1:
         raise UsageError(
@@ -246,13 +248,17 @@ class _Call:
         requested = [self.ns.model_name] if self.ns.model_name else []
         ref = choose(available, requested or self.settings.model_names)
         try:
-            model = adapters.build(ref)
+            with _model_code():
+                model = adapters.build(ref)
         except LoaderError as exc:
             raise LoaderError(
                 f"{exc} (available models: {loader.describe(available)})"
             ) from exc
         method: str = self.ns.method
-        warm = self.settings.executor_for(ref.name).warm
+        # --warm/--no-warm wins over the configuration, [model:NAME] included.
+        warm = self.ns.warm
+        if warm is None:
+            warm = self.settings.executor_for(ref.name).warm
         if method == "get_metadata":
             parser, _ = self._method_parser(model, method, None)
             ns = parser.parse_args(self.ns.args)
@@ -356,7 +362,8 @@ class _Call:
 
     def _warm(self, model: Model, *, level: int = logging.DEBUG) -> None:
         started = datetime.datetime.now()
-        model.call("warm", {})
+        with _model_code():
+            model.call("warm", {})
         seconds = (datetime.datetime.now() - started).total_seconds()
         LOG.log(level, "Model '%s' warmed in %.3f s", model.name, seconds)
 
@@ -367,7 +374,8 @@ class _Call:
             kwargs = {**parsed.kwargs, **self._uploads(parsed.files, uploads)}
             if warm:
                 self._warm(model)
-            result = model.call("predict", kwargs)
+            with _model_code():
+                result = model.call("predict", kwargs)
             body = media.encode(
                 result, parsed.accept, model=model.name, schema=model.response_schema
             )
@@ -389,7 +397,8 @@ class _Call:
                 args=_record(kwargs),
                 started=datetime.datetime.now(),
             )
-            job.result = model.call("train", kwargs)
+            with _model_code():
+                job.result = model.call("train", kwargs)
             job.finished = datetime.datetime.now()
         finally:
             uploads.cleanup()
@@ -433,6 +442,14 @@ def _record(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         else value
         for key, value in kwargs.items()
     }
+
+
+def _model_code() -> contextlib.AbstractContextManager[Any]:
+    """Around the model's own code: what it prints goes to standard error.
+
+    Standard output then holds the result alone, ready for a pipe.
+    """
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _fail(prog: str, message: str, *, status: int = 1) -> int:

@@ -1,6 +1,6 @@
 """A model whose arguments cover every kind of ``deepserve call`` option.
 
-``warm()`` appends a line to the file named by ``FAKE_TYPED_WARM_LOG`` when
+It prints, as many models do. ``warm()`` appends a line to the file named by ``FAKE_TYPED_WARM_LOG`` when
 that variable is set, so a test in another process can see it ran.
 """
 
@@ -51,6 +51,7 @@ def get_predict_args():
 
 
 def predict(**kwargs):
+    print("typed: predicting")  # chatty, as many models are
     result = dict(kwargs, warmed=_STATE["warm_calls"] > 0)
     upload = kwargs["data"]
     if upload is not None:
@@ -75,6 +76,7 @@ def get_train_args():
 
 
 def train(epochs, data):
+    print(f"typed: training for {epochs} epochs")
     return {
         "epochs": epochs,
         "size": os.path.getsize(data.filename),
