@@ -6,6 +6,7 @@ The same input goes through the command line and through the HTTP API
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
@@ -19,12 +20,15 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from marshmallow import fields as mf
 
 from deepserve import adapters
 from deepserve.api import create_app
+from deepserve.api.args import ArgSpec
 from deepserve.loader import ModelRef
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
+from deepserve.shell import options
 from tests.conftest import subprocess_env, write_dist
 
 BIN = Path(sys.executable).parent
@@ -417,11 +421,13 @@ def test_train_prints_its_record(env, work):
     assert record["status"] == "done"
     assert record["result"]["output"] == {
         "epochs": 4,
+        "output": "weights.bin",
         "size": upload.stat().st_size,
         "warmed": True,
     }
     assert record["args"] == {
         "epochs": 4,
+        "output": "weights.bin",
         "data": {
             "name": "data",
             "original_filename": "in.csv",
@@ -431,6 +437,17 @@ def test_train_prints_its_record(env, work):
     assert set(record) >= {"uuid", "date", "duration", "finish_date"}
     missing = call(["--model-name", "typed", "train"], env, work)
     assert "required: --data" in one_line_error(missing, 2)
+
+
+def test_a_model_argument_named_like_a_command_option_keeps_its_name(env, work):
+    csv_file(work)
+    argv = ["train", "--data", "in.csv", "--output", "w.bin", "-o", "record.json"]
+    result = call(["--model-name", "typed", *argv], env, work)
+    assert result.stdout == "record.json\n", result.stderr
+    record = json.loads((work / "record.json").read_text())
+    assert record["result"]["output"]["output"] == "w.bin"
+    help_text = call(["--model-name", "typed", "train", "--help"], env, work).stdout
+    assert "-o FILE " in help_text and "--output TEXT" in help_text
 
 
 def test_failing_training_is_one_line_and_traceback_with_debug(env, work):
@@ -564,3 +581,44 @@ def test_deepaas_cli_spelling(env, work):
     bad = call(["--model-name", "oldstyle", "predict", "--count", "x"], env, work,
                script=DEEPSERVE_CLI)  # fmt: skip
     assert one_line_error(bad, 2).startswith("deepserve-cli predict: error:")
+
+
+# -- options, in this process ----------------------------------------------------
+
+
+def parse_options(
+    fields: dict[str, Any], argv: list[str], reserved: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    spec = ArgSpec.prepare(fields, negotiate_accept=False)
+    parser = argparse.ArgumentParser(prog="test", exit_on_error=False)
+    opts = options.add_options(parser, spec, set(reserved), title="arguments")
+    return options.load(spec, opts, parser.parse_args(argv))
+
+
+def test_tuple_nested_and_lists_of_nested_values():
+    inner = {"a": mf.Int(required=True)}
+    declared = {
+        "pair": mf.Tuple((mf.Int(), mf.Str())),
+        "point": mf.Nested(inner),
+        "points": mf.List(mf.Nested(inner), load_default=[]),
+        "flag": mf.Bool(required=True),
+    }
+    argv = ["--pair", "1", "x", "--point", '{"a": 2}', "--points", '{"a": 3}']
+    assert parse_options(declared, [*argv, "--no-flag"]) == {
+        "pair": (1, "x"),
+        "point": {"a": 2},
+        "points": [{"a": 3}],
+        "flag": False,
+    }
+    with pytest.raises(options.OptionError, match=r"argument --point: a: Missing"):
+        parse_options(declared, ["--point", "{}", "--flag"])
+    with pytest.raises(options.OptionError, match=r"argument --points: not valid JSON"):
+        parse_options(declared, ["--points", "[", "--flag"])
+
+
+def test_argument_that_cannot_be_an_option_is_reported():
+    declared = {"accept": mf.Str()}
+    with pytest.raises(options.OptionError, match=r"'accept'.*--accept"):
+        parse_options(declared, [], frozenset({"--accept"}))
+    with pytest.raises(options.OptionError, match=r"'two words'"):
+        parse_options({"two words": mf.Str()}, [])

@@ -100,7 +100,7 @@ def main(argv: Sequence[str], *, prog: str = "deepserve call") -> int:
         stream=sys.stderr,
     )
     try:
-        return _Call(prog, ns, settings, debug).run()
+        return _Call(prog, ns, settings).run()
     except UsageError as exc:
         return _fail(prog, str(exc), status=2)
     except (LoaderError, output.OutputError) as exc:
@@ -231,16 +231,11 @@ class _Call:
     """One run of ``deepserve call``."""
 
     def __init__(
-        self,
-        prog: str,
-        ns: argparse.Namespace,
-        settings: ServerSettings,
-        debug: bool,
+        self, prog: str, ns: argparse.Namespace, settings: ServerSettings
     ) -> None:
         self.prog = prog
         self.ns = ns
         self.settings = settings
-        self.debug = debug
 
     def run(self) -> int:
         available = loader.discover(loader.installed_entry_points())
@@ -324,9 +319,10 @@ class _Call:
         declared = model.predict_args() if method == "predict" else model.train_args()
         spec = ArgSpec.prepare(declared, negotiate_accept=method == "predict")
         parser, reserved = self._method_parser(model, method, spec)
-        group = parser.add_argument_group(f"arguments of {method}()")
         try:
-            opts = options.add_options(group, spec, reserved)
+            opts = options.add_options(
+                parser, spec, reserved, title=f"arguments of {method}()"
+            )
         except options.OptionError as exc:
             raise LoaderError(f"Model '{model.name}': {exc}") from None
         ns = parser.parse_args(self.ns.args)

@@ -67,7 +67,7 @@ class OptionError(Exception):
     """A value given on the command line is invalid; ``str()`` says why."""
 
 
-def kind_of(arg: Arg) -> Kind:
+def _kind(arg: Arg) -> Kind:
     if arg.where == "files":
         return "file"
     if isinstance(arg.field, mf.Boolean):
@@ -79,7 +79,7 @@ def kind_of(arg: Arg) -> Kind:
     return "value"
 
 
-def choices_of(field: mf.Field) -> list[Any]:
+def _choices(field: mf.Field) -> list[Any]:
     """The values a field allows: its ``OneOf`` choices or old ``enum=``."""
     for validator in getattr(field, "validators", []):
         if isinstance(validator, validate.OneOf):
@@ -88,8 +88,8 @@ def choices_of(field: mf.Field) -> list[Any]:
     return list(enum) if isinstance(enum, list | tuple) else []
 
 
-def metavar_of(field: mf.Field) -> str:
-    choices = choices_of(field)
+def _metavar(field: mf.Field) -> str:
+    choices = _choices(field)
     if choices:
         return "{" + ",".join(str(c) for c in choices) + "}"
     for cls, name in _METAVARS:
@@ -98,7 +98,7 @@ def metavar_of(field: mf.Field) -> str:
     return "VALUE"
 
 
-def describe_default(field: mf.Field) -> str | None:
+def _default_text(field: mf.Field) -> str | None:
     """The default as ``--help`` shows it, or ``None`` when it has none."""
     default = field.load_default
     if default is marshmallow.missing or callable(default):
@@ -110,7 +110,7 @@ def describe_default(field: mf.Field) -> str | None:
     return json.dumps(default, default=str)
 
 
-def help_of(field: mf.Field, kind: Kind) -> str:
+def _help(field: mf.Field, kind: Kind) -> str:
     notes = []
     if kind == "multiple":
         notes.append("any number of values; the option may be repeated")
@@ -121,7 +121,7 @@ def help_of(field: mf.Field, kind: Kind) -> str:
     if field.required:
         notes.append("required")
     else:
-        default = describe_default(field)
+        default = _default_text(field)
         if default is not None:
             notes.append(f"default: {default}")
     description = str(field.metadata.get("description") or "").strip()
@@ -133,17 +133,24 @@ def help_of(field: mf.Field, kind: Kind) -> str:
 
 
 def add_options(
-    group: argparse._ArgumentGroup, spec: ArgSpec, reserved: set[str]
+    parser: argparse.ArgumentParser,
+    spec: ArgSpec,
+    reserved: set[str],
+    *,
+    title: str,
 ) -> list[Option]:
-    """Add one option per argument of ``spec`` to ``group``.
+    """Add one option per argument of ``spec``, in a group of ``parser``.
 
-    :param reserved: option strings already used by the command; an
-        argument that needs one of them is reported, not silently dropped.
+    :param reserved: option strings the command already uses; an argument
+        that needs one of them is reported, never silently dropped.
+    :param title: the group's title in ``--help``.
     :raises OptionError: when an argument's name cannot be an option.
     """
+    group = parser.add_argument_group(title)
+    reserved = set(reserved)
     options = []
     for index, arg in enumerate(spec.plan):
-        kind = kind_of(arg)
+        kind = _kind(arg)
         flag = f"--{arg.name}"
         wanted = {flag, f"--no-{arg.name}"} if kind == "flag" else {flag}
         clash = wanted & reserved
@@ -156,7 +163,7 @@ def add_options(
         dest = f"arg_{index}"
         common: dict[str, Any] = {
             "dest": dest,
-            "help": help_of(arg.field, kind),
+            "help": _help(arg.field, kind),
             "required": bool(arg.field.required),
             # Absent options stay absent: the schema applies the defaults,
             # as it does for a request that leaves them out.
@@ -170,11 +177,11 @@ def add_options(
                 flag,
                 action="extend",
                 nargs="*",
-                metavar=metavar_of(inner) if inner else "VALUE",
+                metavar=_metavar(inner) if inner else "VALUE",
                 **common,
             )
         else:
-            metavar = "PATH" if kind == "file" else metavar_of(arg.field)
+            metavar = "PATH" if kind == "file" else _metavar(arg.field)
             group.add_argument(flag, metavar=metavar, **common)
         options.append(Option(arg, flag, dest, kind))
     return options
@@ -188,7 +195,7 @@ def _inner(field: mf.Field) -> mf.Field | None:
     return None
 
 
-def raw_values(options: list[Option], ns: argparse.Namespace) -> dict[str, Any]:
+def _raw_values(options: list[Option], ns: argparse.Namespace) -> dict[str, Any]:
     """The values given, keyed as in a request, ready for the schema.
 
     :raises OptionError: when a JSON value does not parse.
@@ -232,7 +239,7 @@ def load(
     :returns: the model's keyword arguments (files are left out).
     :raises OptionError: naming the option of every invalid value.
     """
-    raw = raw_values(options, ns)
+    raw = _raw_values(options, ns)
     try:
         loaded: dict[str, Any] = spec.schema.load(raw)
     except marshmallow.ValidationError as err:

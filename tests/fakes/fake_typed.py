@@ -69,16 +69,19 @@ def predict(**kwargs):
 def get_train_args():
     return {
         "epochs": fields.Int(load_default=1, validate=validate.Range(min=1)),
+        # Named like deepserve call's own --output: the model's name wins.
+        "output": fields.Str(load_default="weights.bin"),
         "data": fields.Raw(
             required=True, metadata={"type": "file", "location": "form"}
         ),
     }
 
 
-def train(epochs, data):
+def train(epochs, output, data):
     print(f"typed: training for {epochs} epochs")
     return {
         "epochs": epochs,
+        "output": output,
         "size": os.path.getsize(data.filename),
         "warmed": _STATE["warm_calls"] > 0,
     }
