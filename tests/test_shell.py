@@ -299,6 +299,18 @@ async def test_output_option_and_stdout(client, env, work):
     assert json.loads(meta.read_text())["id"] == "minimal"
 
 
+def test_a_reader_that_goes_away_is_no_error(env, work):
+    command = [str(DEEPSERVE), "call", "--model-name", "files", "predict", "-o", "-"]
+    with subprocess.Popen(
+        command, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the result is written: like `| head -c0`
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1
+    assert "Error" not in stderr and "Traceback" not in stderr, stderr
+
+
 async def test_uploaded_file_returned_as_is(client, env, work):
     upload = csv_file(work)
     result = call(

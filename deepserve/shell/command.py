@@ -111,6 +111,11 @@ def main(argv: Sequence[str], *, prog: str = "deepserve call") -> int:
         return _fail(prog, describe(exc))
     except KeyboardInterrupt:
         return _fail(prog, "interrupted", status=130)
+    except BrokenPipeError:
+        # The reader of our output went away (| head): nothing to report,
+        # and nothing left to flush at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if debug:
             traceback.print_exc()
