@@ -519,8 +519,9 @@ def test_warm_runs_and_predict_warms_first(typed_site, work, tmp_path):
     # The command line wins over the configuration.
     argv = ["--config-file", str(config), "--warm", "predict", "--count=1"]
     assert ok_json(call(argv, env, work))["predictions"]["warmed"] is True
-    cold = ok_json(call(["--no-warm", "predict", "--count=1"], env, work))
-    assert cold["predictions"]["warmed"] is False
+    for spelling in ("--no-warm", "--nowarm"):  # the latter as for deepserve run
+        cold = ok_json(call([spelling, "predict", "--count=1"], env, work))
+        assert cold["predictions"]["warmed"] is False
     assert len(log.read_text().splitlines()) == 3
 
 

@@ -174,6 +174,10 @@ def _call_parser(prog: str) -> argparse.ArgumentParser:
         help="run warm() before predict and train, as the server does "
         "(default: on, or the configuration's 'warm')",
     )
+    # deepserve run's spelling (oslo.config's) works too.
+    parser.add_argument(
+        "--nowarm", dest="warm", action="store_false", help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "-o",
         "--output",
