@@ -542,6 +542,16 @@ def test_unknown_model_lists_the_installed_ones(env, work):
     assert "available models: batchy, classy, files, minimal, oldstyle, typed" in line
 
 
+def test_model_that_fails_to_import_is_one_line(fake_site, work, tmp_path):
+    broken = write_dist(
+        tmp_path, "broken-model", {"broken": ("deepaas.v2.model", "fake_broken")}
+    )
+    env = subprocess_env(fake_site, broken)
+    line = one_line_error(call(["--model-name", "broken", "predict"], env, work), 1)
+    assert "'broken'" in line
+    assert "ImportError: this package needs a library that is not installed" in line
+
+
 def test_model_named_by_config_or_deepaas_environment(env, work, tmp_path):
     config = tmp_path / "call.conf"
     config.write_text("[DEFAULT]\nmodel_name = classy\n")
