@@ -16,6 +16,7 @@ from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
+from deepserve.shell import main as call
 from deepserve.store import Store
 
 LOG = logging.getLogger("deepserve")
@@ -28,6 +29,7 @@ Serve machine-learning models behind a documented HTTP API.
 commands:
   run      start the HTTP server (deepserve run --help lists its options)
   models   manage the model store: list, get, delete, export, import
+  call     run a model's get_metadata, warm, predict or train without a server
 """
 
 BANNER = """\
@@ -154,6 +156,7 @@ def _fail(message: str) -> int:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run,
+    "call": call,
     "models": cli_models.main,
 }
 
