@@ -111,13 +111,12 @@ class _Builder:
         multipart = args.by_location("form", "files")
         if multipart:
             content["multipart/form-data"] = {"schema": self.object_schema(multipart)}
-        values = {n: f for n, f in args.fields.items() if location_of(f) != "files"}
+        # Form arguments may come in a JSON body instead. (Query arguments
+        # are read from a body too when the query string lacks them, but
+        # documenting both places would invite giving them twice: a 422.)
+        values = args.by_location("form", "json")
         if values:
-            json_schema = self.object_schema(values)
-            if multipart or args.by_location("query"):
-                # An alternative to the query string and form: not required.
-                json_schema.pop("required", None)
-            content[JSON] = {"schema": json_schema}
+            content[JSON] = {"schema": self.object_schema(values)}
         if not content:
             return None
         required = any(f.required for f in multipart.values())

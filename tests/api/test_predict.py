@@ -87,9 +87,9 @@ async def test_args_from_json_body_with_typed_values(client):
     assert body["predictions"]["tags"] == ["x", "y", "z"]
 
 
-async def test_query_wins_over_json_body(client):
+async def test_query_and_json_body_together(client):
     body = await predict_json(
-        client, "oldstyle", params={"text": "q"}, json={"text": "j", "count": 2}
+        client, "oldstyle", params={"text": "q"}, json={"count": 2}
     )
     # text from the query, count (absent there) from the JSON body.
     assert body["predictions"]["text"] == "qq"
