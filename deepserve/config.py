@@ -61,7 +61,7 @@ server_opts = [
         "model-store",
         help=(
             "Directory of the model store that model store tags are looked up "
-            "in. Default: $DEEPSERVE_HOME, or ~/deepserve."
+            "in. Default: $DEEPSERVE_HOME/models, or ~/deepserve/models."
         ),
     ),
     cfg.IntOpt(
@@ -327,9 +327,12 @@ def _model_names(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def store_root(configured: str | None, environ: Mapping[str, str]) -> str:
-    """The model store's root: the option, else ``$DEEPSERVE_HOME``, else
-    ``~/deepserve`` (the store expands ``~``)."""
-    return configured or environ.get("DEEPSERVE_HOME") or "~/deepserve"
+    """The model store's directory: the option, else ``$DEEPSERVE_HOME/models``,
+    else ``~/deepserve/models`` (the store expands ``~``), as
+    :func:`deepserve.models.default_store` finds it."""
+    if configured:
+        return configured
+    return posixpath.join(environ.get("DEEPSERVE_HOME") or "~/deepserve", "models")
 
 
 def normalise_base_path(path: str) -> str:

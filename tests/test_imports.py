@@ -57,6 +57,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     # deepserve call: the command line's in-process sibling of the server.
     "shell": {
+        "store",
         "exceptions",
         "model",
         "settings",
@@ -68,7 +69,7 @@ ALLOWED: dict[str, set[str]] = {
         "config",
         "__init__",
     },
-    "cli_models": {"exceptions", "store"},
+    "cli_models": {"exceptions", "store", "models"},
     # A client talks to a server over HTTP only: none of the server's layers.
     "client": {"exceptions", "__init__"},
 }

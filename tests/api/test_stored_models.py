@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from deepserve.exceptions import LoaderError
 from deepserve.store import Store
 from tests.checks import assert_error
 from tests.conftest import subprocess_env
-from tests.servers import Server, get_json
+from tests.servers import DEEPSERVE, Server, get_json
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -298,3 +299,27 @@ def test_select_refuses_unknown_tags_and_two_versions_of_one_name(fake_site, tmp
         loader.select({}, tags, store=store)
     # the same version asked for twice is served once
     assert len(loader.select({}, [tags[1], "twin:latest", "twin"], store=store)) == 1
+
+
+async def test_deepserve_call_predicts_like_the_server(
+    server, stored, fake_site, tmp_path
+):
+    root, expected = stored
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(f"[DEFAULT]\nmodel_store = {root}\n")
+    rows = json.dumps(expected["rows"])
+    proc = subprocess.run(
+        [*DEEPSERVE, "call", "--config-file", str(conf), "--model-name", "iris_clf",
+         "predict", "--data", rows, "--signature", "predict_proba"],
+        env=subprocess_env(fake_site),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    _, over_http = await post(
+        server,
+        "/v2/models/iris_clf/predict/?signature=predict_proba",
+        json={"data": expected["rows"]},
+    )
+    assert json.loads(proc.stdout) == over_http
