@@ -20,6 +20,7 @@ from openapi_spec_validator import validate
 
 from deepserve import class_model, loader, picklable_model, python_model
 from deepserve import sklearn as ds_sklearn
+from deepserve.client import AsyncDeployedModel, DeployedModel
 from deepserve.exceptions import LoaderError
 from deepserve.store import Store
 from tests.checks import assert_error
@@ -323,3 +324,19 @@ async def test_deepserve_call_predicts_like_the_server(
         json={"data": expected["rows"]},
     )
     assert json.loads(proc.stdout) == over_http
+
+
+async def test_deployed_model_predicts_on_every_kind(server, stored):
+    _, expected = stored
+    async with AsyncDeployedModel(server.base, "greeter") as greeter:
+        assert await greeter.predict(["Bob"]) == ["Hello, Bob"]
+        assert (await greeter.metadata())["module"] == "deepserve.class_model"
+    async with AsyncDeployedModel(server.base, "iris_clf") as iris:
+        assert await iris.predict(expected["rows"]) == expected["iris_predict"]
+        proba = await iris.predict(expected["rows"], signature="predict_proba")
+        assert len(proba) == len(expected["rows"])
+    async with AsyncDeployedModel(server.base, "shouter") as shouter:
+        assert await shouter.predict(["ok"]) == ["OK!"]
+    # the sync flavour, as in a notebook
+    with DeployedModel(server.base, "scaler") as scaler:
+        assert scaler.predict([[1, 2]]) == [[2.0, 4.0]]
