@@ -59,17 +59,26 @@ class Server:
             start_new_session=True,
         )
 
-    def wait_ready(self, prefix: str, timeout: float = 60) -> None:
+    def wait_ready(self, prefix: str = "", timeout: float = 60) -> None:
+        """Wait until every model is warm (the readiness probe says 200)."""
+        self.wait_for(prefix + "/v2/health/ready", timeout)
+
+    def wait_live(self, prefix: str = "", timeout: float = 60) -> None:
+        """Wait until the server answers (models may still be warming)."""
+        self.wait_for(prefix + "/v2/health/live", timeout)
+
+    def wait_for(self, path: str, timeout: float = 60) -> None:
+        """Wait until ``GET path`` answers 200 (a 503 is an OSError too)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
             try:
-                get_json(self.base + prefix + "/v2/")
+                get_json(self.base + path)
                 return
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("server did not start")
+        raise AssertionError(f"{path} never answered 200")
 
     def stop(self) -> str:
         if self.proc.poll() is None:

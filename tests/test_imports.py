@@ -19,11 +19,14 @@ ALLOWED: dict[str, set[str]] = {
     "demo": set(),
     "__init__": set(),
     "config": {"settings", "exceptions", "__init__"},
+    # Request-id tagging and log formats: used by workers, api and cli.
+    "logs": {"settings"},
     "loader": {"exceptions", "model", "settings"},
     "adapters": {"exceptions", "model", "settings", "loader"},
-    "executors": {"exceptions", "model", "settings", "loader", "adapters"},
+    "executors": {"exceptions", "model", "settings", "loader", "adapters", "logs"},
     "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
     "api": {
+        "logs",
         "exceptions",
         "model",
         "settings",
@@ -33,7 +36,22 @@ ALLOWED: dict[str, set[str]] = {
         "runtime",
         "__init__",
     },
+    # Runs the app: listening, start-up, signals, graceful shutdown.
+    "server": {
+        "exceptions",
+        "model",
+        "settings",
+        "loader",
+        "adapters",
+        "executors",
+        "runtime",
+        "api",
+        "logs",
+        "__init__",
+    },
     "cli": {
+        "logs",
+        "server",
         "exceptions",
         "model",
         "settings",
@@ -47,7 +65,7 @@ ALLOWED: dict[str, set[str]] = {
     },
 }
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime"}  # fmt: skip
+                "executors", "runtime", "logs"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

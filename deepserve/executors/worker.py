@@ -18,10 +18,11 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from deepserve import adapters
+from deepserve import adapters, logs
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
+from deepserve.settings import LogFormat
 
 READY = "ready"
 OK = "ok"
@@ -37,13 +38,22 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message
 
 
 def main(
-    conn: Connection, ref: ModelRef, warm: bool, parent_pid: int, log_level: int
+    conn: Connection,
+    ref: ModelRef,
+    warm: bool,
+    parent_pid: int,
+    log_level: int,
+    log_format: LogFormat = "text",
 ) -> None:
     _exit_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the server decides when
     # workers stop, so they must not die mid-call with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    if log_format == "json":
+        # JSON collectors read the server's stderr, which workers share.
+        logs.configure(level=log_level, log_format="json")
+    else:
+        logging.basicConfig(level=log_level, format=LOG_FORMAT)
     try:
         model = adapters.build(ref)
         if warm:

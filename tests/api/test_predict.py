@@ -14,7 +14,7 @@ from marshmallow import fields as mf
 from deepserve import adapters, loader
 from deepserve.api import create_app
 from deepserve.runtime import Registry, ServedModel
-from deepserve.settings import ApiSettings
+from deepserve.settings import ApiSettings, ExecutorSettings
 from tests.checks import assert_error
 
 PREDICT = "/v2/models/{}/predict/"
@@ -398,9 +398,8 @@ def snapshot(value: Any) -> Any:
 
 async def test_plugin_fields_are_never_mutated(aiohttp_client, registry):
     available = loader.discover(loader.installed_entry_points())
-    models = [
-        adapters.build(ref) for ref in loader.select(available, ["oldstyle", "classy"])
-    ]
+    refs = loader.select(available, ["oldstyle", "classy"])
+    models = [adapters.build(ref) for ref in refs]
 
     def state() -> Any:
         return {
@@ -420,9 +419,12 @@ async def test_plugin_fields_are_never_mutated(aiohttp_client, registry):
     assert "'hello'" in repr(old["text"][1]) and "'location'" in repr(old["data"][1])
     assert "'X-Token'" in repr(before["classy"]["predict"]["token"][1])
 
-    # The session's started executors run the calls; this registry is only
-    # a view over them, so it is neither started nor closed here.
-    mine = Registry([ServedModel(m, registry[m.name].executor) for m in models])
+    # Inline executors: the calls run on these very model objects.
+    inline = ExecutorSettings(kind="inline")
+    mine = Registry(
+        [ServedModel.create(r, m, inline) for r, m in zip(refs, models, strict=True)]
+    )
+    await mine.start()
     client = await aiohttp_client(create_app(mine, ApiSettings()))
 
     assert (await client.get("/swagger.json")).status == 200
@@ -452,5 +454,6 @@ async def test_plugin_fields_are_never_mutated(aiohttp_client, registry):
     assert (
         await client.post(PREDICT.format("classy"), params={"label": "?"})
     ).status == 422
+    await mine.close()
 
     assert state() == before
