@@ -46,14 +46,23 @@ def get_json(url: str) -> object:
 
 
 class Server:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    """``deepserve run`` in a subprocess.
+
+    :param split_stderr: keep stderr (the log) apart from stdout (the
+        banner); :meth:`stop` then leaves the log in :attr:`stderr`.
+    """
+
+    def __init__(
+        self, args: list[str], env: dict[str, str], *, split_stderr: bool = False
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.stderr = ""
         self.proc = subprocess.Popen(
             [*DEEPSERVE, "run", "--listen-port", str(self.port), *args],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE if split_stderr else subprocess.STDOUT,
             text=True,
             # Its own process group, as in a terminal: Ctrl-C reaches all.
             start_new_session=True,
@@ -83,5 +92,6 @@ class Server:
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
+        out, err = self.proc.communicate(timeout=30)
+        self.stderr = err or ""
         return out
