@@ -16,6 +16,8 @@ from marshmallow import Schema, fields
 
 from deepserve.runtime import Registry
 
+#: One optional trailing slash, as on every other path.
+SLASH = "{slash:/?}"
 #: Probes must see the state now, never a cached answer.
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -69,6 +71,8 @@ def add_routes(app: web.Application, registry: Registry, base: str) -> None:
     """Serve the three health paths under ``base``."""
     h = Health(registry)
     r = app.router
-    r.add_get(f"{base}/v2/health/live", h.live, allow_head=False)
-    r.add_get(f"{base}/v2/health/ready", h.ready, allow_head=False)
-    r.add_get(f"{base}/v2/models/{{name}}/ready", h.model_ready, allow_head=False)
+    r.add_get(f"{base}/v2/health/live{SLASH}", h.live, allow_head=False)
+    r.add_get(f"{base}/v2/health/ready{SLASH}", h.ready, allow_head=False)
+    r.add_get(
+        f"{base}/v2/models/{{name}}/ready{SLASH}", h.model_ready, allow_head=False
+    )

@@ -47,6 +47,12 @@ async def test_started_registry_is_live_and_ready(client):
         )
 
 
+async def test_trailing_slash_is_accepted(client):
+    assert await probe(client, "/v2/health/live/") == (200, {"live": True})
+    assert await probe(client, "/v2/health/ready/") == (200, {"ready": True})
+    assert (await probe(client, "/v2/models/classy/ready/"))[0] == 200
+
+
 async def test_readiness_of_unknown_model_is_404_json(client):
     body = await assert_error(await client.get("/v2/models/nope/ready"), 404)
     assert "'nope'" in body["message"] and body["model"] == "nope"
