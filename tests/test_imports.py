@@ -21,10 +21,18 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"settings", "exceptions", "__init__"},
     # Request-id tagging and log formats: used by workers, api and cli.
     "logs": {"settings"},
-    "loader": {"exceptions", "model", "settings"},
-    "adapters": {"exceptions", "model", "settings", "loader"},
-    "executors": {"exceptions", "model", "settings", "loader", "adapters", "logs"},
-    "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
+    "loader": {"exceptions", "model", "settings", "logs"},
+    "adapters": {"exceptions", "model", "settings", "logs", "loader"},
+    "executors": {"exceptions", "model", "settings", "logs", "loader", "adapters"},
+    "runtime": {
+        "exceptions",
+        "model",
+        "settings",
+        "logs",
+        "loader",
+        "adapters",
+        "executors",
+    },
     "api": {
         "logs",
         "exceptions",
