@@ -364,12 +364,18 @@ async def test_debug_endpoint_when_enabled(aiohttp_client, registry):
     client = await aiohttp_client(
         create_app(registry, ApiSettings(debug_endpoint=True))
     )
-    crash = await client.post(PREDICT.format("oldstyle"), params={"mode": "crash"})
+    crash = await client.post(
+        PREDICT.format("oldstyle"),
+        params={"mode": "crash"},
+        headers={"X-Request-ID": "dbg-1"},
+    )
     assert crash.status == 500
     resp = await client.get("/v2/debug/")
     assert resp.status == 200
     assert resp.content_type == "text/plain"
-    assert "ValueError" in await resp.text()
+    text = await resp.text()
+    assert "ValueError" in text
+    assert "[dbg-1]: Model 'oldstyle' failed with ValueError" in text
 
 
 # -- the plugin's fields are never changed -----------------------------------------
