@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,14 @@ def serve(fake_site: Path, slow_site: Path) -> Iterator[Any]:
     started: list[Server] = []
 
     def start(
-        args: list[str], *, env: dict[str, str] | None = None, split: bool = False
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        split: bool = False,
+        models: str = "slow",
     ) -> Server:
         env = {**subprocess_env(fake_site, slow_site), **(env or {})}
-        server = Server(["--model-name", "slow", *args], env, split_stderr=split)
+        server = Server(["--model-name", models, *args], env, split_stderr=split)
         started.append(server)
         return server
 
@@ -181,6 +186,57 @@ def test_requests_past_the_grace_period_are_cut_off(serve, tmp_path):
     assert "Cutting off 1 request(s) still in progress" in out
     assert "Traceback" not in out
     assert_all_gone(workers)
+
+
+def upload(url: str, content: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST ``content`` as the multipart file field ``data``."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="data"; '
+            'filename="in.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
+        return resp.status, json.load(resp), dict(resp.headers)
+
+
+def test_shutdown_stops_trainings_and_removes_uploads(serve, tmp_path):
+    uploads, pidfile = tmp_path / "uploads", tmp_path / "train.pid"
+    uploads.mkdir()
+    server = serve(
+        ["--upload-dir", str(uploads), "--shutdown-grace", "1"],
+        models="oldstyle,classy",
+    )
+    server.wait_ready()
+    workers = workers_of(server)
+    query = urllib.parse.urlencode({"seconds": 600, "pidfile": pidfile})
+    status, job, _ = upload(f"{server.base}/v2/models/classy/train/?{query}", b"x")
+    assert status == 200 and job["status"] == "running"
+    wait_until(pidfile.exists, "the training to run")
+    training = int(pidfile.read_text())
+    url = f"{server.base}/v2/models/oldstyle/predict/?mode=sleep&text=600"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(upload, url, b"y" * 1000)
+        # The training's upload and the prediction's, each in its directory.
+        wait_until(lambda: len(list(uploads.iterdir())) == 2, "both uploads")
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            running.result(timeout=DEADLINE)
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    assert "Stopping 1 training(s) of model 'classy'" in out
+    assert "Traceback" not in out
+    assert list(uploads.iterdir()) == []
+    assert_all_gone([*workers, training])
 
 
 def test_second_signal_ends_the_grace_period(serve, tmp_path):
