@@ -53,7 +53,8 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     in_flight = InFlight()
     app = web.Application(
         client_max_size=settings.client_max_size,
-        # Request ids outermost: the errors logged inside carry them.
+        # Counting outermost (a shutdown waits for every request), then
+        # request ids, so that the errors logged inside carry them.
         middlewares=[
             in_flight.middleware,
             requestids.request_id_middleware,
