@@ -290,8 +290,9 @@ def test_json_logs_carry_request_ids(serve):
     assert [r["request_id"] for r in mine] == ["req-1234.abc"]
     missing = [r for r in access if "/v2/models/nope/ready" in r["message"]]
     assert [r["request_id"] for r in missing] == [generated]
-    # The model's own log line, written by its worker process, is JSON too.
-    assert any(
-        r["message"] == "sleeping 0.0 s" and r["logger"] == "fake_slow" for r in records
-    )
+    # The model's own log line, written by its worker process, is JSON too
+    # and names the request the call served.
+    (model_line,) = [r for r in records if r["logger"] == "fake_slow"]
+    assert model_line["message"] == "sleeping 0.0 s"
+    assert model_line["request_id"] == "req-1234.abc"
     assert any(r["message"] == "SIGTERM received: shutting down" for r in records)

@@ -66,6 +66,9 @@ class _Call:
     answer: asyncio.Future[Any]
     worker: _Worker | None = None
     id: int = dataclasses.field(default_factory=itertools.count().__next__)
+    #: The request it serves, for the worker's log lines (taken from the
+    #: caller's context; a batch, merged from several, has none).
+    request_id: str | None = dataclasses.field(default_factory=logs.REQUEST_ID.get)
 
     @property
     def running(self) -> bool:
@@ -135,7 +138,7 @@ class _Worker:
             _settle(call.answer, error=WorkerDied(self.model, self.death()))
             return
         try:
-            self._conn.send((call.id, call.method, dict(call.kwargs)))
+            self._conn.send((call.id, call.method, dict(call.kwargs), call.request_id))
         except (OSError, EOFError):
             pass  # _readable sees the death and fails the call
         except Exception as exc:  # the arguments do not pickle

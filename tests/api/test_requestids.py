@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from deepserve import logs
-from deepserve.api import requestids
+from deepserve import adapters, loader, logs
+from deepserve.api import create_app, requestids
+from deepserve.runtime import Registry, ServedModel
+from deepserve.settings import ApiSettings, ExecutorSettings
 
 PREDICT = "/v2/models/oldstyle/predict/"
 
@@ -28,12 +32,36 @@ class Records(logging.Handler):
 @pytest.fixture
 def records() -> Iterator[Records]:
     handler = Records()
-    logger = logging.getLogger("deepserve")
-    logger.addHandler(handler)
+    loggers = [logging.getLogger(name) for name in ("deepserve", "fake_slow")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
-        logger.removeHandler(handler)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+@pytest.fixture(params=["thread", "inline"])
+async def slow_client(  # type: ignore[no-untyped-def]
+    request, aiohttp_client, fake_site: Path, slow_site: Path
+) -> AsyncIterator[object]:
+    """A client of the ``slow`` model (it logs from ``predict``), run in
+    the server process by the executor kind of the parameter."""
+    sys.path.insert(0, str(slow_site))
+    try:
+        available = loader.discover(loader.installed_entry_points())
+    finally:
+        sys.path.remove(str(slow_site))
+    (ref,) = loader.select(available, ["slow"])
+    settings = ExecutorSettings(kind=request.param)
+    registry = Registry([ServedModel.create(ref, adapters.build(ref), settings)])
+    await registry.start()
+    yield await aiohttp_client(create_app(registry, ApiSettings()))
+    await registry.close()
 
 
 def is_generated(value: str) -> bool:
@@ -101,3 +129,13 @@ async def test_log_lines_of_a_request_carry_its_id(client, records):
     logging.getLogger("deepserve.test").warning("between requests")
     assert records.records[-1].request_id is None  # type: ignore[attr-defined]
     assert records.records[-1].request_tag == ""  # type: ignore[attr-defined]
+
+
+async def test_model_log_lines_carry_the_id_in_threads_too(slow_client, records):
+    resp = await slow_client.post(
+        "/v2/models/slow/predict/", headers={"X-Request-ID": "model-3"}
+    )
+    assert resp.status == 200, await resp.text()
+    (line,) = [r for r in records.records if r.name == "fake_slow"]
+    assert line.getMessage() == "sleeping 0.0 s"
+    assert line.request_id == "model-3"  # type: ignore[attr-defined]
