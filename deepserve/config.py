@@ -106,6 +106,30 @@ server_opts = [
         default=True,
         help="Log one line per request (logger deepserve.access).",
     ),
+    cfg.StrOpt(
+        "log-format",
+        default="text",
+        choices=[
+            ("text", "one human-readable line per record"),
+            (
+                "json",
+                "one JSON object per line: time, level, logger, message, "
+                "request_id and exception",
+            ),
+        ],
+        help="How log records are written to standard error.",
+    ),
+    cfg.FloatOpt(
+        "shutdown-grace",
+        default=30.0,
+        min=0,
+        help=(
+            "Seconds that requests in progress get to finish after SIGTERM or "
+            "SIGINT; those still running then are cut off. Meanwhile the "
+            "server reports not ready and refuses new predictions and "
+            "trainings with 503. A second signal ends the wait at once."
+        ),
+    ),
     cfg.BoolOpt(
         "debug",
         short="d",
@@ -267,6 +291,8 @@ def load(
         listen_ip=conf.listen_ip,
         listen_port=conf.listen_port,
         access_log=conf.access_log,
+        log_format=conf.log_format,
+        shutdown_grace=conf.shutdown_grace,
         model_names=names,
         store_root=store_root(conf.model_store, environ),
         api=api,
