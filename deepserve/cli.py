@@ -13,7 +13,8 @@ import deepserve
 from deepserve import adapters, config, loader
 from deepserve.api import create_app
 from deepserve.api.access import AccessLogger
-from deepserve.exceptions import ConfigError, LoaderError
+from deepserve.exceptions import ConfigError, JobStoreError, LoaderError
+from deepserve.jobs import JobStore
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
 
@@ -83,6 +84,16 @@ def run(argv: Sequence[str]) -> int:
             LOG.debug("Stopping the models' workers")
             await registry.close()
 
+    async def job_store(_app: web.Application) -> AsyncIterator[None]:
+        # Open before the models start and closed after they stop, so that
+        # trainings stopped by the shutdown are recorded.
+        await registry.jobs.open()
+        try:
+            yield
+        finally:
+            await registry.jobs.close()
+
+    app.cleanup_ctx.append(job_store)
     app.cleanup_ctx.append(lifecycle)
     banner = _banner(settings, list(registry))
     try:
@@ -99,7 +110,7 @@ def run(argv: Sequence[str]) -> int:
             # A client that goes away cancels its request's queued work.
             handler_cancellation=True,
         )
-    except LoaderError as exc:
+    except (LoaderError, JobStoreError) as exc:
         return _fail(str(exc))
     except OSError as exc:  # the address is taken, or not ours to bind
         return _fail(
@@ -128,7 +139,7 @@ def build_registry(settings: ServerSettings) -> Registry:
         served.append(ServedModel.create(ref, model, settings.executor_for(ref.name)))
     for name in set(settings.model_executors) - {ref.name for ref in refs}:
         LOG.warning("Config section [model:%s] names a model that is not served", name)
-    return Registry(served)
+    return Registry(served, jobs=JobStore(settings.jobs))
 
 
 def _banner(settings: ServerSettings, names: list[str]) -> str:

@@ -19,10 +19,19 @@ ALLOWED: dict[str, set[str]] = {
     "demo": set(),
     "__init__": set(),
     "config": {"settings", "exceptions", "__init__"},
+    "jobs": {"exceptions", "settings"},
     "loader": {"exceptions", "model", "settings"},
     "adapters": {"exceptions", "model", "settings", "loader"},
     "executors": {"exceptions", "model", "settings", "loader", "adapters"},
-    "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
+    "runtime": {
+        "exceptions",
+        "model",
+        "settings",
+        "loader",
+        "adapters",
+        "executors",
+        "jobs",
+    },
     "api": {
         "exceptions",
         "model",
@@ -30,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
         "loader",
         "adapters",
         "executors",
+        "jobs",
         "runtime",
         "__init__",
     },
@@ -40,6 +50,7 @@ ALLOWED: dict[str, set[str]] = {
         "loader",
         "adapters",
         "executors",
+        "jobs",
         "runtime",
         "api",
         "config",
@@ -47,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
     },
 }
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime"}  # fmt: skip
+                "executors", "jobs", "runtime"}  # fmt: skip
 
 
 def layer(path: Path) -> str:
