@@ -45,8 +45,6 @@ SCHEMA_VERSION = 2
 #: Why a job is ``interrupted``.
 INTERRUPTED_BY_SHUTDOWN = "Interrupted: the server stopped while it ran"
 INTERRUPTED_BY_LOSS = "Interrupted: the server running it stopped answering"
-#: Longest line kept from a job's output, in characters; longer ones are cut.
-MAX_LINE = 16 * 1024
 #: Seconds SQLite waits for another writer before giving up.
 SQLITE_BUSY_TIMEOUT = 15.0
 

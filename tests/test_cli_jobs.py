@@ -174,3 +174,36 @@ def call_raw(database: Path, uuid: str) -> str:
         ).fetchone()
     conn.close()
     return str(status)
+
+
+@pytest.mark.parametrize("problem", ["newer", "unusable"])
+def test_a_database_the_server_cannot_use_stops_it_with_one_line(
+    fake_site, tmp_path, problem
+):
+    import sqlite3
+    import subprocess
+
+    from tests.servers import DEEPSERVE, free_port
+
+    if problem == "newer":
+        database = str(tmp_path / "jobs.sqlite")
+        with sqlite3.connect(database) as conn:
+            conn.execute("CREATE TABLE deepserve_schema (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO deepserve_schema VALUES (99)")
+        conn.close()
+        expected = "schema version 99, newer than this deepserve understands"
+    else:
+        database = "nosuchdialect://somewhere/jobs"
+        expected = "Cannot use job database 'nosuchdialect://somewhere/jobs'"
+
+    result = subprocess.run(
+        [*DEEPSERVE, "run", "--model-name", "chatty",
+         "--listen-port", str(free_port()), "--jobs-database", database],
+        env=subprocess_env(fake_site), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("deepserve: error: ")
+    assert expected in lines[0]
