@@ -219,6 +219,9 @@ class JobStore:
         self._engine: sa.Engine | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._beating: asyncio.Task[None] | None = None
+        #: Jobs this server runs and has not recorded the end of: the only
+        #: ones its heartbeat keeps alive.
+        self._live: set[str] = set()
 
     @property
     def opened(self) -> bool:
@@ -245,7 +248,7 @@ class JobStore:
             engine.dispose()
             raise
         self._engine = engine
-        lost = await self._run(self._sweep)
+        lost = await self._run(self._sweep, frozenset(self._live))
         if lost:
             LOG.warning("Marked %d orphaned training(s) interrupted", lost)
         self._beating = asyncio.get_running_loop().create_task(self._beat_forever())
@@ -274,6 +277,7 @@ class JobStore:
     async def add(self, job: TrainingJob) -> None:
         """Record a new running job of this server."""
         await self._run(self._add, job)
+        self._live.add(job.id)
 
     async def mark_started(self, job_id: str, when: float | None = None) -> None:
         """The job's model is built and its training begins."""
@@ -290,7 +294,12 @@ class JobStore:
         """Record how a job of this server ended."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"not a final status: {status!r}")
-        await self._run(self._finish, job_id, status, result, message, time.time())
+        try:
+            await self._run(self._finish, job_id, status, result, message, time.time())
+        finally:
+            # Even when the end cannot be recorded: its heartbeat stops, so
+            # the job ends up ``interrupted`` instead of running forever.
+            self._live.discard(job_id)
 
     async def get(self, model: str, job_id: str) -> TrainingJob:
         """:raises JobNotFound: when ``model`` has no such job."""
@@ -333,7 +342,7 @@ class JobStore:
     async def beat(self) -> None:
         """Refresh this server's running jobs' heartbeat, interrupt other
         servers' stale ones, and forget jobs past the retention time."""
-        await self._run(self._beat)
+        await self._run(self._beat, frozenset(self._live))
 
     async def _beat_forever(self) -> None:
         while True:
@@ -511,20 +520,22 @@ class JobStore:
         assert cursor is not None
         return LogPage(job, entries, cursor, job.log_dropped)
 
-    def _beat(self) -> None:
+    def _beat(self, live: frozenset[str]) -> None:
         now = time.time()
         j = jobs_table.c
-        with self._db.begin() as conn:
-            conn.execute(
-                jobs_table.update()
-                .where(j.owner == self.owner, j.status == "running")
-                .values(heartbeat=now)
-            )
-        self._sweep(now)
+        if live:
+            with self._db.begin() as conn:
+                conn.execute(
+                    jobs_table.update()
+                    .where(j.owner == self.owner, j.id.in_(live), j.status == "running")
+                    .values(heartbeat=now)
+                )
+        self._sweep(live, now)
         self._forget_old(now)
 
-    def _sweep(self, now: float | None = None) -> int:
-        """Interrupt other servers' running jobs whose heartbeat is stale."""
+    def _sweep(self, live: frozenset[str], now: float | None = None) -> int:
+        """Interrupt running jobs whose heartbeat is stale: other servers',
+        and this one's whose end could not be recorded."""
         now = now or time.time()
         j = jobs_table.c
         last_seen = sa.func.coalesce(j.heartbeat, j.started, j.created)
@@ -533,7 +544,7 @@ class JobStore:
                 jobs_table.update()
                 .where(
                     j.status == "running",
-                    j.owner != self.owner,
+                    sa.or_(j.owner != self.owner, j.id.not_in(live)),
                     last_seen < now - self.settings.heartbeat_timeout,
                 )
                 # It stopped some time after its last heartbeat: the best
@@ -620,16 +631,33 @@ def _sqlite_setup(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _migrate(engine: sa.Engine) -> None:
+def _migrate(engine: sa.Engine, attempts: int = 3) -> None:
     """Bring the schema to :data:`SCHEMA_VERSION`, one step at a time.
 
-    :raises JobStoreError: when the database's schema is newer.
+    Replicas starting together may race to migrate: the loser's transaction
+    fails, and it tries again, finding the work done.
+
+    :raises JobStoreError: when the database's schema is newer, or it
+        cannot be migrated.
     """
+    for attempt in range(attempts):
+        try:
+            _migrate_once(engine)
+            return
+        except _Newer:
+            raise
+        except JobStoreError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))  # in the store's thread
+
+
+def _migrate_once(engine: sa.Engine) -> None:
     try:
         with engine.begin() as conn:
             version = _version(conn)
             if version > SCHEMA_VERSION:
-                raise JobStoreError(
+                raise _Newer(
                     f"The job database {engine.url.render_as_string()} has schema "
                     f"version {version}, newer than this deepserve understands "
                     f"({SCHEMA_VERSION}): upgrade deepserve, or use another database"
@@ -645,6 +673,10 @@ def _migrate(engine: sa.Engine) -> None:
         raise JobStoreError(
             f"Cannot open job database {engine.url.render_as_string()}: {exc}"
         ) from exc
+
+
+class _Newer(JobStoreError):
+    """The database is newer than this code: trying again cannot help."""
 
 
 def _version(conn: sa.Connection) -> int:

@@ -367,3 +367,14 @@ async def test_retention_forgets_old_finished_jobs(opened, tmp_path):
     left = {j.id for j in (await store.list_jobs("m")).jobs}
     assert left == {recent.id, running.id}
     assert raw(path, "SELECT DISTINCT job_id FROM deepserve_job_logs") == [(recent.id,)]
+
+
+async def test_replicas_opening_a_new_database_together(opened, tmp_path):
+    stores = await asyncio.gather(*(opened() for _ in range(4)))
+
+    assert raw(tmp_path / "jobs.sqlite", "SELECT version FROM deepserve_schema") == [
+        (SCHEMA_VERSION,)
+    ]
+    job = new_job()
+    await stores[0].add(job)
+    assert (await stores[3].get("m", job.id)).id == job.id
