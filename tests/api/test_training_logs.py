@@ -144,7 +144,8 @@ async def test_output_past_the_bound_keeps_the_newest(aiohttp_client, bounded):
     assert body["dropped"] > 150
     texts = [e["text"] for e in body["logs"]]
     assert sum(len(t.encode()) for t in texts) <= 2048
-    assert texts[-2:] == ["waiting", "the end"]
+    stdout = [e["text"] for e in body["logs"] if e["stream"] == "stdout"]
+    assert stdout[-2:] == ["waiting", "the end"]
     assert "line 000199 " + "x" * 100 in texts
     assert "epoch 1: printed to stdout" not in texts
 
