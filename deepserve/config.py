@@ -261,7 +261,11 @@ def new_conf() -> cfg.ConfigOpts:
             default = "(none)"
         shown.help = f"{opt.help} (default: {default})"
         conf.register_cli_opt(shown)
-    conf.register_cli_opts(job_opts, group=JOBS_GROUP)
+    for opt in job_opts:
+        shown = copy.copy(opt)
+        if opt.default is not None:  # the database's default is in its help
+            shown.help = f"{opt.help} (default: {opt.default})"
+        conf.register_cli_opt(shown, group=JOBS_GROUP)
     return conf
 
 

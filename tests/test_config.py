@@ -232,3 +232,16 @@ def test_jobs_section_of_a_config_file(tmp_path):
 def test_heartbeat_timeout_must_exceed_the_interval():
     with pytest.raises(ConfigError, match="heartbeat-timeout"):
         load(["--jobs-heartbeat-interval", "10", "--jobs-heartbeat-timeout", "5"])
+
+
+def test_job_options_in_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "deepserve.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    for option in ("--jobs-database", "--jobs-max-log-size", "--jobs-retention-days"):
+        assert option in result.stdout
+    assert "(default: 1048576)" in result.stdout
