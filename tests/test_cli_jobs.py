@@ -155,6 +155,9 @@ def test_a_replica_leaves_live_jobs_alone_and_notices_lost_ones(serve, tmp_path)
     assert seen["status"] == "running"
     assert "waiting" in log_texts(replica, uuid)
     assert [j["uuid"] for j in call(replica, "GET", TRAIN, status="running")] == [uuid]
+    # Only the server running a training can stop it.
+    assert call(replica, "DELETE", TRAIN + uuid)["status"] == "running"
+    assert not gone(pid)
 
     kill9(owner)
     job = wait_status(replica, uuid, "interrupted")
