@@ -15,6 +15,7 @@ import deepserve
 from deepserve import adapters, cli_models, config, loader, logs, server
 from deepserve.api import create_app
 from deepserve.exceptions import ConfigError, LoaderError
+from deepserve.jobs import JobStore
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
 from deepserve.shell import main as call
@@ -91,6 +92,16 @@ def run(argv: Sequence[str]) -> int:
             LOG.debug("Stopping the trainings and the models' workers")
             await registry.close()
 
+    async def job_store(_app: web.Application) -> AsyncIterator[None]:
+        # Open before the models start and closed after they stop, so that
+        # trainings stopped by the shutdown are recorded.
+        await registry.jobs.open()
+        try:
+            yield
+        finally:
+            await registry.jobs.close()
+
+    app.cleanup_ctx.append(job_store)
     app.cleanup_ctx.append(lifecycle)
     banner = _banner(settings, list(registry))
     status = asyncio.run(
@@ -131,7 +142,7 @@ def build_registry(settings: ServerSettings) -> Registry:
         served.append(ServedModel.create(ref, model, settings.executor_for(ref.name)))
     for name in set(settings.model_executors) - {ref.name for ref in refs}:
         LOG.warning("Config section [model:%s] names a model that is not served", name)
-    return Registry(served)
+    return Registry(served, jobs=JobStore(settings.jobs))
 
 
 def _banner(settings: ServerSettings, names: list[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import posixpath
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from oslo_config import cfg
@@ -19,6 +20,7 @@ from deepserve.exceptions import ConfigError
 from deepserve.settings import (
     ApiSettings,
     ExecutorSettings,
+    JobSettings,
     ServerSettings,
 )
 
@@ -207,6 +209,53 @@ executor_opts = [
     ),
 ]
 
+#: The training-job database: ``[jobs]`` in a config file, ``--jobs-*`` on
+#: the command line.
+JOBS_GROUP = "jobs"
+job_opts = [
+    cfg.StrOpt(
+        "database",
+        help=(
+            "Where training jobs and their output are recorded: an SQLAlchemy "
+            "URL (postgresql://user@host/db for replicas sharing their jobs) "
+            "or the path of an SQLite file. Default: "
+            "$XDG_DATA_HOME/deepserve/jobs.sqlite, that is "
+            "~/.local/share/deepserve/jobs.sqlite."
+        ),
+    ),
+    cfg.IntOpt(
+        "max-log-size",
+        default=JobSettings.max_log_bytes,
+        min=0,
+        help=(
+            "Bytes of output (stdout, stderr, log records) kept per training: "
+            "past it the oldest lines are dropped. 0 keeps none."
+        ),
+    ),
+    cfg.FloatOpt(
+        "heartbeat-interval",
+        default=JobSettings.heartbeat_interval,
+        min=0.1,
+        help="Seconds between two heartbeats of this server's running trainings.",
+    ),
+    cfg.FloatOpt(
+        "heartbeat-timeout",
+        default=JobSettings.heartbeat_timeout,
+        min=0.2,
+        help=(
+            "Seconds without a heartbeat after which a running training of "
+            "another server (or of this one before a crash) is marked "
+            "interrupted. Must exceed heartbeat-interval."
+        ),
+    ),
+    cfg.FloatOpt(
+        "retention-days",
+        default=JobSettings.retention_days,
+        min=0,
+        help="Days finished trainings are kept. 0 keeps them forever.",
+    ),
+]
+
 #: Prefix of the config file sections holding one model's executor options.
 MODEL_SECTION = "model:"
 
@@ -215,6 +264,7 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for ``oslo-config-generator``."""
     return [
         ("DEFAULT", [*server_opts, *executor_opts]),
+        (JOBS_GROUP, job_opts),
         # A template: one such section per model, named after it.
         (f"{MODEL_SECTION}name", _model_opts()),
     ]
@@ -243,6 +293,11 @@ def new_conf() -> cfg.ConfigOpts:
             default = "(none)"
         shown.help = f"{opt.help} (default: {default})"
         conf.register_cli_opt(shown)
+    for opt in job_opts:
+        shown = copy.copy(opt)
+        if opt.default is not None:  # the database's default is in its help
+            shown.help = f"{opt.help} (default: {opt.default})"
+        conf.register_cli_opt(shown, group=JOBS_GROUP)
     return conf
 
 
@@ -298,8 +353,40 @@ def load(
         api=api,
         executor=_executor_settings(conf),
         model_executors=_model_sections(conf),
+        jobs=_job_settings(conf[JOBS_GROUP], environ),
     )
     return settings, bool(conf.debug)
+
+
+def _job_settings(values: Any, environ: Mapping[str, str]) -> JobSettings:
+    if values.heartbeat_timeout <= values.heartbeat_interval:
+        raise ConfigError(
+            f"[{JOBS_GROUP}] heartbeat-timeout ({values.heartbeat_timeout:g}) must "
+            f"exceed heartbeat-interval ({values.heartbeat_interval:g})"
+        )
+    return JobSettings(
+        database=job_database_url(values.database, environ),
+        max_log_bytes=values.max_log_size,
+        heartbeat_interval=values.heartbeat_interval,
+        heartbeat_timeout=values.heartbeat_timeout,
+        retention_days=values.retention_days,
+    )
+
+
+def job_database_url(value: str | None, environ: Mapping[str, str]) -> str:
+    """An SQLAlchemy URL for the ``database`` option: URLs as they are, a
+    path as an SQLite file, nothing as the default file under
+    ``$XDG_DATA_HOME`` (or ``~/.local/share``)."""
+    if value and "://" in value:
+        return value
+    if value:
+        path = Path(value).expanduser()
+    else:
+        data_home = environ.get("XDG_DATA_HOME") or str(
+            Path(environ.get("HOME") or Path.home()) / ".local" / "share"
+        )
+        path = Path(data_home) / "deepserve" / "jobs.sqlite"
+    return f"sqlite:///{path.absolute()}"
 
 
 def _executor_settings(

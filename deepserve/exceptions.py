@@ -59,6 +59,11 @@ class JobNotFound(DeepserveError):
         self.job_id = job_id
 
 
+class JobStoreError(DeepserveError):
+    """The training-job database cannot be used (unreachable, or a schema
+    this version does not understand)."""
+
+
 class BadInput(DeepserveError):
     """The request's arguments are invalid.
 

@@ -3,59 +3,118 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from deepserve.exceptions import (
     DeepserveError,
-    JobNotFound,
+    JobStoreError,
+    ModelFailed,
     ModelNotFound,
     NotRunning,
     Overloaded,
 )
 from deepserve.executors import Executor, factory
+from deepserve.jobs import (
+    INTERRUPTED_BY_SHUTDOWN,
+    JobPage,
+    JobStore,
+    LogEntry,
+    LogPage,
+    TrainingJob,
+)
 from deepserve.loader import ModelRef
 from deepserve.model import Model
-from deepserve.settings import ExecutorSettings
+from deepserve.settings import ExecutorSettings, JobSettings
 
 LOG = logging.getLogger(__name__)
 
 #: How long a cancelled training may take to stop before we answer anyway.
 CANCEL_WAIT = 10.0
+#: Seconds between two writes of a running training's output.
+FLUSH_INTERVAL = 0.5
+#: What a stopped training's record says.
+STOP_MESSAGES = {
+    "cancelled": "Cancelled by a client",
+    "interrupted": INTERRUPTED_BY_SHUTDOWN,
+}
+
+__all__ = ["Registry", "ServedModel", "TrainingJob"]
 
 
-@dataclasses.dataclass
-class TrainingJob:
-    """One training run of a model.
+class _Output:
+    """A running training's output, buffered and stored in batches.
 
-    :param args: the arguments as recorded for clients (files by name).
+    Lines arrive in the event loop as the job writes them; a database write
+    per line would be too many, so they are stored every
+    :data:`FLUSH_INTERVAL` seconds (and before a client reads them). At most
+    the store's bound is buffered: when the database is slower than the
+    job, the oldest lines go, counted as dropped.
     """
 
-    id: str
-    model: str
-    args: dict[str, Any]
-    started: datetime.datetime
-    task: asyncio.Task[Any] | None = None
-    finished: datetime.datetime | None = None
-    result: Any = None
-    error: DeepserveError | None = None
-    cancelled: bool = False
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._limit = store.settings.max_log_bytes
+        self._entries: collections.deque[LogEntry] = collections.deque()
+        self._size = 0
+        self._dropped = 0
+        self._started: float | None = None
+        self._lock = asyncio.Lock()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_often())
 
-    @property
-    def status(self) -> str:
-        if self.cancelled:
-            return "cancelled"
-        if self.finished is None:
-            return "running"
-        return "error" if self.error is not None else "done"
+    def started(self) -> None:
+        self._started = time.time()
 
-    @property
-    def duration(self) -> datetime.timedelta | None:
-        return None if self.finished is None else self.finished - self.started
+    def output(self, stream: str, text: str, level: str | None, when: float) -> None:
+        entry = LogEntry(stream=stream, time=when, text=text, level=level)
+        self._entries.append(entry)
+        self._size += entry.size
+        while self._size > self._limit and self._entries:
+            self._size -= self._entries.popleft().size
+            self._dropped += 1
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if self._started is not None:
+                started, self._started = self._started, None
+                await self._store.mark_started(self._job_id, started)
+            entries, self._entries = list(self._entries), collections.deque()
+            dropped, self._dropped, self._size = self._dropped, 0, 0
+            await self._store.append_logs(self._job_id, entries, dropped=dropped)
+
+    async def _flush_often(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+            except JobStoreError as exc:
+                LOG.warning(
+                    "Cannot store the output of training %s: %s", self._job_id, exc
+                )
+
+    async def close(self) -> None:
+        """Store what is left."""
+        self._flusher.cancel()
+        await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.flush()
+
+
+@dataclasses.dataclass(eq=False)
+class _Training:
+    """A training running in this server."""
+
+    job: TrainingJob
+    output: _Output
+    task: asyncio.Task[None] | None = None
+    #: Why it is being stopped: ``cancelled`` or ``interrupted``.
+    stopping: str | None = None
 
 
 class ServedModel:
@@ -77,7 +136,9 @@ class ServedModel:
         self.executor = executor
         self.predict_timeout = predict_timeout
         self.max_queue = max_queue
-        self._jobs: dict[str, TrainingJob] = {}
+        self._store: JobStore | None = None
+        #: Trainings running in this server, by id.
+        self._running: dict[str, _Training] = {}
         #: Predictions accepted and not yet answered.
         self._in_hand = 0
         self._started = False
@@ -166,86 +227,132 @@ class ServedModel:
         finally:
             self._in_hand -= 1
 
-    def start_training(
+    def use_jobs(self, store: JobStore) -> None:
+        """Record this model's trainings in ``store`` (the registry's)."""
+        self._store = store
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise JobStoreError(f"Model '{self.name}' has no training-job store")
+        return self._store
+
+    async def start_training(
         self,
         kwargs: Mapping[str, Any],
         recorded_args: dict[str, Any],
         cleanup: Callable[[], None] | None = None,
     ) -> TrainingJob:
-        """Start a training in its own worker; ``cleanup`` runs when it ends.
-
-        Must be called from a running event loop.
+        """Record a training and start it in its own worker; ``cleanup``
+        runs when it ends.
 
         :raises NotRunning: when the model is not :attr:`ready`.
+        :raises JobStoreError: when the job cannot be recorded (nothing
+            started then, and ``cleanup`` is left to the caller).
         """
         self.check_ready()
+        store = self.store
         job = TrainingJob(
             id=uuid.uuid4().hex,
             model=self.name,
+            status="running",
             args=recorded_args,
-            started=datetime.datetime.now(),
+            created=datetime.datetime.now(datetime.UTC),
+            owner=store.owner,
         )
-        job.task = asyncio.get_running_loop().create_task(
-            self._train(job, dict(kwargs), cleanup)
+        await store.add(job)
+        training = _Training(job, _Output(store, job.id))
+        training.task = asyncio.get_running_loop().create_task(
+            self._train(training, dict(kwargs), cleanup)
         )
-        self._jobs[job.id] = job
+        self._running[job.id] = training
         return job
 
     async def _train(
         self,
-        job: TrainingJob,
+        training: _Training,
         kwargs: dict[str, Any],
         cleanup: Callable[[], None] | None,
     ) -> None:
+        job = training.job
+        status, result, message = "error", None, None
         try:
-            job.result = await self.executor.run_job("train", kwargs)
+            result = await self.executor.run_job("train", kwargs, watch=training.output)
+            status = "done"
         except asyncio.CancelledError:
-            job.cancelled = True
-            LOG.info("Training %s of model '%s' cancelled", job.id, self.name)
+            status = training.stopping or "cancelled"
+            message = STOP_MESSAGES[status]
+            LOG.info("Training %s of model '%s' %s", job.id, self.name, status)
         except DeepserveError as exc:
-            job.error = exc
+            message = exc.reason if isinstance(exc, ModelFailed) else str(exc)
             LOG.error("Training %s of model '%s' failed: %s", job.id, self.name, exc)
             if getattr(exc, "traceback", ""):
                 LOG.error("%s", exc.traceback)  # type: ignore[attr-defined]
         except Exception as exc:
-            job.error = DeepserveError(f"{type(exc).__name__}: {exc}")
+            message = f"{type(exc).__name__}: {exc}"
             LOG.exception("Training %s of model '%s' failed", job.id, self.name)
         finally:
-            job.finished = datetime.datetime.now()
-            if cleanup is not None:
-                cleanup()
+            try:
+                await training.output.close()
+                await self.store.finish(job.id, status, result=result, message=message)
+            except JobStoreError as exc:
+                LOG.error("Cannot record the end of training %s: %s", job.id, exc)
+            finally:
+                self._running.pop(job.id, None)
+                if cleanup is not None:
+                    cleanup()
 
-    def jobs(self) -> list[TrainingJob]:
-        return list(self._jobs.values())
+    async def jobs(
+        self, *, status: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> JobPage:
+        """This model's trainings, oldest first, from every server sharing
+        the job database."""
+        return await self.store.list_jobs(
+            self.name, status=status, limit=limit, offset=offset
+        )
 
-    def job(self, job_id: str) -> TrainingJob:
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise JobNotFound(self.name, job_id) from None
+    async def job(self, job_id: str) -> TrainingJob:
+        """:raises JobNotFound: when this model has no such training."""
+        return await self.store.get(self.name, job_id)
+
+    async def logs(self, job_id: str, *, since: int = 0, limit: int = 1000) -> LogPage:
+        """A training's output after cursor ``since``.
+
+        :raises JobNotFound: when this model has no such training.
+        """
+        running = self._running.get(job_id)
+        if running is not None:
+            await running.output.flush()  # the freshest lines, not 0.5 s old
+        return await self.store.logs(self.name, job_id, since=since, limit=limit)
 
     async def cancel(self, job_id: str) -> TrainingJob:
-        """Cancel a running training; its worker process is terminated."""
-        job = self.job(job_id)
-        task = job.task
-        if task is not None and not task.done():
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=CANCEL_WAIT)
-            if not done:
-                LOG.warning("Training %s is slow to stop", job_id)
-        return job
+        """Cancel a running training; its worker process is terminated.
 
-    async def stop_trainings(self) -> None:
-        """Cancel every running training and wait for each to end (its
-        worker stopped, its uploads removed)."""
-        tasks = [j.task for j in self._jobs.values() if j.task and not j.task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            LOG.info("Stopping %d training(s) of model '%s'", len(tasks), self.name)
-            _done, slow = await asyncio.wait(tasks, timeout=CANCEL_WAIT)
-            if slow:
-                LOG.warning("%d training(s) were slow to stop", len(slow))
+        A training another server runs is answered as it is: only the
+        server running it can stop it.
+        """
+        training = self._running.get(job_id)
+        if training is not None:
+            await self._stop(training, "cancelled")
+        return await self.job(job_id)
+
+    async def interrupt_trainings(self) -> None:
+        """Stop every training this server runs, recording them
+        ``interrupted`` (the server is stopping)."""
+        running = list(self._running.values())
+        if running:
+            LOG.info("Stopping %d training(s) of model '%s'", len(running), self.name)
+        await asyncio.gather(*(self._stop(t, "interrupted") for t in running))
+
+    async def _stop(self, training: _Training, why: str) -> None:
+        task = training.task
+        if task is None or task.done():
+            return
+        training.stopping = why
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_WAIT)
+        if not done:
+            LOG.warning("Training %s is slow to stop", training.job.id)
 
 
 class Registry(Mapping[str, ServedModel]):
@@ -254,12 +361,22 @@ class Registry(Mapping[str, ServedModel]):
     Its life: :meth:`start` (the models build and warm; :attr:`ready` turns
     true), :meth:`drain` (a shutdown began: :attr:`ready` turns false, new
     work is refused, accepted work carries on), :meth:`close` (trainings
-    stopped, then workers).
+    stopped and recorded ``interrupted``, then workers).
+
+    :param jobs: where trainings are recorded; opened and closed by the
+        caller. Without one, an in-memory store that the registry opens
+        and closes itself.
     """
 
-    def __init__(self, served: list[ServedModel]) -> None:
+    def __init__(
+        self, served: list[ServedModel], *, jobs: JobStore | None = None
+    ) -> None:
         self._served = {s.name: s for s in served}
         self._draining = False
+        self._owns_jobs = jobs is None
+        self.jobs = jobs if jobs is not None else JobStore(JobSettings())
+        for s in served:
+            s.use_jobs(self.jobs)
 
     def __getitem__(self, name: str) -> ServedModel:
         try:
@@ -294,6 +411,8 @@ class Registry(Mapping[str, ServedModel]):
 
     async def start(self) -> None:
         """Start every executor at once; on failure, stop them all again."""
+        if self._owns_jobs and not self.jobs.opened:
+            await self.jobs.open()
         results = await asyncio.gather(
             *(s.start() for s in self._served.values()),
             return_exceptions=True,
@@ -304,7 +423,8 @@ class Registry(Mapping[str, ServedModel]):
             raise failures[0]
 
     async def close(self) -> None:
-        """Stop the trainings, then every worker; drains first.
+        """Drain, stop the trainings (recorded ``interrupted``), then every
+        worker.
 
         The order matters: a training is stopped (and its record settled)
         while its model's executor still exists; only then do the
@@ -312,5 +432,8 @@ class Registry(Mapping[str, ServedModel]):
         """
         self.drain()
         served = list(self._served.values())
-        await asyncio.gather(*(s.stop_trainings() for s in served))
+        if self.jobs.opened:
+            await asyncio.gather(*(s.interrupt_trainings() for s in served))
         await asyncio.gather(*(s.executor.close() for s in served))
+        if self._owns_jobs and self.jobs.opened:
+            await self.jobs.close()

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from deepserve.api.access import AccessLogger
 from deepserve.api.inflight import IN_FLIGHT
-from deepserve.exceptions import LoaderError
+from deepserve.exceptions import DeepserveError, LoaderError
 from deepserve.runtime import Registry
 from deepserve.settings import ServerSettings
 
@@ -94,7 +94,11 @@ async def serve(
         handler_cancellation=True,
         shutdown_timeout=CUT_WAIT,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the app's cleanup_ctx: the job store...
+    except DeepserveError as exc:
+        await runner.cleanup()  # ...closing again what did open
+        return fail(str(exc))
     starting: asyncio.Task[None] | None = None
     try:
         site = web.TCPSite(runner, settings.listen_ip, settings.listen_port)

@@ -58,6 +58,24 @@ class ExecutorSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class JobSettings:
+    """Where training jobs are recorded (see :mod:`deepserve.jobs`)."""
+
+    #: SQLAlchemy URL of the job database. The CLI's default is an SQLite
+    #: file; this default, an in-memory database, suits tests and embedding.
+    database: str = "sqlite://"
+    #: Bytes of output kept per job: the newest; older entries are dropped.
+    max_log_bytes: int = 1024 * 1024
+    #: Seconds between two refreshes of this server's jobs' heartbeat.
+    heartbeat_interval: float = 5.0
+    #: Seconds without a heartbeat after which another server's running
+    #: job is marked ``interrupted``.
+    heartbeat_timeout: float = 30.0
+    #: Days a finished job is kept; 0 keeps jobs forever.
+    retention_days: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     """Everything ``deepserve run`` needs."""
 
@@ -80,6 +98,8 @@ class ServerSettings:
     model_executors: Mapping[str, ExecutorSettings] = dataclasses.field(
         default_factory=dict
     )
+    #: The training-job database.
+    jobs: JobSettings = dataclasses.field(default_factory=JobSettings)
 
     def executor_for(self, model: str) -> ExecutorSettings:
         return self.model_executors.get(model, self.executor)

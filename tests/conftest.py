@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from deepserve import adapters, loader
 from deepserve.api import create_app
+from deepserve.jobs import JobStore
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
 
@@ -30,6 +31,7 @@ GOOD_MODELS = {
     "minimal": ("deepserve.v2.model", "fake_minimal"),
     "files": ("deepserve.v2.model", "fake_files"),
     "batchy": ("deepserve.v2.model", "fake_batchy"),
+    "chatty": ("deepserve.v2.model", "fake_chatty"),
 }
 
 
@@ -47,6 +49,23 @@ def write_dist(site: Path, dist: str, models: dict[str, tuple[str, str]]) -> Pat
         "".join(f"[{g}]\n" + "\n".join(lines) + "\n\n" for g, lines in groups.items())
     )
     return site
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the tests' servers keep their default job database and model
+    store: temporary directories, never the user's own."""
+    path = tmp_path_factory.mktemp("xdg-data")
+    home = tmp_path_factory.mktemp("deepserve-home")
+    values = {"XDG_DATA_HOME": str(path), "DEEPSERVE_HOME": str(home)}
+    before = {var: os.environ.get(var) for var in values}
+    os.environ.update(values)
+    yield path
+    for var, value in before.items():
+        if value is None:
+            del os.environ[var]
+        else:
+            os.environ[var] = value
 
 
 @pytest.fixture(scope="session")
@@ -84,15 +103,19 @@ def subprocess_env(*sites: Path) -> dict[str, str]:
 
 
 async def start_registry(
-    names: list[str], settings: ExecutorSettings | None = None
+    names: list[str],
+    settings: ExecutorSettings | None = None,
+    *,
+    jobs: JobStore | None = None,
 ) -> Registry:
-    """Start the named installed models, each in real workers."""
+    """Start the named installed models, each in real workers; trainings
+    go to ``jobs`` (opened by the caller) or to an in-memory store."""
     available = loader.discover(loader.installed_entry_points())
     settings = settings or ExecutorSettings()
     served = []
     for ref in loader.select(available, names):
         served.append(ServedModel.create(ref, adapters.build(ref), settings))
-    registry = Registry(served)
+    registry = Registry(served, jobs=jobs)
     await registry.start()
     return registry
 

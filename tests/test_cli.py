@@ -72,7 +72,9 @@ def test_missing_model_is_one_line_error(fake_site):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "'nope'" in lines[0]
-    assert "available models: batchy, classy, files, minimal, oldstyle" in lines[0]
+    assert (
+        "available models: batchy, chatty, classy, files, minimal, oldstyle" in lines[0]
+    )
 
 
 def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
@@ -88,7 +90,7 @@ def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
         assert "'broken'" in lines[0]
         assert "ImportError: this package needs a library" in lines[0]
         assert (
-            "available models: batchy, broken, classy, files, minimal, oldstyle"
+            "available models: batchy, broken, chatty, classy, files, minimal, oldstyle"
             in lines[0]
         )
 

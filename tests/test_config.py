@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +7,7 @@ import pytest
 
 from deepserve import config
 from deepserve.exceptions import ConfigError
-from deepserve.settings import ServerSettings
+from deepserve.settings import JobSettings, ServerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,8 +18,12 @@ def load(argv, env=None, files=None):
 
 
 def test_defaults_match_deepaas():
-    s = load([])
-    assert s == ServerSettings()
+    s = load([], {"HOME": "/home/someone"})
+    # Only the job database differs: a file for the server, memory for code.
+    assert dataclasses.replace(s, jobs=JobSettings()) == ServerSettings()
+    assert s.jobs == JobSettings(
+        database="sqlite:////home/someone/.local/share/deepserve/jobs.sqlite"
+    )
     assert (s.listen_ip, s.listen_port) == ("127.0.0.1", 5000)
     assert s.executor.workers == 1 and s.executor.warm is True
     assert s.api.client_max_size == 0
@@ -112,9 +117,10 @@ def test_sample_config_is_current(tmp_path):
 
 def test_sample_config_lists_every_option():
     sample = (ROOT / "etc" / "deepserve.conf.sample").read_text()
-    for opt in [*config.server_opts, *config.executor_opts]:
+    for opt in [*config.server_opts, *config.executor_opts, *config.job_opts]:
         assert f"#{opt.dest} =" in sample
     assert "[model:name]" in sample
+    assert "[jobs]" in sample
 
 
 def test_only_documented_environment_variables_are_read(monkeypatch):
@@ -192,3 +198,58 @@ def test_model_store_from_option_then_env_then_home():
     assert load([], home).store_root == "/srv/store/models"
     given = load(["--model-store", "/data/models"], {"DEEPSERVE_HOME": "/srv/store"})
     assert given.store_root == "/data/models"
+
+
+def test_job_database_follows_xdg_data_home():
+    s = load([], {"XDG_DATA_HOME": "/data", "HOME": "/home/someone"})
+    assert s.jobs.database == "sqlite:////data/deepserve/jobs.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("/var/lib/deepserve/jobs.db", "sqlite:////var/lib/deepserve/jobs.db"),
+        ("postgresql://deepserve@db/jobs", "postgresql://deepserve@db/jobs"),
+        ("sqlite:///relative.db", "sqlite:///relative.db"),
+    ],
+)
+def test_job_database_option_takes_a_path_or_a_url(value, url):
+    assert load(["--jobs-database", value]).jobs.database == url
+
+
+def test_jobs_section_of_a_config_file(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(
+        "[jobs]\n"
+        f"database = {tmp_path / 'jobs.sqlite'}\n"
+        "max_log_size = 4096\n"
+        "heartbeat_interval = 1\n"
+        "heartbeat_timeout = 3.5\n"
+        "retention_days = 30\n"
+    )
+    s = load(["--config-file", str(conf)])
+    assert s.jobs == JobSettings(
+        database=f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+        max_log_bytes=4096,
+        heartbeat_interval=1.0,
+        heartbeat_timeout=3.5,
+        retention_days=30.0,
+    )
+
+
+def test_heartbeat_timeout_must_exceed_the_interval():
+    with pytest.raises(ConfigError, match="heartbeat-timeout"):
+        load(["--jobs-heartbeat-interval", "10", "--jobs-heartbeat-timeout", "5"])
+
+
+def test_job_options_in_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "deepserve.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    for option in ("--jobs-database", "--jobs-max-log-size", "--jobs-retention-days"):
+        assert option in result.stdout
+    assert "(default: 1048576)" in result.stdout

@@ -28,12 +28,13 @@ ALLOWED: dict[str, set[str]] = {
     "sklearn": {"exceptions", "model", "settings", "store", "models"},
     "class_model": {"exceptions", "model", "settings", "store", "models"},
     "python_model": {"exceptions", "model", "settings", "store", "models"},
+    "jobs": {"exceptions", "settings"},
 }
 _BELOW = {"exceptions", "model", "settings", "logs", "store"}
 ALLOWED["loader"] = _BELOW
 ALLOWED["adapters"] = ALLOWED["loader"] | {"loader"}
 ALLOWED["executors"] = ALLOWED["adapters"] | {"adapters"}
-ALLOWED["runtime"] = ALLOWED["executors"] | {"executors"}
+ALLOWED["runtime"] = ALLOWED["executors"] | {"executors", "jobs"}
 ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "__init__"}
 # Runs the app: listening, start-up, signals, graceful shutdown.
 ALLOWED["server"] = ALLOWED["api"] | {"api"}
@@ -50,7 +51,7 @@ ALLOWED["cli"] = ALLOWED["server"] | {
 ALLOWED["client"] = {"exceptions", "__init__"}
 
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime", "store", "models", "logs"}  # fmt: skip
+                "executors", "runtime", "store", "models", "logs", "jobs"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

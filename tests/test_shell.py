@@ -532,14 +532,17 @@ def test_several_models_need_a_name(env, work):
     result = call(["get_metadata"], env, work)
     line = one_line_error(result, 2)
     assert "several models are installed" in line
-    assert "batchy, classy, files, minimal, oldstyle, typed" in line
+    assert "batchy, chatty, classy, files, minimal, oldstyle, typed" in line
     assert "--model-name" in line
 
 
 def test_unknown_model_lists_the_installed_ones(env, work):
     line = one_line_error(call(["--model-name", "nope", "warm"], env, work), 1)
     assert "'nope'" in line
-    assert "available models: batchy, classy, files, minimal, oldstyle, typed" in line
+    assert (
+        "available models: batchy, chatty, classy, files, minimal, oldstyle, typed"
+        in line
+    )
 
 
 def test_model_that_fails_to_import_is_one_line(fake_site, work, tmp_path):

@@ -94,6 +94,9 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
         r.add_get(f"{model}/train{SLASH}", h.trainings, allow_head=False)
         r.add_get(f"{model}/train/{{uuid}}{SLASH}", h.training, allow_head=False)
         r.add_delete(f"{model}/train/{{uuid}}{SLASH}", h.cancel_training)
+        r.add_get(
+            f"{model}/train/{{uuid}}/logs{SLASH}", h.training_logs, allow_head=False
+        )
     if settings.debug_endpoint:
         _add_debug(app, base)
     return app

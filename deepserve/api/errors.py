@@ -35,6 +35,7 @@ STATUS: dict[type[exc.DeepserveError], int] = {
     exc.NotSupported: 501,
     exc.WorkerDied: 503,
     exc.Overloaded: 503,
+    exc.JobStoreError: 503,
     exc.DeadlineExceeded: 504,
     exc.StoreError: 500,
     exc.DeepserveError: 500,

@@ -16,6 +16,8 @@ import deepserve
 from deepserve.api import health, schemas
 from deepserve.api.args import ACCEPT, ArgSpec, external_name, is_multiple, location_of
 from deepserve.api.media import JSON, Offer, is_json
+from deepserve.api.pagination import MAX_LIMIT
+from deepserve.jobs import STATUSES
 from deepserve.settings import ApiSettings
 
 OPENAPI_VERSION = "3.0.3"
@@ -123,6 +125,51 @@ class _Builder:
         return {"required": required, "content": content}
 
 
+def _int_param(name: str, description: str, minimum: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum}
+    if name == "limit":
+        schema["maximum"] = MAX_LIMIT
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+#: Query parameters of a list of trainings.
+LIST_PARAMS = [
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "description": "Only trainings with this status",
+        "schema": {"type": "string", "enum": list(STATUSES)},
+    },
+    _int_param("limit", "Most trainings to answer (default: all)", 1),
+    _int_param("offset", "Trainings to skip first (default: 0)", 0),
+]
+#: Headers of a list of trainings.
+PAGE_HEADERS = {
+    "X-Total-Count": {
+        "description": "How many trainings match, over all pages",
+        "schema": {"type": "integer"},
+    },
+    "Link": {
+        "description": (
+            "With 'limit': the first, prev, next and last pages (RFC 8288)"
+        ),
+        "schema": {"type": "string"},
+    },
+}
+#: Query parameters of a training's output.
+LOG_PARAMS = [
+    _int_param("since", "Only lines after this cursor (default: 0, all)", 0),
+    _int_param("limit", f"Most lines to answer (default: {MAX_LIMIT})", 1),
+]
+
+
 def errors(*codes: int) -> dict[str, Any]:
     return {
         str(code): {
@@ -157,6 +204,8 @@ def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
         "Prediction",
         "TrainingResult",
         "Training",
+        "LogLine",
+        "TrainingLogs",
     ):
         b.spec.components.schema(name, schema=getattr(schemas, name))
 
@@ -344,7 +393,8 @@ def _add_training(
         train_op["requestBody"] = body
     training_list = {
         "200": {
-            "description": "Trainings of this model",
+            "description": "Trainings of this model, oldest first",
+            "headers": PAGE_HEADERS,
             "content": {
                 JSON: {
                     "schema": {
@@ -353,7 +403,8 @@ def _add_training(
                     }
                 }
             },
-        }
+        },
+        **errors(404, 422, 503),
     }
     b.spec.path(
         f"{base}/train/",
@@ -363,6 +414,7 @@ def _add_training(
                 "tags": [tag],
                 "summary": f"List the trainings of model '{ops.name}'",
                 "operationId": f"{ops.name}.trainings",
+                "parameters": LIST_PARAMS,
                 "responses": training_list,
             },
         },
@@ -393,5 +445,26 @@ def _add_training(
                     **errors(404),
                 },
             },
+        },
+    )
+    b.spec.path(
+        f"{base}/train/{{uuid}}/logs",
+        parameters=[uuid_param],
+        operations={
+            "get": {
+                "tags": [tag],
+                "summary": "Output and log records of a training",
+                "description": (
+                    "Lines the training wrote to stdout and stderr and its log "
+                    "records, oldest first, while it runs and after. Follow a "
+                    "running training by passing the answer's 'next' as 'since'."
+                ),
+                "operationId": f"{ops.name}.training_logs",
+                "parameters": LOG_PARAMS,
+                "responses": {
+                    **_ok("TrainingLogs"),
+                    **errors(404, 422, 503),
+                },
+            }
         },
     )

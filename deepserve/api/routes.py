@@ -8,9 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from deepserve.api import args, media
+from deepserve.api import args, media, pagination
 from deepserve.api.openapi import ModelOps
-from deepserve.exceptions import ModelFailed, ModelNotFound, NotSupported
+from deepserve.exceptions import ModelNotFound, NotSupported
+from deepserve.jobs import STATUSES, LogPage
 from deepserve.model import UploadedFile
 from deepserve.runtime import Registry, ServedModel, TrainingJob
 from deepserve.settings import ApiSettings
@@ -118,7 +119,7 @@ class Handlers:
             kwargs, _ = await args.parse(
                 request, ops.train, uploads, self.settings.client_max_size
             )
-            job = served.start_training(kwargs, _record(kwargs), uploads.cleanup)
+            job = await served.start_training(kwargs, _record(kwargs), uploads.cleanup)
         except BaseException:
             uploads.cleanup()
             raise
@@ -127,11 +128,32 @@ class Handlers:
 
     async def trainings(self, request: web.Request) -> web.Response:
         served, _ops = self._model(request)
-        return json_response([training_view(job) for job in served.jobs()])
+        status = pagination.choice(request.query, "status", STATUSES)
+        win = pagination.window(request.query)
+        page = await served.jobs(status=status, limit=win.limit, offset=win.offset)
+        response = json_response([training_view(job) for job in page.jobs])
+        response.headers.update(
+            pagination.headers(request.rel_url, win, len(page.jobs), page.total)
+        )
+        return response
 
     async def training(self, request: web.Request) -> web.Response:
         served, _ops = self._model(request)
-        return json_response(training_view(served.job(request.match_info["uuid"])))
+        job = await served.job(request.match_info["uuid"])
+        return json_response(training_view(job))
+
+    async def training_logs(self, request: web.Request) -> web.Response:
+        served, _ops = self._model(request)
+        since = pagination.integer(request.query, "since", minimum=0) or 0
+        limit = pagination.integer(
+            request.query, "limit", minimum=1, maximum=pagination.MAX_LIMIT
+        )
+        page = await served.logs(
+            request.match_info["uuid"],
+            since=since,
+            limit=limit or pagination.MAX_LIMIT,
+        )
+        return json_response(logs_view(page))
 
     async def cancel_training(self, request: web.Request) -> web.Response:
         served, _ops = self._model(request)
@@ -155,14 +177,15 @@ def _record(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _date(value: datetime.datetime) -> str:
-    return value.strftime(DATE_FORMAT)
+    # DEEPaaS's dates are the server's local time, without a zone.
+    return value.astimezone().strftime(DATE_FORMAT)
 
 
 def training_view(job: TrainingJob) -> dict[str, Any]:
     """A training in DEEPaaS's JSON shape, plus ``duration``."""
     view: dict[str, Any] = {
         "uuid": job.id,
-        "date": _date(job.started),
+        "date": _date(job.created),
         "status": job.status,
         "args": job.args,
     }
@@ -175,12 +198,29 @@ def training_view(job: TrainingJob) -> dict[str, Any]:
             "finish_date": _date(job.finished),
             "duration": str(job.duration),
         }
-    elif job.status == "error":
-        error = job.error
-        if isinstance(error, ModelFailed):
-            view["message"] = error.reason
-        else:
-            view["message"] = str(error)
-    elif job.status == "cancelled":
-        view["message"] = "Cancelled by a client"
+    elif job.status != "running" and job.message is not None:
+        view["message"] = job.message
     return view
+
+
+def logs_view(page: LogPage) -> dict[str, Any]:
+    """A training's output after a cursor; ``next`` is the next cursor."""
+    return {
+        "uuid": page.job.id,
+        "status": page.job.status,
+        "next": page.next,
+        "truncated": page.dropped > 0,
+        "dropped": page.dropped,
+        "logs": [
+            {
+                "seq": e.seq,
+                "stream": e.stream,
+                "time": datetime.datetime.fromtimestamp(
+                    e.time, datetime.UTC
+                ).isoformat(),
+                "level": e.level,
+                "text": e.text,
+            }
+            for e in page.entries
+        ],
+    }

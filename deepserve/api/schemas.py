@@ -77,11 +77,50 @@ class Training(Schema):
         required=True,
         metadata={
             "description": "Training status",
-            "enum": ["running", "done", "error", "cancelled"],
+            "enum": ["running", "done", "error", "cancelled", "interrupted"],
         },
     )
     args = fields.Dict(metadata={"description": "Arguments; files by name"})
-    message = fields.Str(metadata={"description": "Why the training failed"})
+    message = fields.Str(
+        metadata={"description": "Why it failed, was cancelled or interrupted"}
+    )
     result = fields.Nested(TrainingResult)
     duration = fields.Str(metadata={"description": "How long it ran"})
     finish_date = fields.Str(metadata={"description": "When it ended"})
+
+
+class LogLine(Schema):
+    seq = fields.Int(
+        required=True, metadata={"description": "Position; a cursor for 'since'"}
+    )
+    stream = fields.Str(
+        required=True,
+        metadata={
+            "description": "Where it came from",
+            "enum": ["stdout", "stderr", "log"],
+        },
+    )
+    time = fields.Str(required=True, metadata={"description": "When (ISO 8601, UTC)"})
+    level = fields.Str(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Log level of a 'log' entry; null otherwise"},
+    )
+    text = fields.Str(required=True, metadata={"description": "The line"})
+
+
+class TrainingLogs(Schema):
+    uuid = fields.Str(required=True, metadata={"description": "Training identifier"})
+    status = fields.Str(required=True, metadata={"description": "Training status"})
+    next = fields.Int(
+        required=True,
+        metadata={"description": "Pass as 'since' to get the lines after these"},
+    )
+    truncated = fields.Bool(
+        required=True,
+        metadata={"description": "Whether older lines were dropped (size bound)"},
+    )
+    dropped = fields.Int(
+        required=True, metadata={"description": "How many lines were dropped"}
+    )
+    logs = fields.List(fields.Nested(LogLine), required=True)

@@ -13,6 +13,23 @@ from deepserve.model import Method
 LOG = logging.getLogger(__name__)
 
 
+class JobWatch(Protocol):
+    """Told what a long call (a training) does while it runs.
+
+    Called in the event loop; implementations must not block.
+    """
+
+    def started(self) -> None:
+        """The call's process has built (and warmed) its model and begins."""
+        ...
+
+    def output(self, stream: str, text: str, level: str | None, when: float) -> None:
+        """One line the call wrote to ``stdout`` or ``stderr``, or one log
+        record (``stream`` ``log``, with its ``level``), at ``when``
+        (seconds since the epoch)."""
+        ...
+
+
 class Executor(Protocol):
     """Runs one model's methods somewhere.
 
@@ -21,8 +38,9 @@ class Executor(Protocol):
     ``timeout`` seconds it raises ``DeadlineExceeded`` and, where it can,
     stops the work. ``run_job`` runs a long call (a training) on its own
     process, so it never holds up the pool, and stops that process for real
-    when the awaiting task is cancelled. An executor belongs to the event
-    loop that starts it.
+    when the awaiting task is cancelled; its process's output and log
+    records go to ``watch``. An executor belongs to the event loop that
+    starts it.
     """
 
     @property
@@ -50,7 +68,13 @@ class Executor(Protocol):
         timeout: float | None = None,
     ) -> Any: ...
 
-    async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any: ...
+    async def run_job(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        watch: JobWatch | None = None,
+    ) -> Any: ...
 
     async def close(self) -> None: ...
 

@@ -23,7 +23,7 @@ from deepserve.exceptions import (
     DeepserveError,
     NotRunning,
 )
-from deepserve.executors import Executor, within
+from deepserve.executors import Executor, JobWatch, within
 from deepserve.model import Method
 
 #: Used when neither the config nor the model sets them.
@@ -167,8 +167,14 @@ class BatchingExecutor:
         finally:
             self._outstanding -= 1
 
-    async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        return await self._inner.run_job(method, kwargs)
+    async def run_job(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        watch: JobWatch | None = None,
+    ) -> Any:
+        return await self._inner.run_job(method, kwargs, watch=watch)
 
     async def close(self) -> None:
         tasks = [t for t in (self._runner, *self._batches) if t is not None]

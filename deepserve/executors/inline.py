@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deepserve.exceptions import DeadlineExceeded, DeepserveError
-from deepserve.executors import start_failure
+from deepserve.executors import JobWatch, start_failure
 from deepserve.executors.processes import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
@@ -58,8 +58,14 @@ class InlineExecutor:
             raise DeadlineExceeded(self._model.name, timeout)
         return result
 
-    async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        return await self._jobs.run(method, kwargs)
+    async def run_job(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        watch: JobWatch | None = None,
+    ) -> Any:
+        return await self._jobs.run(method, kwargs, watch=watch)
 
     async def close(self) -> None:
         await self._jobs.close()

@@ -41,7 +41,8 @@ from deepserve.exceptions import (
     NotRunning,
     WorkerDied,
 )
-from deepserve.executors import describe, start_failure, within
+from deepserve.executors import JobWatch, describe, start_failure, within
+from deepserve.executors import capture as capture_mod
 from deepserve.executors import worker as worker_main
 from deepserve.loader import ModelRef
 from deepserve.model import Method
@@ -96,6 +97,7 @@ class _Worker:
         ref: ModelRef,
         warm: bool,
         listener: _Listener | None = None,
+        capture: capture_mod.Capture | None = None,
     ) -> None:
         self.model = ref.name
         self._loop = asyncio.get_running_loop()
@@ -107,7 +109,7 @@ class _Worker:
         self.process: SpawnProcess = ctx.Process(
             target=worker_main.main,
             # Workers log at the server's level and in its format (the CLI
-            # configures them).
+            # configures them); a job's worker sends its output to ``capture``.
             args=(
                 child,
                 ref,
@@ -115,6 +117,7 @@ class _Worker:
                 os.getpid(),
                 logging.getLogger().level,
                 logs.current_format(),
+                capture,
             ),
             name=f"deepserve-worker[{ref.name}]",
         )
@@ -399,8 +402,14 @@ class ProcessExecutor:
         if call.worker is not None:
             call.worker.cancel(call)  # in a pipe: the worker skips it
 
-    async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        return await self._jobs.run(method, kwargs)
+    async def run_job(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        watch: JobWatch | None = None,
+    ) -> Any:
+        return await self._jobs.run(method, kwargs, watch=watch)
 
     async def close(self) -> None:
         """Stop every worker and job; waiting callers get ``WorkerDied``."""
@@ -508,17 +517,41 @@ class JobRunner:
         self._ctx = multiprocessing.get_context("spawn")
         self._running: set[_Worker] = set()
 
-    async def run(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        worker = _Worker(self._ctx, self._ref, self._warm)
+    async def run(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        watch: JobWatch | None = None,
+    ) -> Any:
+        """Run one call in a new process; its output goes to ``watch``."""
+        reader = capture_mod.Reader(self._ctx, watch) if watch is not None else None
+        try:
+            worker = _Worker(
+                self._ctx,
+                self._ref,
+                self._warm,
+                capture=reader.child if reader is not None else None,
+            )
+        except BaseException:
+            if reader is not None:
+                reader.close()
+            raise
+        if reader is not None:
+            reader.start()
         self._running.add(worker)
         try:
             await worker.ready
+            if watch is not None:
+                watch.started()
             return await worker.request(method, kwargs)
         finally:
             self._running.discard(worker)
             # Finished, failed or cancelled, the job's process goes: a
             # cancelled training must really stop.
             worker.kill()
+            if reader is not None:
+                reader.close()
 
     async def close(self) -> None:
         running = list(self._running)

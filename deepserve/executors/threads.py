@@ -27,7 +27,7 @@ from deepserve.exceptions import (
     DeepserveError,
     NotRunning,
 )
-from deepserve.executors import start_failure, within
+from deepserve.executors import JobWatch, start_failure, within
 from deepserve.executors.processes import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
@@ -112,8 +112,14 @@ class ThreadExecutor:
         finally:
             self._outstanding -= 1
 
-    async def run_job(self, method: Method, kwargs: Mapping[str, Any]) -> Any:
-        return await self._jobs.run(method, kwargs)
+    async def run_job(
+        self,
+        method: Method,
+        kwargs: Mapping[str, Any],
+        *,
+        watch: JobWatch | None = None,
+    ) -> Any:
+        return await self._jobs.run(method, kwargs, watch=watch)
 
     async def close(self) -> None:
         for _ in self._threads:

@@ -17,11 +17,13 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from deepserve import adapters, logs
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
+from deepserve.executors import capture as output
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
 from deepserve.settings import LogFormat
@@ -49,16 +51,26 @@ def main(
     parent_pid: int,
     log_level: int,
     log_format: LogFormat = "text",
+    capture: output.Capture | None = None,
 ) -> None:
+    """Build the model and answer calls.
+
+    :param capture: where a job process sends its output and log records;
+        without it the worker writes to the server's own stdout and stderr.
+    """
     _exit_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the server decides when
     # workers stop, so they must not die mid-call with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The server's format: JSON collectors read its stderr, which workers share.
-    handler = logs.make_handler(log_format)
-    if log_format == "text":
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=log_level, handlers=[handler])
+    if capture is not None:
+        output.redirect(capture, log_level)
+    else:
+        # The server's format: JSON collectors read its stderr, which
+        # workers share.
+        handler = logs.make_handler(log_format)
+        if log_format == "text":
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.basicConfig(level=log_level, handlers=[handler])
     try:
         model = adapters.build(ref)
         if warm:
@@ -69,11 +81,18 @@ def main(
     except BaseException as exc:
         _send(conn, ERR, _unexpected(ref.name, exc))
         return
+    if capture is not None:
+        output.flush()  # what warm() printed comes before the training's
     _send(conn, READY, os.getpid())
-    _serve(conn, model, ref.name)
+    _serve(conn, model, ref.name, output.flush if capture is not None else None)
 
 
-def _serve(conn: Connection, model: Model, name: str) -> None:
+def _serve(
+    conn: Connection,
+    model: Model,
+    name: str,
+    after_call: Callable[[], None] | None = None,
+) -> None:
     """Answer calls in order until the pipe closes.
 
     Calls may arrive before the previous one is done (the server pipelines
@@ -113,19 +132,28 @@ def _serve(conn: Connection, model: Model, name: str) -> None:
         try:
             result = model.call(method, kwargs)
         except DeepserveError as exc:
+            _after(after_call)
             _send(conn, ERR, exc)
             continue
         except BaseException as exc:  # SystemExit from a model, say
-            _send(conn, ERR, _unexpected(name, exc))
+            error = _unexpected(name, exc)
+            _after(after_call)
+            _send(conn, ERR, error)
             continue
         finally:
             logs.REQUEST_ID.reset(token)
+        _after(after_call)
         try:
             conn.send((OK, result))
         except (EOFError, OSError):
             return
         except Exception as exc:  # the result does not pickle
             _send(conn, ERR, BadModelOutput(name, f"result cannot be sent: {exc}"))
+
+
+def _after(hook: Callable[[], None] | None) -> None:
+    if hook is not None:
+        hook()
 
 
 def _send(conn: Connection, kind: str, payload: Any) -> None:

@@ -406,15 +406,21 @@ class _Call:
             kwargs = {**parsed.kwargs, **self._uploads(parsed.files, uploads)}
             if warm:
                 self._warm(model)
+            started = datetime.datetime.now(datetime.UTC)
+            with _model_code():
+                result = model.call("train", kwargs)
+            finished = datetime.datetime.now(datetime.UTC)
             job = TrainingJob(
                 id=uuid.uuid4().hex,
                 model=model.name,
+                status="done",
                 args=_record(kwargs),
-                started=datetime.datetime.now(),
+                created=started,
+                started=started,
+                finished=finished,
+                duration=finished - started,
+                result=result,
             )
-            with _model_code():
-                job.result = model.call("train", kwargs)
-            job.finished = datetime.datetime.now()
         finally:
             uploads.cleanup()
         view = media.dumps(training_view(job))

@@ -1,0 +1,731 @@
+"""Training-job records in a database that outlives the server.
+
+One :class:`JobStore` per server. It records each training (arguments,
+status, result, error, times) and its captured output in any database
+SQLAlchemy reaches: an SQLite file by default, PostgreSQL when several
+replicas share their jobs. Protocol-neutral: nothing here knows about HTTP.
+
+Every database call runs in the store's own threads, never in the event
+loop. A server marks its running jobs with its owner id and refreshes their
+heartbeat every few seconds; any server that opens or shares the database
+marks ``interrupted`` the running jobs whose heartbeat went stale, so a
+crashed replica's jobs do not look alive forever, and a live replica's jobs
+are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import datetime
+import functools
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from deepserve.exceptions import JobNotFound, JobStoreError
+from deepserve.settings import JobSettings
+
+LOG = logging.getLogger(__name__)
+
+#: Every status a job can have; only ``running`` ever changes.
+STATUSES = ("running", "done", "error", "cancelled", "interrupted")
+#: The schema this code reads and writes (see :data:`MIGRATIONS`).
+SCHEMA_VERSION = 2
+#: Why a job is ``interrupted``.
+INTERRUPTED_BY_SHUTDOWN = "Interrupted: the server stopped while it ran"
+INTERRUPTED_BY_LOSS = "Interrupted: the server running it stopped answering"
+#: Seconds SQLite waits for another writer before giving up.
+SQLITE_BUSY_TIMEOUT = 15.0
+
+meta = sa.MetaData()
+schema_table = sa.Table(
+    "deepserve_schema", meta, sa.Column("version", sa.Integer, nullable=False)
+)
+jobs_table = sa.Table(
+    "deepserve_jobs",
+    meta,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("started", sa.Float),
+    sa.Column("finished", sa.Float),
+    sa.Column("duration", sa.Float),
+    sa.Column("owner", sa.String(255), nullable=False),
+    # Version 2:
+    sa.Column("heartbeat", sa.Float),
+    sa.Column("log_size", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("log_dropped", sa.Integer, nullable=False, server_default="0"),
+)
+logs_table = sa.Table(
+    "deepserve_job_logs",
+    meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=False, index=True),
+    sa.Column("stream", sa.String(16), nullable=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("level", sa.String(16)),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    # Sequence numbers are cursors: never reuse one, even after deletes.
+    sqlite_autoincrement=True,
+)
+
+
+def _v1(conn: sa.Connection) -> None:
+    """The first schema: job records only."""
+    conn.execute(
+        sa.text(
+            "CREATE TABLE deepserve_jobs ("
+            " id VARCHAR(64) NOT NULL PRIMARY KEY,"
+            " model VARCHAR(255) NOT NULL,"
+            " status VARCHAR(16) NOT NULL,"
+            " args TEXT NOT NULL,"
+            " result TEXT,"
+            " error TEXT,"
+            " created FLOAT NOT NULL,"
+            " started FLOAT,"
+            " finished FLOAT,"
+            " duration FLOAT,"
+            " owner VARCHAR(255) NOT NULL)"
+        )
+    )
+    conn.execute(
+        sa.text(
+            "CREATE INDEX ix_deepserve_jobs_model_created"
+            " ON deepserve_jobs (model, created)"
+        )
+    )
+
+
+def _v2(conn: sa.Connection) -> None:
+    """Owner heartbeats, and captured output with its bound."""
+    for column in (
+        "heartbeat FLOAT",
+        "log_size INTEGER NOT NULL DEFAULT 0",
+        "log_dropped INTEGER NOT NULL DEFAULT 0",
+    ):
+        conn.execute(sa.text(f"ALTER TABLE deepserve_jobs ADD COLUMN {column}"))
+    logs_table.create(conn)
+
+
+#: Migration steps in order: step ``i`` turns version ``i`` into ``i + 1``.
+MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainingJob:
+    """One training run as recorded; times are timezone-aware (UTC).
+
+    :param args: the arguments as shown to clients (files by name).
+    :param message: why it failed, was cancelled or interrupted.
+    :param owner: the server instance that ran it.
+    :param log_dropped: output entries dropped to honour the bound.
+    """
+
+    id: str
+    model: str
+    status: str
+    args: dict[str, Any]
+    created: datetime.datetime
+    started: datetime.datetime | None = None
+    finished: datetime.datetime | None = None
+    duration: datetime.timedelta | None = None
+    result: Any = None
+    message: str | None = None
+    owner: str = ""
+    log_dropped: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogEntry:
+    """One line of a job's output, or one of its log records.
+
+    :param stream: ``stdout``, ``stderr`` or ``log``.
+    :param time: seconds since the epoch.
+    :param level: the record's level name (``log`` entries only).
+    :param seq: its position, once stored; a cursor for ``since``.
+    """
+
+    stream: str
+    time: float
+    text: str
+    level: str | None = None
+    seq: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.text.encode("utf-8", "replace"))
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPage:
+    """Some of a model's jobs, and how many there are in all."""
+
+    jobs: list[TrainingJob]
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LogPage:
+    """Entries of a job's output after a cursor.
+
+    :param next: the cursor to pass as ``since`` for the entries after these.
+    :param dropped: entries dropped (the oldest) to keep within the bound.
+    """
+
+    job: TrainingJob
+    entries: list[LogEntry]
+    next: int
+    dropped: int
+
+
+_T = TypeVar("_T")
+
+
+def new_owner() -> str:
+    """An id for one server instance: readable, and unique across restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class JobStore:
+    """Training-job records and their output, in a database.
+
+    Construct it cheaply, :meth:`open` it in the server's lifecycle and
+    :meth:`close` it at the end; it belongs to the event loop that opens it.
+
+    :param settings: the database URL and the bounds.
+    :param owner: this server instance's id (default: a new one).
+    """
+
+    def __init__(self, settings: JobSettings, *, owner: str | None = None) -> None:
+        self.settings = settings
+        self.owner = owner or new_owner()
+        self._engine: sa.Engine | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._beating: asyncio.Task[None] | None = None
+        #: Jobs this server runs and has not recorded the end of: the only
+        #: ones its heartbeat keeps alive.
+        self._live: set[str] = set()
+
+    @property
+    def opened(self) -> bool:
+        return self._engine is not None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, bring the schema up to date, interrupt orphaned jobs and
+        start the heartbeat.
+
+        :raises JobStoreError: when the database cannot be reached, or its
+            schema is newer than this server understands.
+        """
+        engine, threads = _engine(self.settings.database)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="deepserve-jobs"
+        )
+        try:
+            await self._run(_migrate, engine)
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            engine.dispose()
+            raise
+        self._engine = engine
+        lost = await self._run(self._sweep, frozenset(self._live))
+        if lost:
+            LOG.warning("Marked %d orphaned training(s) interrupted", lost)
+        self._beating = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    async def close(self) -> None:
+        """Mark this server's still running jobs ``interrupted`` and disconnect."""
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
+            self._beating = None
+        if self._engine is None:
+            return
+        try:
+            left = await self._run(self._interrupt_own)
+            if left:
+                LOG.warning("Marked %d running training(s) interrupted", left)
+        finally:
+            engine, self._engine = self._engine, None
+            await self._run_with(engine.dispose)
+            assert self._pool is not None
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- records ------------------------------------------------------------
+
+    async def add(self, job: TrainingJob) -> None:
+        """Record a new running job of this server."""
+        await self._run(self._add, job)
+        self._live.add(job.id)
+
+    async def mark_started(self, job_id: str, when: float | None = None) -> None:
+        """The job's model is built and its training begins."""
+        await self._run(self._mark_started, job_id, when or time.time())
+
+    async def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: Any = None,
+        message: str | None = None,
+    ) -> None:
+        """Record how a job of this server ended."""
+        if status not in STATUSES or status == "running":
+            raise ValueError(f"not a final status: {status!r}")
+        try:
+            await self._run(self._finish, job_id, status, result, message, time.time())
+        finally:
+            # Even when the end cannot be recorded: its heartbeat stops, so
+            # the job ends up ``interrupted`` instead of running forever.
+            self._live.discard(job_id)
+
+    async def get(self, model: str, job_id: str) -> TrainingJob:
+        """:raises JobNotFound: when ``model`` has no such job."""
+        return await self._run(self._get, model, job_id)
+
+    async def list_jobs(
+        self,
+        model: str,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> JobPage:
+        """``model``'s jobs, oldest first, optionally of one status."""
+        return await self._run(self._list, model, status, limit, offset)
+
+    # -- output -------------------------------------------------------------
+
+    async def append_logs(
+        self, job_id: str, entries: Sequence[LogEntry], *, dropped: int = 0
+    ) -> None:
+        """Store output entries, dropping the job's oldest past the bound.
+
+        :param dropped: entries the caller dropped already.
+        """
+        if entries or dropped:
+            await self._run(self._append_logs, job_id, list(entries), dropped)
+
+    async def logs(
+        self, model: str, job_id: str, *, since: int = 0, limit: int = 1000
+    ) -> LogPage:
+        """The job's stored entries after cursor ``since``, oldest first.
+
+        :raises JobNotFound: when ``model`` has no such job.
+        """
+        return await self._run(self._logs, model, job_id, since, limit)
+
+    # -- heartbeat ----------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Refresh this server's running jobs' heartbeat, interrupt other
+        servers' stale ones, and forget jobs past the retention time."""
+        await self._run(self._beat, frozenset(self._live))
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database hiccup: try again next time
+                LOG.warning("Training-job heartbeat failed: %s", exc)
+
+    # -- the synchronous side, run in the store's threads ---------------------
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if fn is not _migrate and self._engine is None:
+            raise JobStoreError("The training-job store is not open")
+        return await self._run_with(fn, *args)
+
+    async def _run_with(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._pool is None:
+            raise JobStoreError("The training-job store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        except sa.exc.SQLAlchemyError as exc:
+            raise JobStoreError(f"The training-job database failed: {exc}") from exc
+
+    @property
+    def _db(self) -> sa.Engine:
+        assert self._engine is not None
+        return self._engine
+
+    def _add(self, job: TrainingJob) -> None:
+        now = time.time()
+        with self._db.begin() as conn:
+            conn.execute(
+                jobs_table.insert().values(
+                    id=job.id,
+                    model=job.model,
+                    status="running",
+                    args=_dumps(job.args),
+                    created=job.created.timestamp(),
+                    owner=self.owner,
+                    heartbeat=now,
+                )
+            )
+
+    def _mark_started(self, job_id: str, when: float) -> None:
+        with self._db.begin() as conn:
+            conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id)
+                .values(started=when)
+            )
+
+    def _finish(
+        self, job_id: str, status: str, result: Any, message: str | None, now: float
+    ) -> None:
+        j = jobs_table.c
+        with self._db.begin() as conn:
+            conn.execute(
+                jobs_table.update()
+                # Ours only: a replica never overwrites another's job.
+                .where(j.id == job_id, j.owner == self.owner)
+                .values(
+                    status=status,
+                    result=None if result is None else _dumps(result),
+                    error=message,
+                    finished=now,
+                    duration=now - j.created,
+                    heartbeat=now,
+                )
+            )
+
+    def _get(self, model: str, job_id: str) -> TrainingJob:
+        j = jobs_table.c
+        with self._db.connect() as conn:
+            row = conn.execute(
+                sa.select(jobs_table).where(j.id == job_id, j.model == model)
+            ).first()
+        if row is None:
+            raise JobNotFound(model, job_id)
+        return _job(row)
+
+    def _list(
+        self, model: str, status: str | None, limit: int | None, offset: int
+    ) -> JobPage:
+        j = jobs_table.c
+        where = [j.model == model]
+        if status is not None:
+            where.append(j.status == status)
+        query = sa.select(jobs_table).where(*where).order_by(j.created, j.id)
+        with self._db.connect() as conn:
+            total = conn.scalar(
+                sa.select(sa.func.count()).select_from(jobs_table).where(*where)
+            )
+            rows = conn.execute(query.offset(offset).limit(limit)).all()
+        return JobPage([_job(r) for r in rows], int(total or 0))
+
+    def _append_logs(self, job_id: str, entries: list[LogEntry], dropped: int) -> None:
+        limit = self.settings.max_log_bytes
+        kept = [e for e in entries if e.size <= limit] if limit else []
+        dropped += len(entries) - len(kept)
+        j, lg = jobs_table.c, logs_table.c
+        with self._db.begin() as conn:
+            added = sum(e.size for e in kept)
+            conn.execute(
+                jobs_table.update()
+                .where(j.id == job_id)
+                .values(
+                    log_size=j.log_size + added, log_dropped=j.log_dropped + dropped
+                )
+            )
+            if kept:
+                conn.execute(
+                    logs_table.insert(),
+                    [
+                        {
+                            "job_id": job_id,
+                            "stream": e.stream,
+                            "time": e.time,
+                            "level": e.level,
+                            "text": e.text,
+                            "size": e.size,
+                        }
+                        for e in kept
+                    ],
+                )
+            size = conn.scalar(sa.select(j.log_size).where(j.id == job_id)) or 0
+            if size <= limit:
+                return
+            # Past the bound: drop the oldest entries until within it.
+            excess, cut, count = size - limit, 0, 0
+            rows = conn.execute(
+                sa.select(lg.seq, lg.size).where(lg.job_id == job_id).order_by(lg.seq)
+            )
+            for seq, entry_size in rows:
+                excess -= entry_size
+                cut, count = seq, count + 1
+                if excess <= 0:
+                    break
+            rows.close()
+            freed = conn.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(lg.size), 0)).where(
+                    lg.job_id == job_id, lg.seq <= cut
+                )
+            )
+            conn.execute(logs_table.delete().where(lg.job_id == job_id, lg.seq <= cut))
+            conn.execute(
+                jobs_table.update()
+                .where(j.id == job_id)
+                .values(
+                    log_size=j.log_size - (freed or 0),
+                    log_dropped=j.log_dropped + count,
+                )
+            )
+
+    def _logs(self, model: str, job_id: str, since: int, limit: int) -> LogPage:
+        job = self._get(model, job_id)
+        lg = logs_table.c
+        with self._db.connect() as conn:
+            rows = conn.execute(
+                sa.select(logs_table)
+                .where(lg.job_id == job_id, lg.seq > since)
+                .order_by(lg.seq)
+                .limit(limit)
+            ).all()
+        entries = [
+            LogEntry(
+                stream=r.stream, time=r.time, text=r.text, level=r.level, seq=r.seq
+            )
+            for r in rows
+        ]
+        cursor = entries[-1].seq if entries else since
+        assert cursor is not None
+        return LogPage(job, entries, cursor, job.log_dropped)
+
+    def _beat(self, live: frozenset[str]) -> None:
+        now = time.time()
+        j = jobs_table.c
+        if live:
+            with self._db.begin() as conn:
+                conn.execute(
+                    jobs_table.update()
+                    .where(j.owner == self.owner, j.id.in_(live), j.status == "running")
+                    .values(heartbeat=now)
+                )
+        self._sweep(live, now)
+        self._forget_old(now)
+
+    def _sweep(self, live: frozenset[str], now: float | None = None) -> int:
+        """Interrupt running jobs whose heartbeat is stale: other servers',
+        and this one's whose end could not be recorded."""
+        now = now or time.time()
+        j = jobs_table.c
+        last_seen = sa.func.coalesce(j.heartbeat, j.started, j.created)
+        with self._db.begin() as conn:
+            result = conn.execute(
+                jobs_table.update()
+                .where(
+                    j.status == "running",
+                    sa.or_(j.owner != self.owner, j.id.not_in(live)),
+                    last_seen < now - self.settings.heartbeat_timeout,
+                )
+                # It stopped some time after its last heartbeat: the best
+                # estimate of when there is.
+                .values(
+                    status="interrupted",
+                    error=INTERRUPTED_BY_LOSS,
+                    finished=last_seen,
+                    duration=last_seen - j.created,
+                )
+            )
+            return int(result.rowcount or 0)
+
+    def _interrupt_own(self) -> int:
+        now = time.time()
+        j = jobs_table.c
+        with self._db.begin() as conn:
+            result = conn.execute(
+                jobs_table.update()
+                .where(j.owner == self.owner, j.status == "running")
+                .values(
+                    status="interrupted",
+                    error=INTERRUPTED_BY_SHUTDOWN,
+                    finished=now,
+                    duration=now - j.created,
+                    heartbeat=now,
+                )
+            )
+            return int(result.rowcount or 0)
+
+    def _forget_old(self, now: float) -> None:
+        days = self.settings.retention_days
+        if not days:
+            return
+        j, lg = jobs_table.c, logs_table.c
+        old = sa.select(j.id).where(
+            j.status != "running", j.finished < now - days * 86400
+        )
+        with self._db.begin() as conn:
+            conn.execute(logs_table.delete().where(lg.job_id.in_(old)))
+            conn.execute(jobs_table.delete().where(j.id.in_(old)))
+
+
+# -- the database -------------------------------------------------------------
+
+
+def _engine(url_text: str) -> tuple[sa.Engine, int]:
+    """An engine for ``url_text`` and how many threads may use it at once.
+
+    :raises JobStoreError: for a URL SQLAlchemy cannot use.
+    """
+    try:
+        url = sa.make_url(url_text)
+        if url.get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True), 4
+        if url.database in (None, "", ":memory:"):
+            # One connection shared by one thread: the only way an
+            # in-memory database is the same database for every call.
+            engine = sa.create_engine(
+                url,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+            )
+            return engine, 1
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise JobStoreError(f"Cannot use job database '{url_text}': {exc}") from exc
+    except OSError as exc:
+        raise JobStoreError(
+            f"Cannot create the directory of job database '{url_text}': {exc}"
+        ) from exc
+    sa.event.listen(engine, "connect", _sqlite_setup)
+    return engine, 4
+
+
+def _sqlite_setup(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL: readers never wait for the writer, and replicas on one host can
+    # share the file; the busy timeout makes writers queue, not fail.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _migrate(engine: sa.Engine, attempts: int = 3) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`, one step at a time.
+
+    Replicas starting together may race to migrate: the loser's transaction
+    fails, and it tries again, finding the work done.
+
+    :raises JobStoreError: when the database's schema is newer, or it
+        cannot be migrated.
+    """
+    for attempt in range(attempts):
+        try:
+            _migrate_once(engine)
+            return
+        except _Newer:
+            raise
+        except JobStoreError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))  # in the store's thread
+
+
+def _migrate_once(engine: sa.Engine) -> None:
+    try:
+        with engine.begin() as conn:
+            version = _version(conn)
+            if version > SCHEMA_VERSION:
+                raise _Newer(
+                    f"The job database {engine.url.render_as_string()} has schema "
+                    f"version {version}, newer than this deepserve understands "
+                    f"({SCHEMA_VERSION}): upgrade deepserve, or use another database"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                LOG.info("Migrating the job database to schema version %d", step + 1)
+                MIGRATIONS[step](conn)
+            if version == 0:
+                conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
+            elif version < SCHEMA_VERSION:
+                conn.execute(schema_table.update().values(version=SCHEMA_VERSION))
+    except sa.exc.SQLAlchemyError as exc:
+        raise JobStoreError(
+            f"Cannot open job database {engine.url.render_as_string()}: {exc}"
+        ) from exc
+
+
+class _Newer(JobStoreError):
+    """The database is newer than this code: trying again cannot help."""
+
+
+def _version(conn: sa.Connection) -> int:
+    if not sa.inspect(conn).has_table(schema_table.name):
+        schema_table.create(conn)
+        return 0
+    version = conn.scalar(sa.select(sa.func.max(schema_table.c.version)))
+    return int(version or 0)
+
+
+# -- values -------------------------------------------------------------------
+
+
+def _job(row: sa.Row[Any]) -> TrainingJob:
+    return TrainingJob(
+        id=row.id,
+        model=row.model,
+        status=row.status,
+        args=json.loads(row.args),
+        created=_utc(row.created),
+        started=None if row.started is None else _utc(row.started),
+        finished=None if row.finished is None else _utc(row.finished),
+        duration=None
+        if row.duration is None
+        else datetime.timedelta(seconds=row.duration),
+        result=None if row.result is None else json.loads(row.result),
+        message=row.error,
+        owner=row.owner,
+        log_dropped=row.log_dropped,
+    )
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    # As the HTTP layer renders results (which this module may not import):
+    # what a training returns is stored the way clients would see it.
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, datetime.date | datetime.time):
+        return obj.isoformat()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    return str(obj)
