@@ -7,9 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 DEEPSERVE = [sys.executable, "-m", "deepserve.cli"]
 
@@ -48,6 +50,10 @@ def get_json(url: str) -> object:
 class Server:
     """``deepserve run`` in a subprocess.
 
+    Its output is read as it comes (a server whose pipe fills up would block
+    on its next log line), and kept: :attr:`output` so far, all of it from
+    :meth:`finish` or :meth:`stop`.
+
     :param split_stderr: keep stderr (the log) apart from stdout (the
         banner); :meth:`stop` then leaves the log in :attr:`stderr`.
     """
@@ -67,6 +73,16 @@ class Server:
             # Its own process group, as in a terminal: Ctrl-C reaches all.
             start_new_session=True,
         )
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [_reader(self.proc.stdout, self._out)]
+        if split_stderr:
+            self._readers.append(_reader(self.proc.stderr, self._err))
+
+    @property
+    def output(self) -> str:
+        """What the server wrote to stdout (and stderr, unless split) so far."""
+        return "".join(self._out)
 
     def wait_ready(self, prefix: str = "", timeout: float = 60) -> None:
         """Wait until every model is warm (the readiness probe says 200)."""
@@ -81,7 +97,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"server exited: {self.finish()}{self.stderr}")
             try:
                 get_json(self.base + path)
                 return
@@ -89,9 +105,33 @@ class Server:
                 time.sleep(0.2)
         raise AssertionError(f"{path} never answered 200")
 
+    def finish(self, timeout: float = 30) -> str:
+        """Wait for the server to exit; return its whole output."""
+        self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        self.stderr = "".join(self._err)
+        return self.output
+
     def stop(self) -> str:
+        """SIGTERM the server (if it still runs); return its whole output."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
-        self.stderr = err or ""
-        return out
+        return self.finish()
+
+    def kill(self) -> None:
+        """``kill -9`` the server (if it still runs) and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.finish()
+
+
+def _reader(stream: Any, sink: list[str]) -> threading.Thread:
+    def read() -> None:
+        for line in stream:
+            sink.append(line)
+        stream.close()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread

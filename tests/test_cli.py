@@ -31,9 +31,7 @@ def serve(fake_site: Path) -> Iterator:
 
     yield start
     for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        server.kill()
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -144,7 +142,7 @@ def test_ctrl_c_stops_server_and_workers_without_traceback(serve, fake_site):
     workers = children(server.proc.pid)  # workers and multiprocessing's tracker
     assert len(workers) >= 2
     os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    out, _ = server.proc.communicate(timeout=30)
+    out = server.finish(timeout=30)
     assert server.proc.returncode == 0, out
     assert "Traceback" not in out
     deadline = time.monotonic() + 10

@@ -49,11 +49,7 @@ def serve(fake_site: Path) -> Iterator[Serve]:
 
 def kill9(server: Server) -> None:
     """``kill -9`` the server: nothing gets to record anything."""
-    if server.proc.poll() is None:
-        server.proc.kill()
-    if server.proc.stdout is not None and not server.proc.stdout.closed:
-        server.proc.communicate()  # reaps it and closes our end of its output
-    server.proc.wait()
+    server.kill()
 
 
 def call(server: Server, method: str, path: str, **params: Any) -> Any:

@@ -47,9 +47,7 @@ def serve(fake_site: Path, slow_site: Path) -> Iterator[Any]:
 
     yield start
     for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        server.kill()
 
 
 def call(
@@ -258,7 +256,7 @@ def test_second_signal_ends_the_grace_period(serve, tmp_path):
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             running.result(timeout=DEADLINE)
     # Far sooner than the 600 s grace period: the test's timeout says so.
-    out, _ = server.proc.communicate(timeout=DEADLINE)
+    out = server.finish(timeout=DEADLINE)
     assert server.proc.returncode == 0, out
     assert "SIGINT received again" in out
     assert "Traceback" not in out
