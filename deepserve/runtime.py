@@ -12,6 +12,7 @@ from typing import Any
 
 from deepserve.exceptions import DeepserveError, JobNotFound, ModelNotFound, Overloaded
 from deepserve.executors import Executor, factory
+from deepserve.executors.batching import BatchingExecutor
 from deepserve.loader import ModelRef
 from deepserve.model import Model
 from deepserve.settings import ExecutorSettings
@@ -95,6 +96,18 @@ class ServedModel:
     def queue_depth(self) -> int:
         """Predictions waiting for a worker."""
         return self.executor.depth
+
+    @property
+    def worker_restarts(self) -> int:
+        """Workers replaced so far, after dying or overrunning a deadline."""
+        return self.executor.restarts
+
+    @property
+    def batch_sizes(self) -> Mapping[int, int] | None:
+        """Batches sent so far by size, or ``None`` when not batching."""
+        if isinstance(self.executor, BatchingExecutor):
+            return self.executor.batch_sizes
+        return None
 
     def admit(self) -> None:
         """Refuse a prediction at once when ``max_queue`` already wait.

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from deepserve.api import docs, media, openapi
+from deepserve.api import auth, cors, docs, media, metrics, openapi
 from deepserve.api.args import ArgSpec
 from deepserve.api.debug import LogBuffer
 from deepserve.api.errors import error_middleware
@@ -49,11 +49,23 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     The registry's executors are started and closed by the caller; the app
     only routes requests to them.
     """
+    meter = metrics.create(registry, settings)
     app = web.Application(
-        client_max_size=settings.client_max_size, middlewares=[error_middleware]
+        client_max_size=settings.client_max_size,
+        middlewares=[
+            # Metrics first, to see every answer; CORS preflights are
+            # answered before authentication, which is after error mapping.
+            *metrics.middlewares(meter),
+            *cors.middlewares(settings),
+            error_middleware,
+            *auth.middlewares(settings),
+        ],
     )
+    cors.add_signals(app, settings)
     ops = model_ops(registry)
     spec = openapi.build(list(ops.values()), settings)
+    metrics.document(spec, meter)
+    auth.document(spec, settings)
     spec_text = media.dumps(spec)
 
     base = settings.base_path
@@ -84,6 +96,7 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
         r.add_delete(f"{model}/train/{{uuid}}{SLASH}", h.cancel_training)
     if settings.debug_endpoint:
         _add_debug(app, base)
+    metrics.add_routes(app, meter, base)
     return app
 
 
