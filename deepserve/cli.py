@@ -11,7 +11,7 @@ from aiohttp import web
 
 import deepserve
 from deepserve import adapters, config, loader
-from deepserve.api import create_app
+from deepserve.api import create_app, server
 from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.runtime import Registry, ServedModel
@@ -86,7 +86,7 @@ def run(argv: Sequence[str]) -> int:
     app.cleanup_ctx.append(lifecycle)
     banner = _banner(settings, list(registry))
     try:
-        web.run_app(
+        server.run_app(
             app,
             host=settings.listen_ip,
             port=settings.listen_port,
