@@ -124,6 +124,8 @@ async def _serve(
     print: Callable[[str], None] | None,
     kwargs: dict[str, Any],
 ) -> None:
+    # web.run_app's keep-alive, not the connection handler's hour.
+    kwargs.setdefault("keepalive_timeout", 75.0)
     runner = AppRunner(app, handle_signals=True, **kwargs)
     await runner.setup()
     try:
