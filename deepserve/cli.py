@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 import deepserve
-from deepserve import adapters, config, loader
+from deepserve import adapters, cli_models, config, loader
 from deepserve.api import create_app, server
 from deepserve.api.access import AccessLogger
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
+from deepserve.shell import main as call
+from deepserve.store import Store
 
 LOG = logging.getLogger("deepserve")
 
@@ -26,6 +28,8 @@ Serve machine-learning models behind a documented HTTP API.
 
 commands:
   run      start the HTTP server (deepserve run --help lists its options)
+  models   manage the model store: list, get, delete, export, import
+  call     run a model's get_metadata, warm, predict or train without a server
 """
 
 BANNER = """\
@@ -116,7 +120,9 @@ def build_registry(settings: ServerSettings) -> Registry:
         models that are available.
     """
     available = loader.discover(loader.installed_entry_points())
-    refs = loader.select(available, settings.model_names)
+    refs = loader.select(
+        available, settings.model_names, store=Store(settings.store_root)
+    )
     served = []
     for ref in refs:
         try:
@@ -148,7 +154,11 @@ def _fail(message: str) -> int:
     return 1
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": run}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": run,
+    "call": call,
+    "models": cli_models.main,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,11 +49,19 @@ server_opts = [
         default=[],
         help=(
             "Model to serve: an entry point name in deepserve.v2.model or "
-            "deepaas.v2.model. Repeat the option or give a comma-separated "
+            "deepaas.v2.model, or a model store tag (name, name:latest or "
+            "name:version). Repeat the option or give a comma-separated "
             "list to serve several. Default: every installed model (the "
             "bundled demo model when none is installed). The environment "
             "variables DEEPSERVE_V2_MODEL and DEEPAAS_V2_MODEL are read when "
             "neither the command line nor a config file names one."
+        ),
+    ),
+    cfg.StrOpt(
+        "model-store",
+        help=(
+            "Directory of the model store that model store tags are looked up "
+            "in. Default: $DEEPSERVE_HOME, or ~/deepserve."
         ),
     ),
     cfg.IntOpt(
@@ -327,6 +335,7 @@ def load(
         listen_port=conf.listen_port,
         access_log=conf.access_log,
         model_names=names,
+        store_root=store_root(conf.model_store, environ),
         api=api,
         executor=_executor_settings(conf),
         model_executors=_model_sections(conf),
@@ -419,6 +428,12 @@ def _model_names(values: Sequence[str]) -> tuple[str, ...]:
             if name.strip() and name.strip() not in names:
                 names.append(name.strip())
     return tuple(names)
+
+
+def store_root(configured: str | None, environ: Mapping[str, str]) -> str:
+    """The model store's root: the option, else ``$DEEPSERVE_HOME``, else
+    ``~/deepserve`` (the store expands ``~``)."""
+    return configured or environ.get("DEEPSERVE_HOME") or "~/deepserve"
 
 
 def normalise_base_path(path: str) -> str:

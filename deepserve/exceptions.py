@@ -204,3 +204,63 @@ class Overloaded(DeepserveError):
         self.model = model
         self.queued = queued
         self.retry_after = retry_after
+
+
+class StoreError(DeepserveError):
+    """The model store cannot do what was asked (a damaged entry, a bad save)."""
+
+
+class BadArchive(StoreError):
+    """A model archive is unsafe or damaged; nothing of it was imported."""
+
+
+class BadTag(StoreError, ValueError):
+    """A model tag is not ``name``, ``name:latest`` or ``name:version``.
+
+    Tags are rejected, never silently altered.
+    """
+
+    def __init__(self, tag: str, problem: str) -> None:
+        super().__init__(f"Invalid model tag '{tag}': {problem}")
+        self.tag = tag
+        self.problem = problem
+
+
+class ModelTagNotFound(ModelNotFound, StoreError):
+    """No stored model has this tag."""
+
+    def __init__(self, tag: str, root: str) -> None:
+        DeepserveError.__init__(self, f"Model '{tag}' is not in the store at {root}")
+        self.model = tag
+        self.tag = tag
+        self.root = root
+
+
+class TagExists(StoreError):
+    """The store already holds a model with this tag."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"Model '{tag}' already exists in the store")
+        self.tag = tag
+
+
+class WrongModule(StoreError):
+    """A stored model was saved by another framework module than the one asked."""
+
+    def __init__(self, tag: str, saved_by: str, wanted: str) -> None:
+        super().__init__(
+            f"Model '{tag}' was saved with {saved_by}, not {wanted}; "
+            f"load it with {saved_by}.load_model"
+        )
+        self.tag = tag
+        self.saved_by = saved_by
+        self.wanted = wanted
+
+
+class InvalidModel(StoreError):
+    """A model cannot be saved as given (a missing method, a bad argument)."""
+
+
+class StoreWarning(UserWarning):
+    """A stored model may not work here: a requirement or framework version
+    differs from what the model was saved with, or is missing."""

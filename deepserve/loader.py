@@ -2,7 +2,8 @@
 
 Discovery yields :class:`ModelRef` values: small, picklable references that a
 worker process turns back into the model object. The model object itself
-never crosses a process boundary.
+never crosses a process boundary. Besides entry points, a requested name may
+be a model store tag (``name``, ``name:latest``, ``name:version``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Protocol
 
 import importlib_metadata
 
-from deepserve.exceptions import LoaderError
+from deepserve.exceptions import DeepserveError, LoaderError
+from deepserve.store import Store
 
 LOG = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ LOG = logging.getLogger(__name__)
 GROUPS = ("deepserve.v2.model", "deepaas.v2.model")
 
 BUILTIN = "builtin"
+#: The source of models found in the model store.
+STORE = "store"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +34,17 @@ class ModelRef:
     """Where a model comes from.
 
     :param name: the name the model is served under.
-    :param target: ``package.module`` or ``package.module:Attribute``.
-    :param source: the entry point group it was found in, or ``builtin``.
+    :param target: ``package.module`` or ``package.module:Attribute``; for a
+        stored model, its exact tag ``name:version``.
+    :param source: the entry point group it was found in, ``builtin`` or
+        ``store``.
+    :param store: the root directory of the model store it is in.
     """
 
     name: str
     target: str
     source: str
+    store: str | None = None
 
 
 #: Served when no model is installed and none is requested.
@@ -86,11 +94,19 @@ def discover(entry_points: Iterable[EntryPointLike]) -> dict[str, ModelRef]:
 
 
 def select(
-    available: Mapping[str, ModelRef], requested: Sequence[str]
+    available: Mapping[str, ModelRef],
+    requested: Sequence[str],
+    *,
+    store: Store | None = None,
 ) -> list[ModelRef]:
     """Pick the requested models, or all of them, or the demo model.
 
-    :raises LoaderError: when a requested model is not installed.
+    A requested name that no entry point has is looked up as a tag in
+    ``store``; ``name:latest`` and a bare name resolve to the newest version
+    at this moment, so every worker later loads the same one.
+
+    :raises LoaderError: when a requested model is neither installed nor
+        stored, or two requested models would be served under one name.
     """
     if not requested:
         if not available:
@@ -103,14 +119,44 @@ def select(
             ref = available[name]
         elif name == DEMO.name:
             ref = DEMO
+        elif store is not None and (found := _from_store(store, name)) is not None:
+            ref = found
         else:
+            where = f"entry point groups {', '.join(GROUPS)}"
+            if store is not None:
+                where += f" or in the model store at {store.root}"
             raise LoaderError(
-                f"Model '{name}' not found in entry point groups "
-                f"{', '.join(GROUPS)}; available models: {describe(available)}"
+                f"Model '{name}' not found in {where}; available models: "
+                f"{describe(available)}"
             )
-        if ref not in chosen:
-            chosen.append(ref)
+        if ref in chosen:
+            continue
+        twin = next((c for c in chosen if c.name == ref.name), None)
+        if twin is not None:
+            raise LoaderError(
+                f"Models {twin.target} and {ref.target} would both be served as "
+                f"'{ref.name}'; serve one of them"
+            )
+        chosen.append(ref)
     return chosen
+
+
+def _from_store(store: Store, tag: str) -> ModelRef | None:
+    """The stored model ``tag`` names, or ``None`` when there is none.
+
+    :raises LoaderError: when ``tag`` is not a valid tag but looks meant as
+        one, or the store cannot be read.
+    """
+    try:
+        stored = store.get(tag)
+    except KeyError:  # no such model or version (ModelNotFound is a KeyError)
+        return None
+    except DeepserveError as exc:
+        if ":" not in tag:
+            return None  # not even a tag: report it as an unknown model
+        raise LoaderError(f"Model '{tag}': {exc}") from exc
+    name, _, _ = str(stored.tag).partition(":")
+    return ModelRef(name, str(stored.tag), STORE, str(store.root))
 
 
 def describe(available: Mapping[str, ModelRef]) -> str:

@@ -76,6 +76,8 @@ class ServerSettings:
     access_log: bool = True
     #: Models to serve; empty means every model found.
     model_names: tuple[str, ...] = ()
+    #: Root directory of the model store that store tags are looked up in.
+    store_root: str = "~/deepserve"
     api: ApiSettings = dataclasses.field(default_factory=ApiSettings)
     #: How models run, unless ``model_executors`` says otherwise.
     executor: ExecutorSettings = dataclasses.field(default_factory=ExecutorSettings)

@@ -232,3 +232,10 @@ def test_security_options_from_a_config_file(tmp_path):
     assert not (api.auth_predict or api.auth_metrics or api.metrics_endpoint)
     assert api.cors_origins == ("https://a.example", "https://b.example")
     assert (api.client_max_size, api.upload_max_size) == (1000, 0)
+
+
+def test_model_store_from_option_then_env_then_home():
+    assert load([]).store_root == "~/deepserve"
+    assert load([], {"DEEPSERVE_HOME": "/srv/store"}).store_root == "/srv/store"
+    given = load(["--model-store", "/data/models"], {"DEEPSERVE_HOME": "/srv/store"})
+    assert given.store_root == "/data/models"

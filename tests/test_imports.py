@@ -19,8 +19,15 @@ ALLOWED: dict[str, set[str]] = {
     "demo": set(),
     "__init__": set(),
     "config": {"settings", "exceptions", "__init__"},
-    "loader": {"exceptions", "model", "settings"},
-    "adapters": {"exceptions", "model", "settings", "loader"},
+    # The model store, and the user-facing modules in front of it.
+    "store": {"exceptions", "model", "settings", "__init__"},
+    "models": {"exceptions", "model", "settings", "__init__", "store"},
+    "picklable_model": {"exceptions", "model", "settings", "store", "models"},
+    "sklearn": {"exceptions", "model", "settings", "store", "models"},
+    "class_model": {"exceptions", "model", "settings", "store", "models"},
+    "python_model": {"exceptions", "model", "settings", "store", "models"},
+    "loader": {"exceptions", "model", "settings", "store"},
+    "adapters": {"exceptions", "model", "settings", "store", "loader"},
     "executors": {"exceptions", "model", "settings", "loader", "adapters"},
     "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
     "api": {
@@ -34,6 +41,22 @@ ALLOWED: dict[str, set[str]] = {
         "__init__",
     },
     "cli": {
+        "cli_models",
+        "store",
+        "exceptions",
+        "model",
+        "settings",
+        "loader",
+        "adapters",
+        "executors",
+        "runtime",
+        "api",
+        "config",
+        "shell",
+        "__init__",
+    },
+    # deepserve call: the command line's in-process sibling of the server.
+    "shell": {
         "exceptions",
         "model",
         "settings",
@@ -45,9 +68,12 @@ ALLOWED: dict[str, set[str]] = {
         "config",
         "__init__",
     },
+    "cli_models": {"exceptions", "store"},
+    # A client talks to a server over HTTP only: none of the server's layers.
+    "client": {"exceptions", "__init__"},
 }
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime"}  # fmt: skip
+                "executors", "runtime", "store", "models"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from deepserve.adapters.deepaas import DeepaasModel
-from deepserve.loader import ModelRef, import_target
+from deepserve.adapters.stored import StoredModelAdapter
+from deepserve.exceptions import DeepserveError, LoaderError
+from deepserve.loader import STORE, ModelRef, import_target
 from deepserve.model import Model
+from deepserve.store import Store
 
 
 def build(ref: ModelRef) -> Model:
@@ -12,7 +15,13 @@ def build(ref: ModelRef) -> Model:
 
     :raises LoaderError: when the model cannot be imported or is malformed.
     """
+    if ref.source == STORE:
+        try:
+            stored = Store(ref.store or "").get(ref.target)
+        except DeepserveError as exc:
+            raise LoaderError(f"Model '{ref.name}' ({ref.target}): {exc}") from exc
+        return StoredModelAdapter(ref.name, stored)
     return DeepaasModel(ref.name, import_target(ref))
 
 
-__all__ = ["DeepaasModel", "build"]
+__all__ = ["DeepaasModel", "StoredModelAdapter", "build"]

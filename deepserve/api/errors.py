@@ -21,16 +21,23 @@ LOG = logging.getLogger(__name__)
 #: Domain error -> status; looked up along the error's MRO.
 STATUS: dict[type[exc.DeepserveError], int] = {
     exc.MalformedRequest: 400,
+    exc.BadArchive: 400,
     exc.Unauthorized: 401,
     exc.ModelNotFound: 404,
+    exc.ModelTagNotFound: 404,
+    exc.TagExists: 409,
     exc.JobNotFound: 404,
     exc.NotAcceptable: 406,
     exc.PayloadTooLarge: 413,
     exc.BadInput: 422,
+    exc.BadTag: 422,
+    exc.WrongModule: 422,
+    exc.InvalidModel: 422,
     exc.NotSupported: 501,
     exc.WorkerDied: 503,
     exc.Overloaded: 503,
     exc.DeadlineExceeded: 504,
+    exc.StoreError: 500,
     exc.DeepserveError: 500,
 }
 

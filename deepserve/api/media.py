@@ -122,17 +122,39 @@ def render(
     schema: type[marshmallow.Schema] | None,
 ) -> web.Response | FileBody:
     """Build the response for what ``predict`` returned."""
+    body = encode(result, media_type, model=model, schema=schema)
+    if isinstance(body, bytes):
+        return web.Response(body=body, content_type=media_type)
+    if isinstance(body, str):
+        return web.Response(text=body, content_type=media_type)
+    return body
+
+
+def encode(
+    result: Any,
+    media_type: str,
+    *,
+    model: str,
+    schema: type[marshmallow.Schema] | None,
+) -> bytes | str | FileBody:
+    """What ``predict`` returned, as the body of a ``media_type`` answer.
+
+    Protocol-neutral, so that ``deepserve call`` answers exactly what the
+    HTTP API would: bytes as they are, text (JSON included) as ``str``, and
+    a returned file as a :class:`FileBody`.
+
+    :raises BadModelOutput: when the result does not fit ``media_type`` or
+        the model's response schema.
+    """
     if isinstance(result, bytes | bytearray | memoryview):
-        return web.Response(body=bytes(result), content_type=media_type)
+        return bytes(result)
     path = _as_path(result)
     if path is not None:
         return _file_response(path, media_type, model, result)
     if is_json(media_type):
-        return web.Response(
-            text=dumps(_json_body(result, model, schema)), content_type=media_type
-        )
+        return dumps(_json_body(result, model, schema))
     if isinstance(result, str):
-        return web.Response(text=result, content_type=media_type)
+        return result
     raise BadModelOutput(
         model, f"got {type(result).__name__} for media type '{media_type}'"
     )

@@ -1,0 +1,106 @@
+"""Manage the model store: get, list, delete, export and import models.
+
+Every function works on the store at ``$DEEPSERVE_HOME/models``
+(``~/deepserve/models`` when ``DEEPSERVE_HOME`` is unset), read when the
+function is called, or on the store passed as ``store=``::
+
+    import deepserve.models
+
+    model = deepserve.models.get("iris_clf:latest")
+    print(model.tag, model.path, model.info.labels)
+    path = deepserve.models.export_model("iris_clf:latest", "/tmp")
+    deepserve.models.import_model(path, store=Store("/srv/models"))
+
+Models are saved with the ``save_model`` of a framework module, e.g.
+:func:`deepserve.sklearn.save_model`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from pathlib import Path
+
+from deepserve.store import Store, StoredModel
+from deepserve.store.local import Progress
+
+#: Environment variable naming deepserve's home directory.
+HOME_ENV = "DEEPSERVE_HOME"
+DEFAULT_HOME = "~/deepserve"
+
+
+def default_store() -> Store:
+    """The store at ``$DEEPSERVE_HOME/models`` (default ``~/deepserve/models``).
+
+    The variable is read on every call, so it can be changed at run time.
+    """
+    home = os.environ.get(HOME_ENV) or DEFAULT_HOME
+    return Store(Path(home).expanduser() / "models")
+
+
+def resolve_store(store: Store | None) -> Store:
+    """``store``, or the default store when it is ``None``."""
+    return store if store is not None else default_store()
+
+
+def _tag(tag: str | StoredModel) -> str:
+    return tag.tag if isinstance(tag, StoredModel) else tag
+
+
+def get(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
+    """The stored model named by ``tag`` (``name``, ``name:latest`` or
+    ``name:version``).
+
+    :raises BadTag: when ``tag`` is not a valid tag.
+    :raises ModelTagNotFound: when the store has no such model.
+    """
+    return resolve_store(store).get(_tag(tag))
+
+
+def list(
+    name: str | None = None, *, store: Store | None = None
+) -> builtins.list[StoredModel]:
+    """Every stored model, or every version of ``name``, oldest first."""
+    return resolve_store(store).list(name)
+
+
+def delete(tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
+    """Remove the model named by ``tag`` from the store; returns it.
+
+    :raises ModelTagNotFound: when the store has no such model.
+    """
+    return resolve_store(store).delete(_tag(tag))
+
+
+def export_model(
+    tag: str | StoredModel,
+    path: str | os.PathLike[str],
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Write the model named by ``tag`` to one archive file.
+
+    :param path: a file path, a directory (the file is then named after the
+        tag: ``<name>-<version>.dsmodel``) or an fsspec URL.
+    :param progress: called with ``(bytes done, bytes in all)`` as it goes.
+    :returns: the path or URL written.
+    """
+    return resolve_store(store).export_model(_tag(tag), path, progress=progress)
+
+
+def import_model(
+    path: str | os.PathLike[str],
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> StoredModel:
+    """Add the model in the archive at ``path`` (a file or URL) to the store.
+
+    The archive is checked before anything enters the store: on any error
+    the store is unchanged.
+
+    :raises BadArchive: when the archive is unsafe or damaged.
+    :raises TagExists: when the store already holds that tag.
+    """
+    return resolve_store(store).import_model(path, progress=progress)

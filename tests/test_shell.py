@@ -1,0 +1,647 @@
+"""``deepserve call``, run for real through the installed console scripts.
+
+The same input goes through the command line and through the HTTP API
+(``aiohttp_client(create_app(...))``); both must give the same answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from marshmallow import fields as mf
+
+from deepserve import adapters
+from deepserve.api import create_app
+from deepserve.api.args import ArgSpec
+from deepserve.loader import ModelRef
+from deepserve.runtime import Registry, ServedModel
+from deepserve.settings import ApiSettings, ExecutorSettings
+from deepserve.shell import options
+from tests.conftest import subprocess_env, write_dist
+
+BIN = Path(sys.executable).parent
+DEEPSERVE = BIN / "deepserve"
+DEEPSERVE_CLI = BIN / "deepserve-cli"
+TYPED = ModelRef("typed", "fake_typed", "deepserve.v2.model")
+#: oldstyle's text arguments, the same on both sides of each comparison.
+TEXT_ARGS = ["--text", "ab", "--count", "2", "--tags", "x", "y"]
+
+
+@pytest.fixture(scope="module")
+def typed_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site where only the ``typed`` fake model is installed."""
+    return write_dist(
+        tmp_path_factory.mktemp("typed-site"),
+        "typed-model",
+        {"typed": ("deepserve.v2.model", "fake_typed")},
+    )
+
+
+@pytest.fixture
+def env(fake_site: Path, typed_site: Path) -> dict[str, str]:
+    """Every fake model installed: the good ones and ``typed``."""
+    return subprocess_env(fake_site, typed_site)
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """The current directory of the command, empty."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    return cwd
+
+
+def call(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    script: Path = DEEPSERVE,
+    text: bool = True,
+) -> subprocess.CompletedProcess[Any]:
+    assert script.exists(), f"{script} is not installed (pip install -e .)"
+    command = [str(script), *(["call"] if script == DEEPSERVE else []), *args]
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=text, timeout=60
+    )
+
+
+def ok_json(result: subprocess.CompletedProcess[Any]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The last line of stderr, after checking that there is no traceback."""
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest_asyncio.fixture
+async def typed_client(aiohttp_client, fake_site) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    """The HTTP API over the ``typed`` model, warmed, as a server runs it."""
+    served = ServedModel.create(
+        TYPED, adapters.build(TYPED), ExecutorSettings(kind="inline")
+    )
+    registry = Registry([served])
+    await registry.start()
+    yield await aiohttp_client(create_app(registry, ApiSettings()))
+    await registry.close()
+
+
+def csv_file(directory: Path) -> Path:
+    path = directory / "in.csv"
+    path.write_bytes(b"a,b\n1,2\n" * 100)
+    return path
+
+
+def unzip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def multipart(path: Path, content_type: str) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field(
+        "data", path.read_bytes(), filename=path.name, content_type=content_type
+    )
+    return form
+
+
+# -- get_metadata --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["oldstyle", "classy", "minimal"])
+async def test_metadata_is_the_http_metadata(client, env, work, name):
+    resp = await client.get(f"/v2/models/{name}/")
+    expected = await resp.json()
+    del expected["links"]  # where the model is on a server: none here
+    assert ok_json(call(["--model-name", name, "get_metadata"], env, work)) == expected
+
+
+# -- predict: the same input gives the same answer ----------------------------
+
+
+async def test_predict_with_a_file_matches_http(client, env, work):
+    upload = csv_file(work)
+    resp = await client.post(
+        "/v2/models/oldstyle/predict/?text=ab&count=2&tags=x&tags=y",
+        data=multipart(upload, "text/csv"),
+    )
+    assert resp.status == 200
+    over_http = await resp.json()
+
+    result = call(
+        ["--model-name", "oldstyle", "predict", "--data", "in.csv", *TEXT_ARGS],
+        env,
+        work,
+    )
+    from_shell = ok_json(result)
+    for answer in (over_http, from_shell):
+        answer["predictions"].pop("pid")
+        path = answer["predictions"]["file"].pop("path")
+        assert path != str(upload)  # the model read a copy
+    assert from_shell == over_http
+    assert from_shell["predictions"]["file"]["original_filename"] == "in.csv"
+    assert from_shell["predictions"]["warm_calls"] == 1  # warmed, as a server does
+    # The user's file is left as it was.
+    assert upload.read_bytes() == b"a,b\n1,2\n" * 100
+
+
+async def test_predict_with_header_and_form_arguments_matches_http(client, env, work):
+    form = aiohttp.FormData()
+    for weight in ("1", "2.5"):
+        form.add_field("weights", weight)
+    resp = await client.post(
+        "/v2/models/classy/predict/?x=2&label=neg",
+        data=form,
+        headers={"X-Token": "abc"},
+    )
+    over_http = await resp.json()
+    argv = ["--x", "2", "--label", "neg", "--token", "abc", "--weights", "1", "2.5"]
+    from_shell = ok_json(call(["--model-name", "classy", "predict", *argv], env, work))
+    over_http.pop("instance"), from_shell.pop("instance")
+    assert (
+        from_shell
+        == over_http
+        == {
+            "label": "neg:abc:2",
+            "score": 7.5,
+            "warm_count": 1,
+        }
+    )
+
+
+async def test_every_kind_of_argument_matches_http(typed_client, env, work):
+    body = {
+        "count": "3",
+        "ratio": "0.25",
+        "loud": True,
+        "colour": "green",
+        "words": ["a b", "c"],
+        "sizes": ["1", "2", "3"],
+        "when": "2024-02-29",
+        "options": {"k": [1, {"deep": None}]},
+    }
+    resp = await typed_client.post("/v2/models/typed/predict/", json=body)
+    assert resp.status == 200
+    over_http = await resp.json()
+
+    argv = [
+        "--count", "3", "--ratio", "0.25", "--loud", "--colour", "green",
+        "--words", "a b", "c", "--sizes", "1", "2", "--sizes", "3",
+        "--when", "2024-02-29", "--options", '{"k": [1, {"deep": null}]}',
+    ]  # fmt: skip
+    from_shell = ok_json(call(["--model-name", "typed", "predict", *argv], env, work))
+    assert from_shell == over_http
+    assert from_shell["predictions"] == {
+        "count": 3,
+        "ratio": 0.25,
+        "loud": True,
+        "colour": "green",
+        "words": ["a b", "c"],
+        "sizes": [1, 2, 3],
+        "when": "2024-02-29",
+        "options": {"k": [1, {"deep": None}]},
+        "data": None,
+        "warmed": True,
+    }
+
+
+async def test_defaults_and_a_file_match_http(typed_client, env, work):
+    upload = work / "picture.png"
+    upload.write_bytes(bytes(range(256)))
+    resp = await typed_client.post(
+        "/v2/models/typed/predict/?count=1&loud=false",
+        data=multipart(upload, "image/png"),
+    )
+    over_http = await resp.json()
+    argv = ["--count", "1", "--no-loud", "--data", str(upload)]
+    from_shell = ok_json(call(["--model-name", "typed", "predict", *argv], env, work))
+    assert from_shell == over_http
+    assert from_shell["predictions"]["data"] == {
+        "name": "data",
+        "original_filename": "picture.png",
+        "content_type": "image/png",  # guessed from the extension
+        "sha256": hashlib.sha256(bytes(range(256))).hexdigest(),
+    }
+    assert from_shell["predictions"]["ratio"] == 0.5
+
+
+async def test_binary_results_are_files_with_the_http_bytes(client, env, work):
+    query = "text=ab&count=2&tags=x&tags=y"
+    resp = await client.post(
+        f"/v2/models/oldstyle/predict/?{query}", headers={"Accept": "application/zip"}
+    )
+    zipped = await resp.read()
+    argv = ["predict", "--accept", "application/zip", *TEXT_ARGS]
+    result = call(["--model-name", "oldstyle", *argv], env, work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "oldstyle-prediction.zip\n"
+    # Bytes returned as they are (a zip's timestamps differ between runs).
+    assert unzip((work / "oldstyle-prediction.zip").read_bytes()) == unzip(zipped)
+    assert unzip(zipped) == {"result.txt": b"abab"}
+
+    resp = await client.post(
+        f"/v2/models/oldstyle/predict/?{query}", headers={"Accept": "image/png"}
+    )
+    png = await resp.read()
+    argv = ["predict", "--accept", "image/png", *TEXT_ARGS]
+    result = call(["--model-name", "oldstyle", *argv], env, work)
+    assert result.stdout == "oldstyle-prediction.png\n", result.stderr
+    assert (work / "oldstyle-prediction.png").read_bytes() == png
+
+    # A returned file: under the name the model offers, never overwriting.
+    resp = await client.post(
+        "/v2/models/files/predict/", headers={"Accept": "text/csv"}
+    )
+    csv = await resp.read()
+    (work / "result.csv").write_text("mine")
+    result = call(["--model-name", "files", "predict", "--accept", "text/*"], env, work)
+    assert result.stdout == "result-1.csv\n", result.stderr
+    assert (work / "result-1.csv").read_bytes() == csv
+    assert (work / "result.csv").read_text() == "mine"
+
+
+async def test_output_option_and_stdout(client, env, work):
+    resp = await client.post("/v2/models/files/predict/")
+    expected = await resp.read()
+    assert len(expected) == 1024
+    out = work / "sub" / "result.bin"
+    result = call(["--model-name", "files", "predict", "-o", str(out)], env, work)
+    assert result.stdout == f"{out}\n", result.stderr
+    assert out.read_bytes() == expected
+
+    raw = call(
+        ["--model-name", "files", "predict", "--output", "-"], env, work, text=False
+    )
+    assert raw.returncode == 0 and raw.stdout == expected
+    # Before the method name too, for every method.
+    meta = work / "meta.json"
+    result = call(
+        ["--model-name", "minimal", "-o", str(meta), "get_metadata"], env, work
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(meta.read_text())["id"] == "minimal"
+
+
+def test_a_reader_that_goes_away_is_no_error(env, work):
+    command = [str(DEEPSERVE), "call", "--model-name", "files", "predict", "-o", "-"]
+    with subprocess.Popen(
+        command, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the result is written: like `| head -c0`
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1
+    assert "Error" not in stderr and "Traceback" not in stderr, stderr
+
+
+async def test_uploaded_file_returned_as_is(client, env, work):
+    upload = csv_file(work)
+    result = call(
+        [
+            "--model-name",
+            "files",
+            "predict",
+            "--accept=application/x-echo",
+            "--data=in.csv",
+        ],
+        env,
+        work,
+    )
+    # Named like the file given; the user's own file is not overwritten.
+    assert result.stdout == "in-1.csv\n", result.stderr
+    assert (work / "in-1.csv").read_bytes() == upload.read_bytes()
+
+
+async def test_text_result_goes_to_stdout(client, env, work):
+    resp = await client.post(
+        "/v2/models/oldstyle/predict/?text=ab&count=2&accept=text/plain"
+    )
+    assert await resp.text() == "abab"
+    result = call(
+        ["--model-name", "oldstyle", "predict", "--accept", "text/plain", *TEXT_ARGS],
+        env,
+        work,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "abab\n"
+
+
+def test_uploads_are_copies_removed_afterwards(env, work, tmp_path):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    config = tmp_path / "call.conf"
+    config.write_text(f"[DEFAULT]\nupload_dir = {uploads}\nmodel_name = oldstyle\n")
+    upload = csv_file(work)
+    result = call(
+        ["--config-file", str(config), "predict", "--data", str(upload)], env, work
+    )
+    path = Path(ok_json(result)["predictions"]["file"]["path"])
+    assert uploads in path.parents
+    assert list(uploads.iterdir()) == []
+    assert upload.read_bytes() == b"a,b\n1,2\n" * 100
+
+
+# -- generated options ---------------------------------------------------------
+
+
+def test_predict_help_shows_the_generated_options(env, work):
+    result = call(["--model-name", "typed", "predict", "--help"], env, work)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())  # argparse wraps lines
+    for expected in (
+        "--count INT How many (required)",
+        "--ratio FLOAT A share, 0 to 100% (default: 0.5)",
+        "--loud, --no-loud (default: false)",
+        "--colour {red,green,blue} (default: red)",
+        "--words [TEXT ...] (any number of values",
+        "--sizes [INT ...]",
+        "--when DATE (default: none)",
+        "--options JSON Free-form settings (JSON; default: {})",
+        "--data PATH A file (path of a file to upload; default: none)",
+        "--accept TYPE",
+        "-o FILE, --output FILE",
+    ):
+        assert expected in out, (expected, result.stdout)
+    assert "usage: deepserve call predict [-h]" in result.stdout
+
+
+def test_old_style_fields_become_options(env, work):
+    result = call(["--model-name", "oldstyle", "predict", "--help"], env, work)
+    out = " ".join(result.stdout.split())
+    assert "--mode {echo,badrequest,crash,exit,sleep} What to do (default: echo)" in out
+    assert "--count INT How many times (default: 1)" in out
+    assert "one of application/json, image/png, application/zip, text/plain" in out
+    assert "(default: application/json)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--count", "abc"], "argument --count: Not a valid integer."),
+        (["--count", "1", "--colour", "pink"], "argument --colour: Must be one of: red, green, blue."),
+        (["--count", "1", "--ratio", "2"], "argument --ratio: Must be greater than or equal to 0 and less than or equal to 1."),
+        (["--count", "1", "--sizes", "1", "x"], "argument --sizes: item 1: Not a valid integer."),
+        (["--count", "1", "--options", "{bad"], "argument --options: not valid JSON"),
+        (["--count", "1", "--data", "missing.bin"], "argument --data: no readable file 'missing.bin'"),
+        (["--count", "1", "--accept", "text/html"], "argument --accept: Cannot produce 'text/html'; this model offers: application/json"),
+        (["--ratio", "0.1"], "the following arguments are required: --count"),
+        (["--count", "1", "--nope", "2"], "unrecognized arguments: --nope 2"),
+    ],
+)  # fmt: skip
+def test_bad_values_name_the_option(env, work, argv, message):
+    result = call(["--model-name", "typed", "predict", *argv], env, work)
+    line = one_line_error(result, 2)
+    assert line.startswith("deepserve call predict: error: ")
+    assert message in line
+    assert "usage: deepserve call predict" in result.stderr
+
+
+async def test_http_rejects_what_the_command_line_rejects(typed_client):
+    resp = await typed_client.post("/v2/models/typed/predict/?count=abc")
+    assert resp.status == 422
+    assert (await resp.json())["errors"] == {"count": ["Not a valid integer."]}
+
+
+# -- train and warm ------------------------------------------------------------
+
+
+def test_train_prints_its_record(env, work):
+    upload = csv_file(work)
+    result = call(
+        ["--model-name", "typed", "train", "--epochs", "4", "--data", "in.csv"],
+        env,
+        work,
+    )
+    record = ok_json(result)
+    assert record["status"] == "done"
+    assert record["result"]["output"] == {
+        "epochs": 4,
+        "output": "weights.bin",
+        "size": upload.stat().st_size,
+        "warmed": True,
+    }
+    assert record["args"] == {
+        "epochs": 4,
+        "output": "weights.bin",
+        "data": {
+            "name": "data",
+            "original_filename": "in.csv",
+            "content_type": "text/csv",
+        },
+    }
+    assert set(record) >= {"uuid", "date", "duration", "finish_date"}
+    missing = call(["--model-name", "typed", "train"], env, work)
+    assert "required: --data" in one_line_error(missing, 2)
+
+
+def test_a_model_argument_named_like_a_command_option_keeps_its_name(env, work):
+    csv_file(work)
+    argv = ["train", "--data", "in.csv", "--output", "w.bin", "-o", "record.json"]
+    result = call(["--model-name", "typed", *argv], env, work)
+    assert result.stdout == "record.json\n", result.stderr
+    record = json.loads((work / "record.json").read_text())
+    assert record["result"]["output"]["output"] == "w.bin"
+    help_text = call(["--model-name", "typed", "train", "--help"], env, work).stdout
+    assert "-o FILE " in help_text and "--output TEXT" in help_text
+
+
+def test_failing_training_is_one_line_and_traceback_with_debug(env, work):
+    result = call(["--model-name", "classy", "train", "--fail"], env, work)
+    line = one_line_error(result, 1)
+    assert line == (
+        "deepserve call: error: Model 'classy' failed with RuntimeError: "
+        "the loss diverged"
+    )
+    debug = call(["--model-name", "classy", "--debug", "train", "--fail"], env, work)
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "fake_classy.py" in debug.stderr
+
+
+def test_model_errors_exit_1(env, work):
+    crash = call(["--model-name", "oldstyle", "predict", "--mode", "crash"], env, work)
+    assert one_line_error(crash, 1).endswith("failed with ValueError: boom")
+    refused = call(
+        ["--model-name", "oldstyle", "predict", "--mode", "badrequest"], env, work
+    )
+    assert one_line_error(refused, 1).endswith(
+        "refused the call (400): The text is not acceptable"
+    )
+    absent = call(["--model-name", "minimal", "train"], env, work)
+    assert one_line_error(absent, 1).endswith(
+        "Model 'minimal' does not implement 'train'"
+    )
+    bad = call(
+        ["--model-name", "classy", "predict", "--x", "1", "--bad_output"], env, work
+    )
+    assert "does not match the model's schema" in one_line_error(bad, 1)
+
+
+def test_warm_runs_and_predict_warms_first(typed_site, work, tmp_path):
+    env = subprocess_env(typed_site)  # one model installed: no name needed
+    log = tmp_path / "warm.log"
+    env["FAKE_TYPED_WARM_LOG"] = str(log)
+    result = call(["warm"], env, work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "Model 'typed' warmed" in result.stderr
+    assert len(log.read_text().splitlines()) == 1
+
+    warm = call(["predict", "--count", "1"], env, work)
+    assert ok_json(warm)["predictions"]["warmed"] is True
+    assert len(log.read_text().splitlines()) == 2
+    # What the model prints is kept off standard output.
+    assert "typed: predicting" in warm.stderr
+
+    config = tmp_path / "cold.conf"
+    config.write_text("[model:typed]\nwarm = false\n")
+    cold = ok_json(
+        call(["--config-file", str(config), "predict", "--count=1"], env, work)
+    )
+    assert cold["predictions"]["warmed"] is False
+    assert len(log.read_text().splitlines()) == 2
+    # The command line wins over the configuration.
+    argv = ["--config-file", str(config), "--warm", "predict", "--count=1"]
+    assert ok_json(call(argv, env, work))["predictions"]["warmed"] is True
+    for spelling in ("--no-warm", "--nowarm"):  # the latter as for deepserve run
+        cold = ok_json(call([spelling, "predict", "--count=1"], env, work))
+        assert cold["predictions"]["warmed"] is False
+    assert len(log.read_text().splitlines()) == 3
+
+
+# -- choosing the model ----------------------------------------------------------
+
+
+def test_several_models_need_a_name(env, work):
+    result = call(["get_metadata"], env, work)
+    line = one_line_error(result, 2)
+    assert "several models are installed" in line
+    assert "batchy, classy, files, minimal, oldstyle, typed" in line
+    assert "--model-name" in line
+
+
+def test_unknown_model_lists_the_installed_ones(env, work):
+    line = one_line_error(call(["--model-name", "nope", "warm"], env, work), 1)
+    assert "'nope'" in line
+    assert "available models: batchy, classy, files, minimal, oldstyle, typed" in line
+
+
+def test_model_that_fails_to_import_is_one_line(fake_site, work, tmp_path):
+    broken = write_dist(
+        tmp_path, "broken-model", {"broken": ("deepaas.v2.model", "fake_broken")}
+    )
+    env = subprocess_env(fake_site, broken)
+    line = one_line_error(call(["--model-name", "broken", "predict"], env, work), 1)
+    assert "'broken'" in line
+    assert "ImportError: this package needs a library that is not installed" in line
+
+
+def test_model_named_by_config_or_deepaas_environment(env, work, tmp_path):
+    config = tmp_path / "call.conf"
+    config.write_text("[DEFAULT]\nmodel_name = classy\n")
+    meta = ok_json(call(["--config-file", str(config), "get_metadata"], env, work))
+    assert meta["name"] == "classy"
+    # The command line wins over the configuration.
+    meta = ok_json(
+        call(
+            ["--config-file", str(config), "--model-name", "minimal", "get_metadata"],
+            env,
+            work,
+        )
+    )
+    assert meta["id"] == "minimal"
+    env = dict(env, DEEPAAS_V2_MODEL="oldstyle")
+    assert ok_json(call(["get_metadata"], env, work))["name"] == "oldstyle"
+
+
+def test_usage_errors(env, work):
+    result = call([], env, work)
+    assert result.returncode == 2
+    assert "a METHOD is required: get_metadata, warm, predict, train" in result.stderr
+    result = call(["fly"], env, work)
+    assert result.returncode == 2 and "invalid choice: 'fly'" in result.stderr
+    result = call(["--help"], env, work)
+    assert result.returncode == 0
+    for method in ("get_metadata", "warm", "predict", "train"):
+        assert method in result.stdout
+    top = subprocess.run(
+        [str(DEEPSERVE), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "call " in top.stdout
+
+
+def test_deepaas_cli_spelling(env, work):
+    result = call(
+        [
+            "--model-name",
+            "oldstyle",
+            "--deepaas_method_output=meta.json",
+            "get_metadata",
+        ],
+        env,
+        work,
+        script=DEEPSERVE_CLI,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "meta.json\n"
+    assert json.loads((work / "meta.json").read_text())["author"] == "Someone"
+    bad = call(["--model-name", "oldstyle", "predict", "--count", "x"], env, work,
+               script=DEEPSERVE_CLI)  # fmt: skip
+    assert one_line_error(bad, 2).startswith("deepserve-cli predict: error:")
+
+
+# -- options, in this process ----------------------------------------------------
+
+
+def parse_options(
+    fields: dict[str, Any], argv: list[str], reserved: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    spec = ArgSpec.prepare(fields, negotiate_accept=False)
+    parser = argparse.ArgumentParser(prog="test", exit_on_error=False)
+    opts = options.add_options(parser, spec, set(reserved), title="arguments")
+    return options.load(spec, opts, parser.parse_args(argv))
+
+
+def test_tuple_nested_and_lists_of_nested_values():
+    inner = {"a": mf.Int(required=True)}
+    declared = {
+        "pair": mf.Tuple((mf.Int(), mf.Str())),
+        "point": mf.Nested(inner),
+        "points": mf.List(mf.Nested(inner), load_default=[]),
+        "flag": mf.Bool(required=True),
+    }
+    argv = ["--pair", "1", "x", "--point", '{"a": 2}', "--points", '{"a": 3}']
+    assert parse_options(declared, [*argv, "--no-flag"]) == {
+        "pair": (1, "x"),
+        "point": {"a": 2},
+        "points": [{"a": 3}],
+        "flag": False,
+    }
+    with pytest.raises(options.OptionError, match=r"argument --point: a: Missing"):
+        parse_options(declared, ["--point", "{}", "--flag"])
+    with pytest.raises(options.OptionError, match=r"argument --points: not valid JSON"):
+        parse_options(declared, ["--points", "[", "--flag"])
+
+
+def test_argument_that_cannot_be_an_option_is_reported():
+    declared = {"accept": mf.Str()}
+    with pytest.raises(options.OptionError, match=r"'accept'.*--accept"):
+        parse_options(declared, [], frozenset({"--accept"}))
+    with pytest.raises(options.OptionError, match=r"'two words'"):
+        parse_options({"two words": mf.Str()}, [])
