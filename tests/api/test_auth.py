@@ -8,6 +8,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from deepserve.api import create_app
+from deepserve.client import ApiError, AsyncClient
 from deepserve.settings import ApiSettings
 from tests.checks import assert_error
 
@@ -201,3 +202,19 @@ async def test_openapi_document_without_auth_has_no_scheme(aiohttp_client, regis
     spec = await (await client.get("/swagger.json")).json()
     assert "securitySchemes" not in spec["components"]
     assert not any("security" in op for op in operations(spec).values())
+
+
+async def test_deepserve_client_sends_its_token(client):
+    url = str(client.make_url("/"))
+    async with AsyncClient(url, token=TOKEN) as good:
+        assert "oldstyle" in {m["name"] for m in await good.models()}
+        assert (await good.predict("oldstyle", text="hi"))["predictions"][
+            "text"
+        ] == "hi"
+        assert isinstance(await good.trainings("oldstyle"), list)
+    async with AsyncClient(url) as anonymous:
+        await anonymous.metadata("oldstyle")  # public
+        with pytest.raises(ApiError) as refused:
+            await anonymous.predict("oldstyle", text="hi")
+    assert refused.value.status == 401
+    assert "Bearer" in refused.value.detail
