@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
 import deepserve
-from deepserve import adapters, cli_models, config, loader
-from deepserve.api import create_app, server
-from deepserve.api.access import AccessLogger
+from deepserve import adapters, cli_models, config, loader, logs, server
+from deepserve.api import create_app
 from deepserve.exceptions import ConfigError, LoaderError
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ServerSettings
@@ -62,9 +63,9 @@ def run(argv: Sequence[str]) -> int:
         settings, debug = config.load(argv, os.environ)
     except ConfigError as exc:
         return _fail(str(exc))
-    logging.basicConfig(
+    logs.configure(
         level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        log_format=settings.log_format,
     )
     if settings.api.debug_endpoint:
         LOG.warning(
@@ -79,38 +80,34 @@ def run(argv: Sequence[str]) -> int:
     app = create_app(registry, settings.api)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        # Workers start (and warm) before the server listens, and stop after.
-        await registry.start()
+        # server.serve starts the registry once the socket listens (probes
+        # answer while models warm); it stops here, after the requests in
+        # progress ended, and before the contexts appended earlier close:
+        # trainings first (running jobs recorded as interrupted), then
+        # the workers.
         try:
             yield
         finally:
-            LOG.debug("Stopping the models' workers")
+            LOG.debug("Stopping the trainings and the models' workers")
             await registry.close()
 
     app.cleanup_ctx.append(lifecycle)
     banner = _banner(settings, list(registry))
-    try:
-        server.run_app(
+    status = asyncio.run(
+        server.serve(
             app,
-            host=settings.listen_ip,
-            port=settings.listen_port,
+            registry,
+            settings,
             # Called once the socket listens: the banner tells the truth.
-            print=lambda _line: print(banner, flush=True),
-            access_log=logging.getLogger("deepserve.access")
-            if settings.access_log
-            else None,
-            access_log_class=AccessLogger,
-            # A client that goes away cancels its request's queued work.
-            handler_cancellation=True,
+            announce=lambda: print(banner, flush=True),
+            fail=_fail,
         )
-    except LoaderError as exc:
-        return _fail(str(exc))
-    except OSError as exc:  # the address is taken, or not ours to bind
-        return _fail(
-            f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
-            f"{exc.strerror or exc}"
-        )
-    return 0
+    )
+    # The loop and its signal handlers are gone: a late signal must not
+    # interrupt the interpreter's exit with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return status
 
 
 def build_registry(settings: ServerSettings) -> Registry:

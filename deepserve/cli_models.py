@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from deepserve import models
 from deepserve.exceptions import DeepserveError
 from deepserve.store import Store
 
@@ -24,8 +24,7 @@ def main(argv: Sequence[str]) -> int:
     if args.action is None:
         parser.print_help()
         return 2
-    root = args.store or os.environ.get("DEEPSERVE_HOME") or "~/deepserve"
-    store = Store(os.path.expanduser(root))
+    store = Store(args.store) if args.store else models.default_store()
     try:
         return int(args.run(store, args))
     except DeepserveError as exc:
@@ -43,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         metavar="DIR",
-        help="the model store's directory (default: $DEEPSERVE_HOME or ~/deepserve)",
+        help="the model store's directory (default: $DEEPSERVE_HOME/models, "
+        "or ~/deepserve/models)",
     )
     sub = parser.add_subparsers(title="actions", dest="action", metavar="ACTION")
 

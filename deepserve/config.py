@@ -61,7 +61,7 @@ server_opts = [
         "model-store",
         help=(
             "Directory of the model store that model store tags are looked up "
-            "in. Default: $DEEPSERVE_HOME, or ~/deepserve."
+            "in. Default: $DEEPSERVE_HOME/models, or ~/deepserve/models."
         ),
     ),
     cfg.IntOpt(
@@ -107,6 +107,30 @@ server_opts = [
         "access-log",
         default=True,
         help="Log one line per request (logger deepserve.access).",
+    ),
+    cfg.StrOpt(
+        "log-format",
+        default="text",
+        choices=[
+            ("text", "one human-readable line per record"),
+            (
+                "json",
+                "one JSON object per line: time, level, logger, message, "
+                "request_id and exception",
+            ),
+        ],
+        help="How log records are written to standard error.",
+    ),
+    cfg.FloatOpt(
+        "shutdown-grace",
+        default=30.0,
+        min=0,
+        help=(
+            "Seconds that requests in progress get to finish after SIGTERM or "
+            "SIGINT; those still running then are cut off. Meanwhile the "
+            "server reports not ready and refuses new predictions and "
+            "trainings with 503. A second signal ends the wait at once."
+        ),
     ),
     cfg.BoolOpt(
         "debug",
@@ -334,6 +358,8 @@ def load(
         listen_ip=conf.listen_ip,
         listen_port=conf.listen_port,
         access_log=conf.access_log,
+        log_format=conf.log_format,
+        shutdown_grace=conf.shutdown_grace,
         model_names=names,
         store_root=store_root(conf.model_store, environ),
         api=api,
@@ -431,9 +457,12 @@ def _model_names(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def store_root(configured: str | None, environ: Mapping[str, str]) -> str:
-    """The model store's root: the option, else ``$DEEPSERVE_HOME``, else
-    ``~/deepserve`` (the store expands ``~``)."""
-    return configured or environ.get("DEEPSERVE_HOME") or "~/deepserve"
+    """The model store's directory: the option, else ``$DEEPSERVE_HOME/models``,
+    else ``~/deepserve/models`` (the store expands ``~``), as
+    :func:`deepserve.models.default_store` finds it."""
+    if configured:
+        return configured
+    return posixpath.join(environ.get("DEEPSERVE_HOME") or "~/deepserve", "models")
 
 
 def normalise_base_path(path: str) -> str:

@@ -10,7 +10,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from deepserve.exceptions import DeepserveError, JobNotFound, ModelNotFound, Overloaded
+from deepserve.exceptions import (
+    DeepserveError,
+    JobNotFound,
+    ModelNotFound,
+    NotRunning,
+    Overloaded,
+)
 from deepserve.executors import Executor, factory
 from deepserve.executors.batching import BatchingExecutor
 from deepserve.loader import ModelRef
@@ -75,6 +81,8 @@ class ServedModel:
         self._jobs: dict[str, TrainingJob] = {}
         #: Predictions accepted and not yet answered.
         self._in_hand = 0
+        self._started = False
+        self._draining = False
 
     @classmethod
     def create(
@@ -91,6 +99,32 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def ready(self) -> bool:
+        """Whether new work is accepted: the executor has started (every
+        worker built and, if asked, warmed the model) and no shutdown began."""
+        return self._started and not self._draining
+
+    async def start(self) -> None:
+        """Start the executor; the model is :attr:`ready` once it returns.
+
+        :raises LoaderError: when the model cannot be built or warmed.
+        """
+        await self.executor.start()
+        self._started = True
+
+    def drain(self) -> None:
+        """Refuse new predictions and trainings from now on (a shutdown
+        began); work already accepted carries on."""
+        self._draining = True
+
+    def check_ready(self) -> None:
+        """:raises NotRunning: when the model is not :attr:`ready`."""
+        if self._draining:
+            raise NotRunning(self.name, "the server is shutting down")
+        if not self._started:
+            raise NotRunning(self.name, "it is still starting; retry shortly")
 
     @property
     def queue_depth(self) -> int:
@@ -110,14 +144,21 @@ class ServedModel:
         return None
 
     def admit(self) -> None:
-        """Refuse a prediction at once when ``max_queue`` already wait.
+        """Refuse a prediction at once when the model is not ready or
+        ``max_queue`` already wait.
 
         Called before a request's body is read, so that a full server does
-        not first receive an upload it will refuse, and again by
-        :meth:`predict`.
+        not first receive an upload it will refuse. :meth:`predict` checks
+        the queue again, but not readiness: a request admitted before a
+        shutdown began still gets its answer.
 
+        :raises NotRunning: when the model is not :attr:`ready`.
         :raises Overloaded: when the queue is full.
         """
+        self.check_ready()
+        self._check_queue()
+
+    def _check_queue(self) -> None:
         if self.max_queue is None:
             return
         if self._in_hand >= self.executor.capacity + self.max_queue:
@@ -129,7 +170,7 @@ class ServedModel:
         :raises Overloaded: when ``max_queue`` predictions already wait.
         :raises DeadlineExceeded: past ``predict_timeout``.
         """
-        self.admit()
+        self._check_queue()
         self._in_hand += 1
         try:
             return await self.executor.call(
@@ -147,7 +188,10 @@ class ServedModel:
         """Start a training in its own worker; ``cleanup`` runs when it ends.
 
         Must be called from a running event loop.
+
+        :raises NotRunning: when the model is not :attr:`ready`.
         """
+        self.check_ready()
         job = TrainingJob(
             id=uuid.uuid4().hex,
             model=self.name,
@@ -204,12 +248,31 @@ class ServedModel:
                 LOG.warning("Training %s is slow to stop", job_id)
         return job
 
+    async def stop_trainings(self) -> None:
+        """Cancel every running training and wait for each to end (its
+        worker stopped, its uploads removed)."""
+        tasks = [j.task for j in self._jobs.values() if j.task and not j.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            LOG.info("Stopping %d training(s) of model '%s'", len(tasks), self.name)
+            _done, slow = await asyncio.wait(tasks, timeout=CANCEL_WAIT)
+            if slow:
+                LOG.warning("%d training(s) were slow to stop", len(slow))
+
 
 class Registry(Mapping[str, ServedModel]):
-    """The served models by name; started and closed as one."""
+    """The served models by name; started and closed as one.
+
+    Its life: :meth:`start` (the models build and warm; :attr:`ready` turns
+    true), :meth:`drain` (a shutdown began: :attr:`ready` turns false, new
+    work is refused, accepted work carries on), :meth:`close` (trainings
+    stopped, then workers).
+    """
 
     def __init__(self, served: list[ServedModel]) -> None:
         self._served = {s.name: s for s in served}
+        self._draining = False
 
     def __getitem__(self, name: str) -> ServedModel:
         try:
@@ -226,10 +289,26 @@ class Registry(Mapping[str, ServedModel]):
     def __len__(self) -> int:
         return len(self._served)
 
+    @property
+    def ready(self) -> bool:
+        """Every model started and warmed, and no shutdown begun."""
+        return not self._draining and all(s.ready for s in self._served.values())
+
+    @property
+    def draining(self) -> bool:
+        """Whether a shutdown began (:meth:`drain` was called)."""
+        return self._draining
+
+    def drain(self) -> None:
+        """Mark the registry not ready and refuse new work; idempotent."""
+        self._draining = True
+        for s in self._served.values():
+            s.drain()
+
     async def start(self) -> None:
         """Start every executor at once; on failure, stop them all again."""
         results = await asyncio.gather(
-            *(s.executor.start() for s in self._served.values()),
+            *(s.start() for s in self._served.values()),
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -238,5 +317,13 @@ class Registry(Mapping[str, ServedModel]):
             raise failures[0]
 
     async def close(self) -> None:
-        """Stop every worker, training workers included."""
-        await asyncio.gather(*(s.executor.close() for s in self._served.values()))
+        """Stop the trainings, then every worker; drains first.
+
+        The order matters: a training is stopped (and its record settled)
+        while its model's executor still exists; only then do the
+        executors stop their pools.
+        """
+        self.drain()
+        served = list(self._served.values())
+        await asyncio.gather(*(s.stop_trainings() for s in served))
+        await asyncio.gather(*(s.executor.close() for s in served))

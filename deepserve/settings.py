@@ -43,6 +43,11 @@ class ApiSettings:
 ExecutorKind = Literal["process", "thread", "inline"]
 EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("process", "thread", "inline")
 
+#: ``text``: one human-readable line per record; ``json``: one JSON object
+#: per line, for log collectors.
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSettings:
@@ -74,10 +79,14 @@ class ServerSettings:
     listen_port: int = 5000
     #: Log one line per request (logger ``deepserve.access``).
     access_log: bool = True
+    #: How log records are written to stderr.
+    log_format: LogFormat = "text"
+    #: Seconds requests in progress get to finish once a shutdown begins.
+    shutdown_grace: float = 30.0
     #: Models to serve; empty means every model found.
     model_names: tuple[str, ...] = ()
     #: Root directory of the model store that store tags are looked up in.
-    store_root: str = "~/deepserve"
+    store_root: str = "~/deepserve/models"
     api: ApiSettings = dataclasses.field(default_factory=ApiSettings)
     #: How models run, unless ``model_executors`` says otherwise.
     executor: ExecutorSettings = dataclasses.field(default_factory=ExecutorSettings)

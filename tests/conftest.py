@@ -60,6 +60,17 @@ def fake_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         sys.path.remove(entry)
 
 
+@pytest.fixture(scope="session")
+def slow_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site where ``slow`` (tests/fakes/fake_slow.py) is installed; kept
+    apart from the good models so that it is served only when asked for."""
+    return write_dist(
+        tmp_path_factory.mktemp("slow-site"),
+        "slow-model",
+        {"slow": ("deepserve.v2.model", "fake_slow")},
+    )
+
+
 def subprocess_env(*sites: Path) -> dict[str, str]:
     """Environment for a ``deepserve`` subprocess that sees ``sites``."""
     env = dict(os.environ)

@@ -21,7 +21,7 @@ from tests.conftest import subprocess_env
 def store(fake_site: Path, tmp_path: Path) -> Store:
     import fake_stored
 
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "home" / "models")
     for factor in (1.0, 2.0):
         picklable_model.save_model(
             "scaler",
@@ -156,7 +156,7 @@ def test_import_of_a_broken_archive_is_refused_with_the_store_unchanged(
 def test_models_command_runs_as_a_real_process(store, fake_site):
     proc = subprocess.run(
         [sys.executable, "-m", "deepserve.cli", "models", "list", "-o", "json"],
-        env={**subprocess_env(fake_site), "DEEPSERVE_HOME": str(store.root)},
+        env={**subprocess_env(fake_site), "DEEPSERVE_HOME": str(store.root.parent)},
         capture_output=True,
         text=True,
         timeout=60,

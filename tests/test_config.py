@@ -235,7 +235,8 @@ def test_security_options_from_a_config_file(tmp_path):
 
 
 def test_model_store_from_option_then_env_then_home():
-    assert load([]).store_root == "~/deepserve"
-    assert load([], {"DEEPSERVE_HOME": "/srv/store"}).store_root == "/srv/store"
+    assert load([]).store_root == "~/deepserve/models"
+    home = {"DEEPSERVE_HOME": "/srv/store"}
+    assert load([], home).store_root == "/srv/store/models"
     given = load(["--model-store", "/data/models"], {"DEEPSERVE_HOME": "/srv/store"})
     assert given.store_root == "/data/models"

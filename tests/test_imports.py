@@ -18,6 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "demo": set(),
     "__init__": set(),
+    # Request-id tagging and log formats: used by workers, api and cli.
+    "logs": {"settings"},
     "config": {"settings", "exceptions", "__init__"},
     # The model store, and the user-facing modules in front of it.
     "store": {"exceptions", "model", "settings", "__init__"},
@@ -26,54 +28,29 @@ ALLOWED: dict[str, set[str]] = {
     "sklearn": {"exceptions", "model", "settings", "store", "models"},
     "class_model": {"exceptions", "model", "settings", "store", "models"},
     "python_model": {"exceptions", "model", "settings", "store", "models"},
-    "loader": {"exceptions", "model", "settings", "store"},
-    "adapters": {"exceptions", "model", "settings", "store", "loader"},
-    "executors": {"exceptions", "model", "settings", "loader", "adapters"},
-    "runtime": {"exceptions", "model", "settings", "loader", "adapters", "executors"},
-    "api": {
-        "exceptions",
-        "model",
-        "settings",
-        "loader",
-        "adapters",
-        "executors",
-        "runtime",
-        "__init__",
-    },
-    "cli": {
-        "cli_models",
-        "store",
-        "exceptions",
-        "model",
-        "settings",
-        "loader",
-        "adapters",
-        "executors",
-        "runtime",
-        "api",
-        "config",
-        "shell",
-        "__init__",
-    },
-    # deepserve call: the command line's in-process sibling of the server.
-    "shell": {
-        "exceptions",
-        "model",
-        "settings",
-        "loader",
-        "adapters",
-        "executors",
-        "runtime",
-        "api",
-        "config",
-        "__init__",
-    },
-    "cli_models": {"exceptions", "store"},
-    # A client talks to a server over HTTP only: none of the server's layers.
-    "client": {"exceptions", "__init__"},
 }
+_BELOW = {"exceptions", "model", "settings", "logs", "store"}
+ALLOWED["loader"] = _BELOW
+ALLOWED["adapters"] = ALLOWED["loader"] | {"loader"}
+ALLOWED["executors"] = ALLOWED["adapters"] | {"adapters"}
+ALLOWED["runtime"] = ALLOWED["executors"] | {"executors"}
+ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "__init__"}
+# Runs the app: listening, start-up, signals, graceful shutdown.
+ALLOWED["server"] = ALLOWED["api"] | {"api"}
+# deepserve call: the command line's in-process sibling of the server.
+ALLOWED["shell"] = ALLOWED["api"] | {"api", "config"}
+ALLOWED["cli_models"] = {"exceptions", "store", "models"}
+ALLOWED["cli"] = ALLOWED["server"] | {
+    "server",
+    "config",
+    "shell",
+    "cli_models",
+}
+# A client talks to a server over HTTP only: none of the server's layers.
+ALLOWED["client"] = {"exceptions", "__init__"}
+
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime", "store", "models"}  # fmt: skip
+                "executors", "runtime", "store", "models", "logs"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

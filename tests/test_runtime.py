@@ -149,3 +149,50 @@ async def test_max_queue_zero_admits_while_a_worker_is_free(fake_site):
         assert (await served.predict({**args, "mode": "echo"}))["text"] == "0.5"
     finally:
         await reg.close()
+
+
+async def test_readiness_follows_start_and_drain(fake_site):
+    from deepserve.exceptions import NotRunning
+    from deepserve.settings import ExecutorSettings
+    from tests.conftest import start_registry
+
+    reg = await start_registry(["classy"], ExecutorSettings(kind="inline"))
+    served = reg["classy"]
+    try:
+        assert reg.ready and served.ready and not reg.draining
+        reg.drain()
+        assert reg.draining and not reg.ready and not served.ready
+        with pytest.raises(NotRunning, match="shutting down"):
+            served.admit()
+        with pytest.raises(NotRunning, match="shutting down"):
+            served.start_training(classy_train_args(), {})
+    finally:
+        await reg.close()
+
+
+async def test_close_stops_trainings_before_workers(fake_site, tmp_path):
+    """Closing ends running trainings for real: process gone, uploads removed."""
+    from deepserve.settings import ExecutorSettings
+    from tests.checks import wait_for_pidfile
+    from tests.conftest import start_registry
+    from tests.servers import gone
+
+    reg = await start_registry(["classy"], ExecutorSettings(kind="inline"))
+    served = reg["classy"]
+    pidfile = tmp_path / "train.pid"
+    cleaned: list[str] = []
+    job = served.start_training(
+        classy_train_args(seconds=60.0, pidfile=str(pidfile)),
+        {},
+        cleanup=lambda: cleaned.append("done"),
+    )
+    pid = await wait_for_pidfile(pidfile)
+
+    await reg.close()
+
+    assert job.status != "running" and job.finished is not None
+    assert cleaned == ["done"]
+    deadline = time.monotonic() + DEADLINE
+    while not gone(pid):
+        assert time.monotonic() < deadline, "the training's process survived"
+        await asyncio.sleep(0.05)

@@ -7,6 +7,8 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from deepserve.api import requestids
+
 
 class AccessLogger(AbstractAccessLogger):
     """Logs ``client "METHOD path?query" status duration``.
@@ -29,4 +31,7 @@ class AccessLogger(AbstractAccessLogger):
             request.path_qs,
             response.status,
             time * 1000,
+            # Written after the request's context ended: the id is passed
+            # along, from the header the request-id middleware set.
+            extra={"request_id": response.headers.get(requestids.HEADER)},
         )

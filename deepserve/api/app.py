@@ -7,10 +7,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from deepserve.api import auth, cors, docs, media, metrics, openapi
+from deepserve.api import (
+    auth,
+    cors,
+    docs,
+    health,
+    media,
+    metrics,
+    openapi,
+    requestids,
+)
 from deepserve.api.args import ArgSpec
 from deepserve.api.debug import LogBuffer
 from deepserve.api.errors import error_middleware
+from deepserve.api.inflight import IN_FLIGHT, InFlight
 from deepserve.api.routes import Handlers
 from deepserve.runtime import Registry
 from deepserve.settings import ApiSettings
@@ -49,18 +59,25 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     The registry's executors are started and closed by the caller; the app
     only routes requests to them.
     """
+    in_flight = InFlight()
     meter = metrics.create(registry, settings)
     app = web.Application(
         client_max_size=settings.client_max_size,
+        # Counting outermost (a shutdown waits for every request), then
+        # request ids, so that the errors logged inside carry them; metrics
+        # then see every answer; CORS preflights are answered before
+        # authentication, which comes after error mapping.
         middlewares=[
-            # Metrics first, to see every answer; CORS preflights are
-            # answered before authentication, which is after error mapping.
+            in_flight.middleware,
+            requestids.request_id_middleware,
             *metrics.middlewares(meter),
             *cors.middlewares(settings),
             error_middleware,
             *auth.middlewares(settings),
         ],
     )
+    app[IN_FLIGHT] = in_flight
+    requestids.install(app)
     cors.add_signals(app, settings)
     ops = model_ops(registry)
     spec = openapi.build(list(ops.values()), settings)
@@ -85,6 +102,7 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     r.add_get(spec_url, swagger, allow_head=False)
     r.add_get(f"{base}/v2{SLASH}", h.version, allow_head=False)
     r.add_get(f"{base}/v2/models{SLASH}", h.models, allow_head=False)
+    health.add_routes(app, registry, base)
     model = f"{base}/v2/models/{{name}}"
     r.add_get(f"{model}{SLASH}", h.model, allow_head=False)
     if settings.predict_endpoint:

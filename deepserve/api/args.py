@@ -3,7 +3,7 @@
 Each argument is looked for where its field says (``location=`` in old
 DEEPaaS style): file arguments in a multipart body, header arguments in the
 headers, and every other argument in the query string, a form body or a JSON
-body, in that order. Uploads are streamed to files in a per-request
+body; an argument given both in the query string and in the body is refused. Uploads are streamed to files in a per-request
 directory, never held whole in memory; :class:`Uploads` removes them.
 
 The plugin's fields are never modified: validation runs on copies.
@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import marshmallow
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import fields as mf
 from multidict import MultiDict, MultiMapping
 
@@ -187,8 +188,13 @@ async def parse(
                 raw[arg.key] = request.headers[arg.key]
         else:
             value = _lookup(arg.key, arg.multiple, sources, body.json)
-            if value is not _ABSENT:
+            if value is _TWICE:
+                errors[arg.key] = [TWICE_MSG]
+            elif value is not _ABSENT:
                 raw[arg.key] = value
+    accept = _lookup(ACCEPT, False, sources, body.json) if spec.accept else _ABSENT
+    if accept is _TWICE:
+        errors[ACCEPT] = [TWICE_MSG]
     try:
         loaded = spec.schema.load(raw)
     except marshmallow.ValidationError as err:
@@ -197,11 +203,13 @@ async def parse(
     if errors:
         raise BadInput(f"Invalid arguments: {', '.join(sorted(errors))}", errors=errors)
     kwargs.update(loaded)
-    accept = _lookup(ACCEPT, False, sources, body.json)
-    return kwargs, (None if accept is _ABSENT or spec.accept is None else str(accept))
+    return kwargs, (None if accept is _ABSENT else str(accept))
 
 
 _ABSENT = object()
+#: An argument given both in the query string and in the body.
+_TWICE = object()
+TWICE_MSG = "Given both in the query string and in the body; give it once."
 
 
 def _lookup(
@@ -210,9 +218,16 @@ def _lookup(
     multidicts: tuple[MultiMapping[str], ...],
     json_body: Mapping[str, Any],
 ) -> Any:
-    for source in multidicts:
-        if key in source:
-            return source.getall(key) if multiple else source[key]
+    """The value of ``key``: ``_ABSENT`` when nowhere, ``_TWICE`` when the
+    query string and the body (form or JSON) both have it."""
+    query, form = multidicts
+    in_body = key in form or key in json_body
+    if key in query:
+        if in_body:
+            return _TWICE
+        return query.getall(key) if multiple else query[key]
+    if key in form:
+        return form.getall(key) if multiple else form[key]
     return json_body.get(key, _ABSENT)
 
 
@@ -346,8 +361,10 @@ async def _read_multipart(
                 body.form.add(name, data.decode(charset, errors="replace"))
             else:
                 await _drain(part, count)
-    except (ValueError, AssertionError) as err:
-        raise MalformedRequest(f"The multipart body cannot be read: {err}") from None
+    except (ValueError, AssertionError, HttpProcessingError) as err:
+        # HttpProcessingError: a part's headers are not valid HTTP headers.
+        reason = getattr(err, "message", None) or err
+        raise MalformedRequest(f"The multipart body cannot be read: {reason}") from None
 
 
 async def _drain(part: BodyPartReader, count: Any) -> None:

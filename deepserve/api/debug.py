@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import logging
 
+from deepserve import logs
+
 #: Log lines kept for ``GET /v2/debug/``.
 MAX_LINES = 2000
 
@@ -15,9 +17,9 @@ class LogBuffer(logging.Handler):
     def __init__(self, max_lines: int = MAX_LINES) -> None:
         super().__init__(level=logging.DEBUG)
         self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
-        self.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        # Lines name their request, as in the server's own log.
+        self.addFilter(logs.RequestIdFilter())
+        self.setFormatter(logging.Formatter(logs.TEXT_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -13,7 +13,7 @@ from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from marshmallow import fields
 
 import deepserve
-from deepserve.api import schemas
+from deepserve.api import health, schemas
 from deepserve.api.args import ACCEPT, ArgSpec, external_name, is_multiple, location_of
 from deepserve.api.media import JSON, Offer, is_json
 from deepserve.settings import ApiSettings
@@ -111,13 +111,12 @@ class _Builder:
         multipart = args.by_location("form", "files")
         if multipart:
             content["multipart/form-data"] = {"schema": self.object_schema(multipart)}
-        values = {n: f for n, f in args.fields.items() if location_of(f) != "files"}
+        # Form arguments may come in a JSON body instead. (Query arguments
+        # are read from a body too when the query string lacks them, but
+        # documenting both places would invite giving them twice: a 422.)
+        values = args.by_location("form", "json")
         if values:
-            json_schema = self.object_schema(values)
-            if multipart or args.by_location("query"):
-                # An alternative to the query string and form: not required.
-                json_schema.pop("required", None)
-            content[JSON] = {"schema": json_schema}
+            content[JSON] = {"schema": self.object_schema(values)}
         if not content:
             return None
         required = any(f.required for f in multipart.values())
@@ -191,6 +190,7 @@ def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
             }
         },
     )
+    _add_health(b, [ops.name for ops in models])
     if settings.debug_endpoint:
         b.spec.path(
             "/v2/debug/",
@@ -213,6 +213,50 @@ def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
     if settings.base_path:
         doc["servers"] = [{"url": settings.base_path}]
     return doc
+
+
+def _probe(schema: str, summary: str, false_means: str) -> dict[str, Any]:
+    """A health operation: 200 when true, 503 (same body) when false."""
+    content = {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {
+        "get": {
+            "tags": ["health"],
+            "summary": summary,
+            "responses": {
+                "200": {"description": "Yes", "content": content},
+                "503": {"description": f"No: {false_means}", "content": content},
+            },
+        }
+    }
+
+
+def _add_health(b: _Builder, names: list[str]) -> None:
+    """The Open Inference Protocol's health paths."""
+    for name in ("Liveness", "Readiness", "ModelReadiness"):
+        b.spec.components.schema(name, schema=getattr(health, name))
+    b.spec.path(
+        "/v2/health/live",
+        operations=_probe(
+            "Liveness", "Whether the server answers (liveness probe)", "never sent"
+        ),
+    )
+    b.spec.path(
+        "/v2/health/ready",
+        operations=_probe(
+            "Readiness",
+            "Whether every model is started and warmed (readiness probe)",
+            "models still warming, or the server is shutting down",
+        ),
+    )
+    for name in names:
+        ready = _probe(
+            "ModelReadiness",
+            f"Whether model '{name}' is started and warmed",
+            "the model is still warming, or the server is shutting down",
+        )
+        ready["get"]["operationId"] = f"{name}.ready"
+        ready["get"]["responses"].update(errors(404))
+        b.spec.path(f"/v2/models/{name}/ready", operations=ready)
 
 
 def _add_model(b: _Builder, ops: ModelOps, settings: ApiSettings) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Protocol
 
+from deepserve import logs
 from deepserve.exceptions import (
     DeadlineExceeded,
     DeepserveError,
@@ -65,6 +66,9 @@ class _Call:
     answer: asyncio.Future[Any]
     worker: _Worker | None = None
     id: int = dataclasses.field(default_factory=itertools.count().__next__)
+    #: The request it serves, for the worker's log lines (taken from the
+    #: caller's context; a batch, merged from several, has none).
+    request_id: str | None = dataclasses.field(default_factory=logs.REQUEST_ID.get)
 
     @property
     def running(self) -> bool:
@@ -102,8 +106,16 @@ class _Worker:
         self._conn, child = ctx.Pipe(duplex=True)
         self.process: SpawnProcess = ctx.Process(
             target=worker_main.main,
-            # Workers log at the server's level (the CLI configures it).
-            args=(child, ref, warm, os.getpid(), logging.getLogger().level),
+            # Workers log at the server's level and in its format (the CLI
+            # configures them).
+            args=(
+                child,
+                ref,
+                warm,
+                os.getpid(),
+                logging.getLogger().level,
+                logs.current_format(),
+            ),
             name=f"deepserve-worker[{ref.name}]",
         )
         self.process.start()
@@ -126,7 +138,7 @@ class _Worker:
             _settle(call.answer, error=WorkerDied(self.model, self.death()))
             return
         try:
-            self._conn.send((call.id, call.method, dict(call.kwargs)))
+            self._conn.send((call.id, call.method, dict(call.kwargs), call.request_id))
         except (OSError, EOFError):
             pass  # _readable sees the death and fails the call
         except Exception as exc:  # the arguments do not pickle
@@ -187,7 +199,10 @@ class _Worker:
     async def _report_death(self) -> None:
         # The exit status says why; it is there as soon as the process is
         # reaped, which takes a moment after its pipe closes.
-        await self._loop.run_in_executor(None, self.process.join, TERMINATE_GRACE)
+        # RuntimeError: the loop is shutting down (a worker killed on the
+        # way out); the calls are settled all the same.
+        with contextlib.suppress(RuntimeError):
+            await self._loop.run_in_executor(None, self.process.join, TERMINATE_GRACE)
         died = WorkerDied(self.model, self.death())
         _settle(self.ready, error=died)
         running = self.pending.popleft() if self.pending else None
@@ -328,9 +343,17 @@ class ProcessExecutor:
         :raises LoaderError: when a worker cannot build or warm the model.
         """
         workers = [self._spawn() for _ in range(self._size)]
-        outcomes = await asyncio.gather(
-            *(w.ready for w in workers), return_exceptions=True
-        )
+        try:
+            outcomes = await asyncio.gather(
+                *(w.ready for w in workers), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            # A shutdown while the workers warm: they are not in the pool
+            # yet, so close() would not see them.
+            for w in workers:
+                w.kill()
+            await asyncio.gather(*(w.wait_gone() for w in workers))
+            raise
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
             for w in workers:

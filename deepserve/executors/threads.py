@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from deepserve import logs
 from deepserve.exceptions import (
     DeadlineExceeded,
     DeepserveError,
@@ -33,7 +34,8 @@ from deepserve.model import Method, Model
 
 LOG = logging.getLogger(__name__)
 
-_Call = tuple[asyncio.Future[Any], Method, Mapping[str, Any]]
+#: A future, the call, and the request id for the thread's log lines.
+_Call = tuple[asyncio.Future[Any], Method, Mapping[str, Any], str | None]
 _Answer = tuple[asyncio.Future[Any], bool, Any]
 
 
@@ -97,7 +99,7 @@ class ThreadExecutor:
         if self._loop is None or not self._threads:
             raise NotRunning(self._model.name, "the executor is not running")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._calls.put((future, method, kwargs))
+        self._calls.put((future, method, kwargs, logs.REQUEST_ID.get()))
         self._outstanding += 1
         try:
             # Cancelling a call that has not started makes its thread skip it.
@@ -126,16 +128,19 @@ class ThreadExecutor:
     def _work(self) -> None:
         """A pool thread: run calls until told to stop."""
         while (call := self._calls.get()) is not None:
-            future, method, kwargs = call
+            future, method, kwargs, request_id = call
             if future.done():  # its caller left before it started
                 continue
             self._running.add(future)
+            token = logs.REQUEST_ID.set(request_id)
             try:
                 answer: _Answer = (future, True, self._model.call(method, kwargs))
             except DeepserveError as exc:
                 answer = (future, False, exc)
             except BaseException as exc:
                 answer = (future, False, DeepserveError(f"{type(exc).__name__}: {exc}"))
+            finally:
+                logs.REQUEST_ID.reset(token)
             self._running.discard(future)
             self._answers.append(answer)
             if not self._wake_scheduled:

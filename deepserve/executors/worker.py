@@ -1,8 +1,10 @@
 """The code that runs inside a worker process.
 
 A worker builds its model once from a :class:`~deepserve.loader.ModelRef`,
-optionally warms it, reports ready, then answers ``(id, method, kwargs)``
-messages in order, one at a time, until its pipe closes.
+optionally warms it, reports ready, then answers
+``(id, method, kwargs, request_id)`` messages in order, one at a time, until
+its pipe closes. While a call runs, its request id tags the worker's log
+lines, as in the server.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from deepserve import adapters
+from deepserve import adapters, logs
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
+from deepserve.settings import LogFormat
 
 READY = "ready"
 OK = "ok"
@@ -33,17 +36,29 @@ CANCEL = "cancel"
 
 
 #: How worker processes format the log records of the models they run.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"
+LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [worker %(process)d]%(request_tag)s: "
+    "%(message)s"
+)
 
 
 def main(
-    conn: Connection, ref: ModelRef, warm: bool, parent_pid: int, log_level: int
+    conn: Connection,
+    ref: ModelRef,
+    warm: bool,
+    parent_pid: int,
+    log_level: int,
+    log_format: LogFormat = "text",
 ) -> None:
     _exit_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the server decides when
     # workers stop, so they must not die mid-call with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    # The server's format: JSON collectors read its stderr, which workers share.
+    handler = logs.make_handler(log_format)
+    if log_format == "text":
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=log_level, handlers=[handler])
     try:
         model = adapters.build(ref)
         if warm:
@@ -64,7 +79,9 @@ def _serve(conn: Connection, model: Model, name: str) -> None:
     Calls may arrive before the previous one is done (the server pipelines
     them); a ``(CANCEL, id)`` message read before a call starts skips it.
     """
-    backlog: collections.deque[tuple[int, Method, Any]] = collections.deque()
+    backlog: collections.deque[tuple[int, Method, Any, str | None]] = (
+        collections.deque()
+    )
     cancelled: set[int] = set()
 
     def take(message: Any) -> bool:
@@ -87,11 +104,12 @@ def _serve(conn: Connection, model: Model, name: str) -> None:
             return
         if not backlog:
             continue
-        call_id, method, kwargs = backlog.popleft()
+        call_id, method, kwargs, request_id = backlog.popleft()
         if call_id in cancelled:
             cancelled.discard(call_id)
             _send(conn, SKIPPED, None)
             continue
+        token = logs.REQUEST_ID.set(request_id)
         try:
             result = model.call(method, kwargs)
         except DeepserveError as exc:
@@ -100,6 +118,8 @@ def _serve(conn: Connection, model: Model, name: str) -> None:
         except BaseException as exc:  # SystemExit from a model, say
             _send(conn, ERR, _unexpected(name, exc))
             continue
+        finally:
+            logs.REQUEST_ID.reset(token)
         try:
             conn.send((OK, result))
         except (EOFError, OSError):

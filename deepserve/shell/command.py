@@ -41,6 +41,7 @@ from deepserve.model import Method, Model, UploadedFile
 from deepserve.runtime import TrainingJob
 from deepserve.settings import ServerSettings
 from deepserve.shell import options, output
+from deepserve.store import Store
 
 LOG = logging.getLogger(__name__)
 
@@ -213,8 +214,13 @@ def _config_argv(ns: argparse.Namespace) -> list[str]:
     return argv
 
 
-def choose(available: Mapping[str, ModelRef], requested: Sequence[str]) -> ModelRef:
-    """The one model to run.
+def choose(
+    available: Mapping[str, ModelRef],
+    requested: Sequence[str],
+    *,
+    store: Store | None = None,
+) -> ModelRef:
+    """The one model to run: an installed one, or one from ``store``.
 
     :raises LoaderError: when the requested model is not installed.
     :raises UsageError: when no single model is named and several are found.
@@ -227,7 +233,7 @@ def choose(available: Mapping[str, ModelRef], requested: Sequence[str]) -> Model
     if not requested and not available:
         LOG.warning("No model installed; running the bundled demo model")
         return loader.DEMO
-    refs = loader.select(available, requested)
+    refs = loader.select(available, requested, store=store)
     if len(refs) > 1:
         raise UsageError(
             f"several models are installed ({', '.join(r.name for r in refs)}); "
@@ -250,7 +256,11 @@ class _Call:
         available = loader.discover(loader.installed_entry_points())
         # The command line names one model; the configuration may name several.
         requested = [self.ns.model_name] if self.ns.model_name else []
-        ref = choose(available, requested or self.settings.model_names)
+        ref = choose(
+            available,
+            requested or self.settings.model_names,
+            store=Store(self.settings.store_root),
+        )
         try:
             with _model_code():
                 model = adapters.build(ref)

@@ -74,7 +74,8 @@ def _kind(arg: Arg) -> Kind:
         return "flag"
     if arg.multiple:
         return "multiple"
-    if isinstance(arg.field, _STRUCTURED):
+    if isinstance(arg.field, _STRUCTURED) or arg.where == "json":
+        # Over HTTP an argument of the JSON body arrives as parsed JSON.
         return "json"
     return "value"
 

@@ -26,7 +26,11 @@ PROTECTED = [
     ("GET", "/v2/debug/", 200),
     ("GET", "/metrics", 200),
 ]
+MODELS = ("oldstyle", "classy", "minimal", "files", "batchy")
 PUBLIC = [
+    "/v2/health/live",
+    "/v2/health/ready/",
+    "/v2/models/oldstyle/ready",
     "/",
     "/swagger.json",
     "/v2/",
@@ -181,8 +185,10 @@ async def test_openapi_document_declares_the_scheme(client):
         ("get", "/"),
         ("get", "/v2/"),
         ("get", "/v2/models/"),
-        *{("get", f"/v2/models/{m}/") for m in ("oldstyle", "classy")},
-        *{("get", f"/v2/models/{m}/") for m in ("minimal", "files", "batchy")},
+        *{("get", f"/v2/models/{m}/") for m in MODELS},
+        ("get", "/v2/health/live"),
+        ("get", "/v2/health/ready"),
+        *{("get", f"/v2/models/{m}/ready") for m in MODELS},
     }
 
 

@@ -14,7 +14,7 @@ from marshmallow import fields as mf
 from deepserve import adapters, loader
 from deepserve.api import create_app
 from deepserve.runtime import Registry, ServedModel
-from deepserve.settings import ApiSettings
+from deepserve.settings import ApiSettings, ExecutorSettings
 from tests.checks import assert_error
 
 PREDICT = "/v2/models/{}/predict/"
@@ -87,9 +87,9 @@ async def test_args_from_json_body_with_typed_values(client):
     assert body["predictions"]["tags"] == ["x", "y", "z"]
 
 
-async def test_query_wins_over_json_body(client):
+async def test_query_and_json_body_together(client):
     body = await predict_json(
-        client, "oldstyle", params={"text": "q"}, json={"text": "j", "count": 2}
+        client, "oldstyle", params={"text": "q"}, json={"count": 2}
     )
     # text from the query, count (absent there) from the JSON body.
     assert body["predictions"]["text"] == "qq"
@@ -364,12 +364,18 @@ async def test_debug_endpoint_when_enabled(aiohttp_client, registry):
     client = await aiohttp_client(
         create_app(registry, ApiSettings(debug_endpoint=True))
     )
-    crash = await client.post(PREDICT.format("oldstyle"), params={"mode": "crash"})
+    crash = await client.post(
+        PREDICT.format("oldstyle"),
+        params={"mode": "crash"},
+        headers={"X-Request-ID": "dbg-1"},
+    )
     assert crash.status == 500
     resp = await client.get("/v2/debug/")
     assert resp.status == 200
     assert resp.content_type == "text/plain"
-    assert "ValueError" in await resp.text()
+    text = await resp.text()
+    assert "ValueError" in text
+    assert "[dbg-1]: Model 'oldstyle' failed with ValueError" in text
 
 
 # -- the plugin's fields are never changed -----------------------------------------
@@ -398,9 +404,8 @@ def snapshot(value: Any) -> Any:
 
 async def test_plugin_fields_are_never_mutated(aiohttp_client, registry):
     available = loader.discover(loader.installed_entry_points())
-    models = [
-        adapters.build(ref) for ref in loader.select(available, ["oldstyle", "classy"])
-    ]
+    refs = loader.select(available, ["oldstyle", "classy"])
+    models = [adapters.build(ref) for ref in refs]
 
     def state() -> Any:
         return {
@@ -420,9 +425,12 @@ async def test_plugin_fields_are_never_mutated(aiohttp_client, registry):
     assert "'hello'" in repr(old["text"][1]) and "'location'" in repr(old["data"][1])
     assert "'X-Token'" in repr(before["classy"]["predict"]["token"][1])
 
-    # The session's started executors run the calls; this registry is only
-    # a view over them, so it is neither started nor closed here.
-    mine = Registry([ServedModel(m, registry[m.name].executor) for m in models])
+    # Inline executors: the calls run on these very model objects.
+    inline = ExecutorSettings(kind="inline")
+    mine = Registry(
+        [ServedModel.create(r, m, inline) for r, m in zip(refs, models, strict=True)]
+    )
+    await mine.start()
     client = await aiohttp_client(create_app(mine, ApiSettings()))
 
     assert (await client.get("/swagger.json")).status == 200
@@ -452,5 +460,6 @@ async def test_plugin_fields_are_never_mutated(aiohttp_client, registry):
     assert (
         await client.post(PREDICT.format("classy"), params={"label": "?"})
     ).status == 422
+    await mine.close()
 
     assert state() == before

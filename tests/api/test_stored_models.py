@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from openapi_spec_validator import validate
 
 from deepserve import class_model, loader, picklable_model, python_model
 from deepserve import sklearn as ds_sklearn
+from deepserve.client import AsyncDeployedModel, DeployedModel
 from deepserve.exceptions import LoaderError
 from deepserve.store import Store
 from tests.checks import assert_error
 from tests.conftest import subprocess_env
-from tests.servers import Server, get_json
+from tests.servers import DEEPSERVE, Server, get_json
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -298,3 +300,43 @@ def test_select_refuses_unknown_tags_and_two_versions_of_one_name(fake_site, tmp
         loader.select({}, tags, store=store)
     # the same version asked for twice is served once
     assert len(loader.select({}, [tags[1], "twin:latest", "twin"], store=store)) == 1
+
+
+async def test_deepserve_call_predicts_like_the_server(
+    server, stored, fake_site, tmp_path
+):
+    root, expected = stored
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(f"[DEFAULT]\nmodel_store = {root}\n")
+    rows = json.dumps(expected["rows"])
+    proc = subprocess.run(
+        [*DEEPSERVE, "call", "--config-file", str(conf), "--model-name", "iris_clf",
+         "predict", "--data", rows, "--signature", "predict_proba"],
+        env=subprocess_env(fake_site),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    _, over_http = await post(
+        server,
+        "/v2/models/iris_clf/predict/?signature=predict_proba",
+        json={"data": expected["rows"]},
+    )
+    assert json.loads(proc.stdout) == over_http
+
+
+async def test_deployed_model_predicts_on_every_kind(server, stored):
+    _, expected = stored
+    async with AsyncDeployedModel(server.base, "greeter") as greeter:
+        assert await greeter.predict(["Bob"]) == ["Hello, Bob"]
+        assert (await greeter.metadata())["module"] == "deepserve.class_model"
+    async with AsyncDeployedModel(server.base, "iris_clf") as iris:
+        assert await iris.predict(expected["rows"]) == expected["iris_predict"]
+        proba = await iris.predict(expected["rows"], signature="predict_proba")
+        assert len(proba) == len(expected["rows"])
+    async with AsyncDeployedModel(server.base, "shouter") as shouter:
+        assert await shouter.predict(["ok"]) == ["OK!"]
+    # the sync flavour, as in a notebook
+    with DeployedModel(server.base, "scaler") as scaler:
+        assert scaler.predict([[1, 2]]) == [[2.0, 4.0]]

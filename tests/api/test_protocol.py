@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from deepserve.api import create_app, server
+from deepserve.api import create_app, protocol
 from deepserve.settings import ApiSettings
 from tests.servers import free_port
 
@@ -32,7 +32,7 @@ MALFORMED = {
 @pytest_asyncio.fixture
 async def address(registry) -> AsyncIterator[tuple[str, int]]:  # type: ignore[no-untyped-def]
     """A real server of the app, through deepserve's runner."""
-    runner = server.AppRunner(create_app(registry, ApiSettings()))
+    runner = protocol.AppRunner(create_app(registry, ApiSettings()))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -64,7 +64,7 @@ async def test_malformed_requests_get_json_and_one_log_line(address, caplog, cas
     assert "Traceback" not in error["message"]
     records = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(records) == 1, [r.getMessage() for r in records]
-    assert records[0].name == "deepserve.api.server"
+    assert records[0].name == "deepserve.api.protocol"
     assert records[0].exc_info is None and "\n" not in records[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)
 

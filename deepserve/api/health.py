@@ -1,0 +1,78 @@
+"""Health and readiness on the Open Inference Protocol's paths.
+
+``GET /v2/health/live``, ``GET /v2/health/ready`` and
+``GET /v2/models/{name}/ready`` answer 200 when true and 503 otherwise,
+with a small JSON body, so that Kubernetes probes and KServe/Triton clients
+read them alike. The server listens while its models still warm: it is
+live then, not ready; it is not ready either once a shutdown began.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema, fields
+
+from deepserve.runtime import Registry
+
+#: One optional trailing slash, as on every other path.
+SLASH = "{slash:/?}"
+#: Probes must see the state now, never a cached answer.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Liveness(Schema):
+    live = fields.Bool(required=True, metadata={"description": "Always true"})
+
+
+class Readiness(Schema):
+    ready = fields.Bool(
+        required=True,
+        metadata={
+            "description": "Every model started and warmed, and no shutdown begun"
+        },
+    )
+
+
+class ModelReadiness(Schema):
+    name = fields.Str(required=True, metadata={"description": "The model"})
+    ready = fields.Bool(
+        required=True,
+        metadata={"description": "The model started and warmed, no shutdown begun"},
+    )
+
+
+def _answer(body: dict[str, Any], ok: bool) -> web.Response:
+    return web.json_response(body, status=200 if ok else 503, headers=_NO_STORE)
+
+
+class Health:
+    """The health handlers of one registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def live(self, _request: web.Request) -> web.Response:
+        """The process answers HTTP; nothing more is checked."""
+        return _answer({"live": True}, True)
+
+    async def ready(self, _request: web.Request) -> web.Response:
+        ready = self.registry.ready
+        return _answer({"ready": ready}, ready)
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        """:raises ModelNotFound: for a model not served (a 404)."""
+        served = self.registry[request.match_info["name"]]
+        return _answer({"name": served.name, "ready": served.ready}, served.ready)
+
+
+def add_routes(app: web.Application, registry: Registry, base: str) -> None:
+    """Serve the three health paths under ``base``."""
+    h = Health(registry)
+    r = app.router
+    r.add_get(f"{base}/v2/health/live{SLASH}", h.live, allow_head=False)
+    r.add_get(f"{base}/v2/health/ready{SLASH}", h.ready, allow_head=False)
+    r.add_get(
+        f"{base}/v2/models/{{name}}/ready{SLASH}", h.model_ready, allow_head=False
+    )

@@ -1,0 +1,165 @@
+"""Running the HTTP server: listen, warm, serve, and shut down gracefully.
+
+The order of a server's life, which :func:`serve` owns (signal handling
+included, so that a second Ctrl-C cannot interrupt the clean-up half-way):
+
+1. The application starts (its ``cleanup_ctx`` resources open) and the
+   socket listens: ``/v2/health/live`` answers at once, while
+   ``/v2/health/ready`` says 503 and predictions get a 503 JSON error until
+   every model has started and warmed.
+2. The registry starts; a model that fails to start ends the server with
+   exit status 1.
+3. On SIGTERM or SIGINT the registry *drains*: readiness turns false, new
+   predictions and trainings are refused with 503, and the requests in
+   progress get ``shutdown_grace`` seconds to finish. The socket stays
+   open meanwhile, so that probes and late clients get that clear answer
+   rather than a refused connection. A second signal ends the wait at once.
+4. The socket closes and the requests still running are cancelled (their
+   uploads removed); then the application's ``cleanup_ctx`` closes, in
+   reverse order of opening. The CLI's registry context is there: it stops
+   the trainings (the point where running jobs are recorded as
+   interrupted), then the models' workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from deepserve.api import protocol
+from deepserve.api.access import AccessLogger
+from deepserve.api.inflight import IN_FLIGHT
+from deepserve.exceptions import LoaderError
+from deepserve.runtime import Registry
+from deepserve.settings import ServerSettings
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds the requests still running after the grace period get to unwind
+#: once cancelled (aiohttp waits this long twice at most, and never 0: a 0
+#: would mean no limit).
+CUT_WAIT = 1.0
+
+
+class Signals:
+    """SIGTERM and SIGINT as two events: shutdown asked, and asked again."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    def received(self, sig: signal.Signals) -> None:
+        if not self.stop.is_set():
+            LOG.info("%s received: shutting down", sig.name)
+            self.stop.set()
+        elif not self.hurry.is_set():
+            LOG.warning(
+                "%s received again: cutting off the requests still running", sig.name
+            )
+            self.hurry.set()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.received, sig)
+
+
+async def serve(
+    app: web.Application,
+    registry: Registry,
+    settings: ServerSettings,
+    *,
+    announce: Callable[[], None],
+    fail: Callable[[str], int],
+) -> int:
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully.
+
+    :param announce: called once the socket listens (prints the banner).
+    :param fail: reports a start-up error; returns the exit status.
+    :returns: the exit status: 0 after a signal, ``fail``'s on failure.
+    """
+    signals = Signals()
+    signals.install(asyncio.get_running_loop())
+    runner = protocol.AppRunner(
+        app,
+        handle_signals=False,  # ours, installed above
+        access_log=logging.getLogger("deepserve.access")
+        if settings.access_log
+        else None,
+        access_log_class=AccessLogger,
+        # A client that goes away cancels its request's queued work.
+        handler_cancellation=True,
+        shutdown_timeout=CUT_WAIT,
+    )
+    await runner.setup()
+    starting: asyncio.Task[None] | None = None
+    try:
+        site = web.TCPSite(runner, settings.listen_ip, settings.listen_port)
+        try:
+            await site.start()
+        except OSError as exc:  # the address is taken, or not ours to bind
+            return fail(
+                f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
+                f"{exc.strerror or exc}"
+            )
+        announce()
+        starting = asyncio.create_task(registry.start())
+        stopping = asyncio.create_task(signals.stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            error = starting.exception()
+            if isinstance(error, LoaderError):
+                stopping.cancel()
+                return fail(str(error))
+            if error is not None:
+                raise error
+            LOG.info("Ready: every model has started")
+            await stopping
+        await _drain(app, registry, signals, settings.shutdown_grace, starting)
+        return 0
+    finally:
+        registry.drain()
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        # Stops listening, cancels what still runs, closes the cleanup_ctx
+        # (the registry's included: trainings, then workers).
+        await runner.cleanup()
+        LOG.debug("Shutdown complete")
+
+
+async def _drain(
+    app: web.Application,
+    registry: Registry,
+    signals: Signals,
+    grace: float,
+    starting: asyncio.Task[None],
+) -> None:
+    """Refuse new work and wait up to ``grace`` s for requests in progress."""
+    registry.drain()
+    if not starting.done():
+        # Models still warming: no prediction can be running.
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+    in_flight = app[IN_FLIGHT]
+    if in_flight.count:
+        LOG.info(
+            "Waiting up to %g s for %d request(s) in progress", grace, in_flight.count
+        )
+    idle = asyncio.create_task(in_flight.wait_idle())
+    hurry = asyncio.create_task(signals.hurry.wait())
+    try:
+        await asyncio.wait(
+            {idle, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        idle.cancel()
+        hurry.cancel()
+    if in_flight.count:
+        LOG.warning("Cutting off %d request(s) still in progress", in_flight.count)

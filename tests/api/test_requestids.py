@@ -1,0 +1,141 @@
+"""Request ids: accepted or made up, echoed, and on the request's log lines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from deepserve import adapters, loader, logs
+from deepserve.api import create_app, requestids
+from deepserve.runtime import Registry, ServedModel
+from deepserve.settings import ApiSettings, ExecutorSettings
+
+PREDICT = "/v2/models/oldstyle/predict/"
+
+
+class Records(logging.Handler):
+    """Keeps the records of logger ``deepserve``, filtered as the CLI does."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.addFilter(logs.RequestIdFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    handler = Records()
+    loggers = [logging.getLogger(name) for name in ("deepserve", "fake_slow")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+@pytest.fixture(params=["thread", "inline"])
+async def slow_client(  # type: ignore[no-untyped-def]
+    request, aiohttp_client, fake_site: Path, slow_site: Path
+) -> AsyncIterator[object]:
+    """A client of the ``slow`` model (it logs from ``predict``), run in
+    the server process by the executor kind of the parameter."""
+    sys.path.insert(0, str(slow_site))
+    try:
+        available = loader.discover(loader.installed_entry_points())
+    finally:
+        sys.path.remove(str(slow_site))
+    (ref,) = loader.select(available, ["slow"])
+    settings = ExecutorSettings(kind=request.param)
+    registry = Registry([ServedModel.create(ref, adapters.build(ref), settings)])
+    await registry.start()
+    yield await aiohttp_client(create_app(registry, ApiSettings()))
+    await registry.close()
+
+
+def is_generated(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+async def test_given_id_is_echoed(client):
+    resp = await client.get("/v2/models/", headers={"X-Request-ID": "abc-123"})
+    assert resp.status == 200
+    assert resp.headers["X-Request-ID"] == "abc-123"
+
+
+async def test_id_is_generated_when_absent_and_differs_per_request(client):
+    first = (await client.get("/v2/")).headers["X-Request-ID"]
+    second = (await client.get("/v2/")).headers["X-Request-ID"]
+    assert is_generated(first) and is_generated(second)
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["x" * (requestids.MAX_LENGTH + 1), "two words", 'quote"d', "tab\there", "é"],
+)
+async def test_unsafe_ids_are_replaced(client, given):
+    resp = await client.get("/v2/", headers={"X-Request-ID": given})
+    assert is_generated(resp.headers["X-Request-ID"])
+
+
+async def test_longest_safe_id_is_kept(client):
+    given = "A0._:/+=@-" + "z" * (requestids.MAX_LENGTH - 10)
+    resp = await client.get("/v2/", headers={"X-Request-ID": given})
+    assert resp.headers["X-Request-ID"] == given
+
+
+async def test_errors_carry_the_id(client):
+    for method, path, status in (
+        ("GET", "/no/such/path", 404),
+        ("POST", PREDICT + "?count=x", 422),
+        ("DELETE", "/v2/models/", 405),
+    ):
+        resp = await client.request(method, path, headers={"X-Request-ID": "err-1"})
+        assert resp.status == status
+        assert resp.headers["X-Request-ID"] == "err-1"
+
+
+async def test_streamed_file_responses_carry_the_id(client):
+    resp = await client.post(
+        PREDICT, headers={"Accept": "image/png", "X-Request-ID": "png-1"}
+    )
+    assert resp.status == 200 and resp.content_type == "image/png"
+    assert resp.headers["X-Request-ID"] == "png-1"
+
+
+async def test_log_lines_of_a_request_carry_its_id(client, records):
+    resp = await client.post(
+        PREDICT, params={"mode": "crash"}, headers={"X-Request-ID": "crash-7"}
+    )
+    assert resp.status == 500
+    errors = [r for r in records.records if r.levelno >= logging.ERROR]
+    assert errors, "the model's failure was not logged"
+    assert {r.request_id for r in errors} == {"crash-7"}  # type: ignore[attr-defined]
+    assert " [crash-7]" in errors[0].request_tag  # type: ignore[attr-defined]
+
+    # Outside any request, records say so.
+    logging.getLogger("deepserve.test").warning("between requests")
+    assert records.records[-1].request_id is None  # type: ignore[attr-defined]
+    assert records.records[-1].request_tag == ""  # type: ignore[attr-defined]
+
+
+async def test_model_log_lines_carry_the_id_in_threads_too(slow_client, records):
+    resp = await slow_client.post(
+        "/v2/models/slow/predict/", headers={"X-Request-ID": "model-3"}
+    )
+    assert resp.status == 200, await resp.text()
+    (line,) = [r for r in records.records if r.name == "fake_slow"]
+    assert line.getMessage() == "sleeping 0.0 s"
+    assert line.request_id == "model-3"  # type: ignore[attr-defined]

@@ -1,0 +1,298 @@
+"""A real server's life: listening while warming, draining, shutting down.
+
+Every test runs ``deepserve run`` in a subprocess with the ``slow`` fake
+model (tests/fakes/fake_slow.py), whose warm-up and predictions wait for
+files the test creates, so nothing here depends on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import subprocess_env
+from tests.servers import Server, children, gone
+
+#: How long a test waits for something a server does.
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def serve(fake_site: Path, slow_site: Path) -> Iterator[Any]:
+    started: list[Server] = []
+
+    def start(
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        split: bool = False,
+        models: str = "slow",
+    ) -> Server:
+        env = {**subprocess_env(fake_site, slow_site), **(env or {})}
+        server = Server(["--model-name", models, *args], env, split_stderr=split)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def call(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, JSON body and headers, errors included."""
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
+            return resp.status, json.load(resp), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, json.load(err), dict(err.headers)
+
+
+def predict_url(server: Server, **params: Any) -> str:
+    query = urllib.parse.urlencode(params)
+    return f"{server.base}/v2/models/slow/predict/?{query}"
+
+
+def wait_until(check: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def workers_of(server: Server) -> list[int]:
+    """The server's child processes: workers and multiprocessing's tracker."""
+    pids = children(server.proc.pid)
+    assert pids, "the server has no worker processes"
+    return pids
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    wait_until(lambda: all(gone(pid) for pid in pids), "the workers to exit")
+
+
+def test_live_at_once_ready_only_once_warm(serve, tmp_path):
+    gate = tmp_path / "warm"
+    server = serve([], env={"FAKE_SLOW_WARM_GATE": str(gate)})
+    server.wait_live()
+
+    status, body, headers = call(server.base + "/v2/health/live")
+    assert (status, body) == (200, {"live": True})
+    assert headers["Cache-Control"] == "no-store"
+    assert call(server.base + "/v2/health/ready")[:2] == (503, {"ready": False})
+    status, body, _ = call(server.base + "/v2/models/slow/ready")
+    assert (status, body) == (503, {"name": "slow", "ready": False})
+    # A prediction before the model is warm: a clear 503 at once, no hang.
+    status, body, _ = call(predict_url(server), method="POST")
+    assert status == 503
+    assert body["code"] == 503
+    assert "'slow'" in body["message"] and "still starting" in body["message"]
+
+    gate.touch()
+    server.wait_ready()
+    assert call(server.base + "/v2/health/ready")[:2] == (200, {"ready": True})
+    status, body, _ = call(server.base + "/v2/models/slow/ready")
+    assert (status, body) == (200, {"name": "slow", "ready": True})
+    assert call(predict_url(server, seconds=0), method="POST")[0] == 200
+
+    workers = workers_of(server)
+    server.stop()
+    assert server.proc.returncode == 0
+    assert_all_gone(workers)
+
+
+def test_signal_while_warming_stops_cleanly(serve, tmp_path):
+    server = serve([], env={"FAKE_SLOW_WARM_GATE": str(tmp_path / "never")})
+    server.wait_live()
+    wait_until(lambda: len(children(server.proc.pid)) >= 2, "the worker to spawn")
+    workers = children(server.proc.pid)
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert_all_gone(workers)
+
+
+def test_sigterm_lets_requests_in_progress_finish(serve, tmp_path):
+    marks, release = tmp_path / "marks", tmp_path / "release"
+    marks.mkdir()
+    server = serve(["--workers", "3", "--shutdown-grace", "60"])
+    server.wait_ready()
+    workers = workers_of(server)
+    url = predict_url(server, marker=marks, release=release)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        running = [pool.submit(call, url, method="POST") for _ in range(3)]
+        wait_until(lambda: len(list(marks.iterdir())) == 3, "3 running predictions")
+
+        server.proc.send_signal(signal.SIGTERM)
+        # During the grace period: not ready, new work refused with 503.
+        wait_until(
+            lambda: call(server.base + "/v2/health/ready")[0] == 503,
+            "readiness to turn false",
+        )
+        assert call(server.base + "/v2/health/ready")[1] == {"ready": False}
+        assert call(server.base + "/v2/models/slow/ready")[0] == 503
+        assert call(server.base + "/v2/health/live")[0] == 200
+        status, body, _ = call(predict_url(server), method="POST")
+        assert status == 503 and "shutting down" in body["message"]
+        assert server.proc.poll() is None  # still waiting for the three
+
+        release.touch()
+        answers = [f.result(timeout=DEADLINE) for f in running]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert len({body["predictions"]["pid"] for _, body, _ in answers}) == 3
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    assert "SIGTERM received: shutting down" in out
+    assert "Traceback" not in out
+    assert_all_gone(workers)
+    # Once the server is gone, connections are refused.
+    with pytest.raises(urllib.error.URLError):
+        call(server.base + "/v2/health/live")
+
+
+def test_requests_past_the_grace_period_are_cut_off(serve, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = serve(["--shutdown-grace", "1"])
+    server.wait_ready()
+    workers = workers_of(server)
+    # Never released: it would run for two minutes.
+    url = predict_url(server, marker=marks, release=tmp_path / "never")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(call, url, method="POST")
+        wait_until(lambda: any(marks.iterdir()), "the prediction to run")
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            running.result(timeout=DEADLINE)
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    assert "Cutting off 1 request(s) still in progress" in out
+    assert "Traceback" not in out
+    assert_all_gone(workers)
+
+
+def upload(url: str, content: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST ``content`` as the multipart file field ``data``."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="data"; '
+            'filename="in.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
+        return resp.status, json.load(resp), dict(resp.headers)
+
+
+def test_shutdown_stops_trainings_and_removes_uploads(serve, tmp_path):
+    uploads, pidfile = tmp_path / "uploads", tmp_path / "train.pid"
+    uploads.mkdir()
+    server = serve(
+        ["--upload-dir", str(uploads), "--shutdown-grace", "1"],
+        models="oldstyle,classy",
+    )
+    server.wait_ready()
+    workers = workers_of(server)
+    query = urllib.parse.urlencode({"seconds": 600, "pidfile": pidfile})
+    status, job, _ = upload(f"{server.base}/v2/models/classy/train/?{query}", b"x")
+    assert status == 200 and job["status"] == "running"
+    wait_until(pidfile.exists, "the training to run")
+    training = int(pidfile.read_text())
+    url = f"{server.base}/v2/models/oldstyle/predict/?mode=sleep&text=600"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(upload, url, b"y" * 1000)
+        # The training's upload and the prediction's, each in its directory.
+        wait_until(lambda: len(list(uploads.iterdir())) == 2, "both uploads")
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            running.result(timeout=DEADLINE)
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    assert "Stopping 1 training(s) of model 'classy'" in out
+    assert "Traceback" not in out
+    assert list(uploads.iterdir()) == []
+    assert_all_gone([*workers, training])
+
+
+def test_second_signal_ends_the_grace_period(serve, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = serve(["--shutdown-grace", "600"])
+    server.wait_ready()
+    workers = workers_of(server)
+    url = predict_url(server, marker=marks, release=tmp_path / "never")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(call, url, method="POST")
+        wait_until(lambda: any(marks.iterdir()), "the prediction to run")
+        os.killpg(server.proc.pid, signal.SIGINT)  # Ctrl-C in a terminal
+        wait_until(
+            lambda: call(server.base + "/v2/health/ready")[0] == 503,
+            "the shutdown to begin",
+        )
+        os.killpg(server.proc.pid, signal.SIGINT)  # ...and again
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            running.result(timeout=DEADLINE)
+    # Far sooner than the 600 s grace period: the test's timeout says so.
+    out, _ = server.proc.communicate(timeout=DEADLINE)
+    assert server.proc.returncode == 0, out
+    assert "SIGINT received again" in out
+    assert "Traceback" not in out
+    assert_all_gone(workers)
+
+
+def test_json_logs_carry_request_ids(serve):
+    server = serve(["--log-format", "json", "--workers", "1"], split=True)
+    server.wait_ready()
+    status, _, headers = call(
+        predict_url(server, seconds=0),
+        method="POST",
+        headers={"X-Request-ID": "req-1234.abc"},
+    )
+    assert status == 200 and headers["X-Request-ID"] == "req-1234.abc"
+    status, _, headers = call(server.base + "/v2/models/nope/ready")
+    assert status == 404
+    generated = headers["X-Request-ID"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    server.stop()
+    assert server.proc.returncode == 0
+
+    lines = [line for line in server.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line parses
+    for record in records:
+        assert {"time", "level", "logger", "message", "request_id"} <= set(record)
+    access = [r for r in records if r["logger"] == "deepserve.access"]
+    mine = [r for r in access if "/v2/models/slow/predict/" in r["message"]]
+    assert [r["request_id"] for r in mine] == ["req-1234.abc"]
+    missing = [r for r in access if "/v2/models/nope/ready" in r["message"]]
+    assert [r["request_id"] for r in missing] == [generated]
+    # The model's own log line, written by its worker process, is JSON too
+    # and names the request the call served.
+    (model_line,) = [r for r in records if r["logger"] == "fake_slow"]
+    assert model_line["message"] == "sleeping 0.0 s"
+    assert model_line["request_id"] == "req-1234.abc"
+    assert any(r["message"] == "SIGTERM received: shutting down" for r in records)
