@@ -68,11 +68,13 @@ server_opts = [
     ),
     cfg.IntOpt(
         "client-max-size",
-        default=0,
+        default=16 * 1024 * 1024,
         min=0,
         help=(
-            "Largest request body accepted, in bytes; larger requests get "
-            "413. 0 means no limit."
+            "Largest request body read into memory, in bytes: a JSON or "
+            "url-encoded body, and the text fields of a multipart body. "
+            "Larger requests get 413. 0 means no limit (DEEPaaS's default, "
+            "not ours). Uploaded files are limited by upload-max-size."
         ),
     ),
     cfg.BoolOpt(
@@ -137,6 +139,70 @@ server_opts = [
         short="d",
         default=False,
         help="Log at DEBUG level.",
+    ),
+]
+
+
+#: Environment variable holding a bearer token (see auth-token).
+AUTH_TOKEN_ENV = "DEEPSERVE_AUTH_TOKEN"
+
+#: Authentication, CORS, limits and metrics.
+security_opts = [
+    cfg.IntOpt(
+        "upload-max-size",
+        default=1024 * 1024 * 1024,
+        min=0,
+        help=(
+            "Largest total of the files one request uploads, in bytes. Files "
+            "are streamed to disk (upload-dir), never held in memory. Larger "
+            "requests get 413. 0 means no limit."
+        ),
+    ),
+    cfg.MultiStrOpt(
+        "auth-token",
+        default=[],
+        secret=True,
+        help=(
+            "Bearer token clients must send (Authorization: Bearer TOKEN) to "
+            "reach protected endpoints; repeat for several. Setting any token "
+            "turns authentication on. Prefer auth-token-file or the "
+            f"{AUTH_TOKEN_ENV} environment variable: command lines are "
+            "visible to other users of the machine."
+        ),
+    ),
+    cfg.StrOpt(
+        "auth-token-file",
+        help=(
+            "File holding bearer tokens, one per line (a trailing newline is "
+            "ignored). Read once at start-up; added to auth-token."
+        ),
+    ),
+    cfg.BoolOpt(
+        "auth-predict",
+        default=True,
+        help=(
+            "With authentication on, predictions need a token too. Training, "
+            "debug and every other endpoint that is not public always do."
+        ),
+    ),
+    cfg.BoolOpt(
+        "metrics-endpoint",
+        default=True,
+        help="Serve Prometheus metrics at /metrics.",
+    ),
+    cfg.BoolOpt(
+        "auth-metrics",
+        default=True,
+        help="With authentication on, /metrics needs a token too.",
+    ),
+    cfg.MultiStrOpt(
+        "cors-origin",
+        default=[],
+        help=(
+            "Origin (scheme://host[:port]) whose web pages may call the API "
+            "from a browser; repeat or give a comma-separated list; '*' "
+            "allows any. Default: none (CORS off)."
+        ),
     ),
 ]
 
@@ -263,7 +329,7 @@ MODEL_SECTION = "model:"
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for ``oslo-config-generator``."""
     return [
-        ("DEFAULT", [*server_opts, *executor_opts]),
+        ("DEFAULT", [*server_opts, *executor_opts, *security_opts]),
         (JOBS_GROUP, job_opts),
         # A template: one such section per model, named after it.
         (f"{MODEL_SECTION}name", _model_opts()),
@@ -284,7 +350,7 @@ def _model_opts() -> list[cfg.Opt]:
 def new_conf() -> cfg.ConfigOpts:
     """A fresh option registry; ``--help`` shows every option's default."""
     conf = cfg.ConfigOpts()
-    for opt in [*server_opts, *executor_opts]:
+    for opt in [*server_opts, *executor_opts, *security_opts]:
         shown = copy.copy(opt)
         default = opt.default
         if isinstance(default, list):
@@ -341,6 +407,7 @@ def load(
         doc_endpoint=conf.doc_endpoint,
         debug_endpoint=conf.debug_endpoint,
         upload_dir=conf.upload_dir,
+        **_security(conf, environ),
     )
     settings = ServerSettings(
         listen_ip=conf.listen_ip,
@@ -387,6 +454,43 @@ def job_database_url(value: str | None, environ: Mapping[str, str]) -> str:
         )
         path = Path(data_home) / "deepserve" / "jobs.sqlite"
     return f"sqlite:///{path.absolute()}"
+
+
+def _security(conf: cfg.ConfigOpts, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The :class:`ApiSettings` fields of ``security_opts``."""
+    return {
+        "upload_max_size": conf.upload_max_size,
+        "auth_tokens": auth_tokens(conf.auth_token, conf.auth_token_file, environ),
+        "auth_predict": conf.auth_predict,
+        "metrics_endpoint": conf.metrics_endpoint,
+        "auth_metrics": conf.auth_metrics,
+        "cors_origins": _model_names(conf.cors_origin),
+    }
+
+
+def auth_tokens(
+    given: Sequence[str], path: str | None, environ: Mapping[str, str]
+) -> tuple[str, ...]:
+    """Every accepted token: options, the token file, the environment.
+
+    :raises ConfigError: when the file cannot be read or holds no token
+        (never quoting a token).
+    """
+    tokens = [t.strip() for t in given if t.strip()]
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f.read().splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read auth-token-file {path}: {reason}") from None
+        found = [line for line in lines if line]
+        if not found:
+            raise ConfigError(f"auth-token-file {path} holds no token")
+        tokens.extend(found)
+    if environ.get(AUTH_TOKEN_ENV, "").strip():
+        tokens.append(environ[AUTH_TOKEN_ENV].strip())
+    return tuple(dict.fromkeys(tokens))
 
 
 def _executor_settings(

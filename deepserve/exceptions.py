@@ -80,11 +80,33 @@ class MalformedRequest(DeepserveError):
 
 
 class PayloadTooLarge(DeepserveError):
-    """The request body is larger than the configured limit."""
+    """The request body is larger than the configured limit.
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"Request body exceeds the limit of {limit} bytes")
+    :param option: the option that sets the limit, named in the message.
+    """
+
+    def __init__(self, limit: int, option: str = "client-max-size") -> None:
+        super().__init__(
+            f"Request body exceeds the limit of {limit} bytes (option {option})"
+        )
         self.limit = limit
+        self.option = option
+
+
+class Unauthorized(DeepserveError):
+    """The request needs a valid bearer token and did not carry one.
+
+    :param invalid: a token was given but is not accepted (RFC 6750's
+        ``invalid_token``), rather than missing.
+    """
+
+    def __init__(self, *, invalid: bool) -> None:
+        super().__init__(
+            "The bearer token is not valid"
+            if invalid
+            else "This endpoint needs an 'Authorization: Bearer <token>' header"
+        )
+        self.invalid = invalid
 
 
 class NotAcceptable(DeepserveError):

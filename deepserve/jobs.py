@@ -316,6 +316,10 @@ class JobStore:
         """``model``'s jobs, oldest first, optionally of one status."""
         return await self._run(self._list, model, status, limit, offset)
 
+    async def count_by_status(self) -> dict[tuple[str, str], int]:
+        """How many jobs each model has in each status: ``{(model, status): n}``."""
+        return await self._run(self._count_by_status)
+
     # -- output -------------------------------------------------------------
 
     async def append_logs(
@@ -441,6 +445,15 @@ class JobStore:
             )
             rows = conn.execute(query.offset(offset).limit(limit)).all()
         return JobPage([_job(r) for r in rows], int(total or 0))
+
+    def _count_by_status(self) -> dict[tuple[str, str], int]:
+        j = jobs_table.c
+        query = sa.select(j.model, j.status, sa.func.count()).group_by(
+            j.model, j.status
+        )
+        with self._db.connect() as conn:
+            rows = conn.execute(query).all()
+        return {(str(model), str(status)): int(n) for model, status, n in rows}
 
     def _append_logs(self, job_id: str, entries: list[LogEntry], dropped: int) -> None:
         limit = self.settings.max_log_bytes

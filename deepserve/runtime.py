@@ -21,6 +21,7 @@ from deepserve.exceptions import (
     Overloaded,
 )
 from deepserve.executors import Executor, factory
+from deepserve.executors.batching import BatchingExecutor
 from deepserve.jobs import (
     INTERRUPTED_BY_SHUTDOWN,
     JobPage,
@@ -190,6 +191,18 @@ class ServedModel:
     def queue_depth(self) -> int:
         """Predictions waiting for a worker."""
         return self.executor.depth
+
+    @property
+    def worker_restarts(self) -> int:
+        """Workers replaced so far, after dying or overrunning a deadline."""
+        return self.executor.restarts
+
+    @property
+    def batch_sizes(self) -> Mapping[int, int] | None:
+        """Batches sent so far by size, or ``None`` when not batching."""
+        if isinstance(self.executor, BatchingExecutor):
+            return self.executor.batch_sizes
+        return None
 
     def admit(self) -> None:
         """Refuse a prediction at once when the model is not ready or

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from deepserve.api import protocol
 from deepserve.api.access import AccessLogger
 from deepserve.api.inflight import IN_FLIGHT
 from deepserve.exceptions import DeepserveError, LoaderError
@@ -83,7 +84,7 @@ async def serve(
     """
     signals = Signals()
     signals.install(asyncio.get_running_loop())
-    runner = web.AppRunner(
+    runner = protocol.AppRunner(
         app,
         handle_signals=False,  # ours, installed above
         access_log=logging.getLogger("deepserve.access")

@@ -13,14 +13,28 @@ class ApiSettings:
 
     #: Path prefix when served behind a reverse proxy ("" or "/something").
     base_path: str = ""
-    #: Largest accepted request body in bytes; 0 means no limit.
-    client_max_size: int = 0
+    #: Largest request body read into memory (JSON, url-encoded and
+    #: multipart text fields), in bytes; 0 means no limit.
+    client_max_size: int = 16 * 1024 * 1024
     predict_endpoint: bool = True
     train_endpoint: bool = True
     doc_endpoint: bool = True
     debug_endpoint: bool = False
     #: Directory for uploaded files; ``None`` uses the system's temp dir.
     upload_dir: str | None = None
+    #: Largest total of the files one request uploads (streamed to disk),
+    #: in bytes; 0 means no limit.
+    upload_max_size: int = 1024 * 1024 * 1024
+    #: Bearer tokens accepted; empty: no authentication. Never shown in a repr.
+    auth_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    #: With tokens set: whether predictions need one too.
+    auth_predict: bool = True
+    #: Serve Prometheus metrics at ``/metrics``.
+    metrics_endpoint: bool = True
+    #: With tokens set: whether ``/metrics`` needs one too.
+    auth_metrics: bool = True
+    #: Origins whose browser pages may call the API (``*``: any); empty: CORS off.
+    cors_origins: tuple[str, ...] = ()
 
 
 #: ``process``: spawn-started worker processes (isolated, CUDA-safe);

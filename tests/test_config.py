@@ -26,7 +26,11 @@ def test_defaults_match_deepaas():
     )
     assert (s.listen_ip, s.listen_port) == ("127.0.0.1", 5000)
     assert s.executor.workers == 1 and s.executor.warm is True
-    assert s.api.client_max_size == 0
+    # Unlike DEEPaaS (no limit), bodies are limited by default.
+    assert s.api.client_max_size == 16 * 1024 * 1024
+    assert s.api.upload_max_size == 1024 * 1024 * 1024
+    assert not s.api.auth_tokens and not s.api.cors_origins
+    assert s.api.auth_predict and s.api.auth_metrics and s.api.metrics_endpoint
     assert s.api.predict_endpoint and s.api.train_endpoint and s.api.doc_endpoint
     assert not s.api.debug_endpoint
 
@@ -190,6 +194,50 @@ def test_invalid_model_section_is_a_config_error(tmp_path):
     conf.write_text("[model:x]\nworkers = many\n")
     with pytest.raises(ConfigError, match=r"\[model:x\]"):
         load(["--config-file", str(conf)])
+
+
+def test_auth_tokens_from_options_file_and_environment(tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("from-file-1\n\nfrom-file-2\n")
+    s = load(
+        ["--auth-token", "from-cli", "--auth-token-file", str(token_file)],
+        env={"DEEPSERVE_AUTH_TOKEN": "from-env\n"},
+    )
+    assert s.api.auth_tokens == ("from-cli", "from-file-1", "from-file-2", "from-env")
+    single = tmp_path / "single"
+    single.write_text("only-one\n")
+    assert load(["--auth-token-file", str(single)]).api.auth_tokens == ("only-one",)
+    assert load([], env={"DEEPSERVE_AUTH_TOKEN": "e"}).api.auth_tokens == ("e",)
+
+
+def test_auth_token_file_problems_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot read auth-token-file .*nope"):
+        load(["--auth-token-file", str(tmp_path / "nope")])
+    with pytest.raises(ConfigError, match=r"cannot read auth-token-file"):
+        load(["--auth-token-file", str(tmp_path)])  # a directory
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match=r"holds no token"):
+        load(["--auth-token-file", str(empty)])
+
+
+def test_security_options_from_a_config_file(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(
+        "[DEFAULT]\n"
+        "auth_token = one\n"
+        "auth_predict = false\n"
+        "auth_metrics = false\n"
+        "metrics_endpoint = false\n"
+        "cors_origin = https://a.example, https://b.example\n"
+        "client_max_size = 1000\n"
+        "upload_max_size = 0\n"
+    )
+    api = load([], files=[str(conf)]).api
+    assert api.auth_tokens == ("one",)
+    assert not (api.auth_predict or api.auth_metrics or api.metrics_endpoint)
+    assert api.cors_origins == ("https://a.example", "https://b.example")
+    assert (api.client_max_size, api.upload_max_size) == (1000, 0)
 
 
 def test_model_store_from_option_then_env_then_home():

@@ -7,7 +7,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from deepserve.api import docs, health, media, openapi, requestids
+from deepserve.api import (
+    auth,
+    cors,
+    docs,
+    health,
+    media,
+    metrics,
+    openapi,
+    requestids,
+)
 from deepserve.api.args import ArgSpec
 from deepserve.api.debug import LogBuffer
 from deepserve.api.errors import error_middleware
@@ -51,20 +60,29 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     only routes requests to them.
     """
     in_flight = InFlight()
+    meter = metrics.create(registry, settings)
     app = web.Application(
         client_max_size=settings.client_max_size,
         # Counting outermost (a shutdown waits for every request), then
-        # request ids, so that the errors logged inside carry them.
+        # request ids, so that the errors logged inside carry them; metrics
+        # then see every answer; CORS preflights are answered before
+        # authentication, which comes after error mapping.
         middlewares=[
             in_flight.middleware,
             requestids.request_id_middleware,
+            *metrics.middlewares(meter),
+            *cors.middlewares(settings),
             error_middleware,
+            *auth.middlewares(settings),
         ],
     )
     app[IN_FLIGHT] = in_flight
     requestids.install(app)
+    cors.add_signals(app, settings)
     ops = model_ops(registry)
     spec = openapi.build(list(ops.values()), settings)
+    metrics.document(spec, meter)
+    auth.document(spec, settings)
     spec_text = media.dumps(spec)
 
     base = settings.base_path
@@ -99,6 +117,7 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
         )
     if settings.debug_endpoint:
         _add_debug(app, base)
+    metrics.add_routes(app, meter, base)
     return app
 
 

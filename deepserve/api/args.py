@@ -17,8 +17,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Awaitable, Mapping
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import marshmallow
 from aiohttp import BodyPartReader, web
@@ -157,15 +157,25 @@ class _Body:
 
 
 async def parse(
-    request: web.Request, spec: ArgSpec, uploads: Uploads, max_size: int
+    request: web.Request,
+    spec: ArgSpec,
+    uploads: Uploads,
+    max_size: int,
+    *,
+    max_upload: int = 0,
 ) -> tuple[dict[str, Any], str | None]:
     """Parse and validate the arguments.
 
+    :param max_size: bytes a request may have read into memory (a JSON or
+        url-encoded body, multipart text fields); 0: no limit.
+    :param max_upload: bytes of files a request may stream to disk; 0: no
+        limit.
     :returns: the keyword arguments for the model, and the ``accept`` value
         given as an argument (not as a header), if any.
     :raises BadInput: naming every invalid argument.
+    :raises PayloadTooLarge: naming the limit that was passed.
     """
-    body = await _read_body(request, spec, uploads, max_size)
+    body = await _read_body(request, spec, uploads, _Limits(max_size, max_upload))
     raw: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
@@ -241,22 +251,34 @@ def _as_dict(messages: Any) -> dict[str, Any]:
     return dict(messages) if isinstance(messages, Mapping) else {"_schema": messages}
 
 
+class _Limits(NamedTuple):
+    memory: int
+    upload: int
+
+    def check_length(self, length: int, multipart: bool) -> None:
+        """Refuse a body whose declared length is over its limits at once."""
+        if not multipart:
+            if self.memory and length > self.memory:
+                raise PayloadTooLarge(self.memory)
+        elif self.memory and self.upload and length > self.memory + self.upload:
+            raise PayloadTooLarge(self.upload, "upload-max-size")
+
+
 async def _read_body(
-    request: web.Request, spec: ArgSpec, uploads: Uploads, max_size: int
+    request: web.Request, spec: ArgSpec, uploads: Uploads, limits: _Limits
 ) -> _Body:
     body = _Body(form=MultiDict(), files={}, json={})
     if not request.body_exists:
         return body
-    if max_size and (request.content_length or 0) > max_size:
-        raise PayloadTooLarge(max_size)
     ctype = request.content_type
+    limits.check_length(request.content_length or 0, ctype == "multipart/form-data")
     if ctype == "multipart/form-data":
-        await _read_multipart(request, spec, uploads, max_size, body)
+        await _read_multipart(request, spec, uploads, limits, body)
     elif ctype == "application/x-www-form-urlencoded":
-        form = await request.post()
+        form = await _whole(request.post(), limits)
         body.form = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
     elif ctype == "application/json" or ctype.endswith("+json"):
-        raw = await request.read()
+        raw = await _whole(request.read(), limits)
         try:
             data = json.loads(raw) if raw.strip() else {}
         except ValueError as err:
@@ -267,21 +289,42 @@ async def _read_body(
     return body
 
 
+_T = TypeVar("_T")
+
+
+async def _whole(reading: Awaitable[_T], limits: _Limits) -> _T:
+    """A body read whole by aiohttp, which enforces ``client_max_size``
+    itself (the app is built with it) on bodies sent without a length."""
+    try:
+        return await reading
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(limits.memory) from None
+
+
 async def _read_multipart(
     request: web.Request,
     spec: ArgSpec,
     uploads: Uploads,
-    max_size: int,
+    limits: _Limits,
     body: _Body,
 ) -> None:
+    """Files go to temp files (counted against the upload limit); the text
+    fields the model takes are kept in memory (against the memory limit);
+    other parts are read and dropped (against the upload limit)."""
     file_keys = spec.file_keys
-    total = 0
+    in_memory = on_disk = 0
 
     def count(n: int) -> None:
-        nonlocal total
-        total += n
-        if max_size and total > max_size:
-            raise PayloadTooLarge(max_size)
+        nonlocal on_disk
+        on_disk += n
+        if limits.upload and on_disk > limits.upload:
+            raise PayloadTooLarge(limits.upload, "upload-max-size")
+
+    def keep(n: int) -> None:
+        nonlocal in_memory
+        in_memory += n
+        if limits.memory and in_memory > limits.memory:
+            raise PayloadTooLarge(limits.memory)
 
     try:
         reader = await request.multipart()
@@ -296,6 +339,8 @@ async def _read_multipart(
                 if name in body.files:
                     await _drain(part, count)
                     continue
+                # The client's filename is metadata only: the file is
+                # written under a name of our own making.
                 path = uploads.new_path()
                 with open(path, "wb") as out:
                     while chunk := await part.read_chunk(CHUNK):
@@ -310,7 +355,7 @@ async def _read_multipart(
             elif name in file_keys or name in spec.value_keys or name == ACCEPT:
                 data = bytearray()
                 while chunk := await part.read_chunk(CHUNK):
-                    count(len(chunk))
+                    keep(len(chunk))
                     data.extend(chunk)
                 charset = part.get_charset(default="utf-8")
                 body.form.add(name, data.decode(charset, errors="replace"))

@@ -22,6 +22,7 @@ LOG = logging.getLogger(__name__)
 STATUS: dict[type[exc.DeepserveError], int] = {
     exc.MalformedRequest: 400,
     exc.BadArchive: 400,
+    exc.Unauthorized: 401,
     exc.ModelNotFound: 404,
     exc.ModelTagNotFound: 404,
     exc.TagExists: 409,
@@ -88,6 +89,9 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
         if isinstance(error, exc.Overloaded)
         else None
     )
+    if isinstance(error, exc.Unauthorized):
+        headers = {"WWW-Authenticate": www_authenticate(error)}
+    limit = error.limit if isinstance(error, exc.PayloadTooLarge) else None
     return error_response(
         status,
         error.message,
@@ -95,7 +99,15 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
         model=model,
         errors=errors,
         offered=offered,
+        limit=limit,
     )
+
+
+def www_authenticate(error: exc.Unauthorized) -> str:
+    """The challenge of a 401 (RFC 6750): the scheme, and why, if a token came."""
+    if error.invalid:
+        return 'Bearer realm="deepserve", error="invalid_token"'
+    return 'Bearer realm="deepserve"'
 
 
 def http_error_response(error: web.HTTPException) -> web.Response:

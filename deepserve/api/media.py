@@ -209,6 +209,25 @@ def _file_response(path: str, media_type: str, model: str, result: Any) -> FileB
     return FileBody(path, media_type, os.path.basename(str(name)) if name else None)
 
 
+#: Longest file name put in a Content-Disposition header.
+MAX_NAME = 200
+
+
+def download_name(name: str) -> str:
+    """A file name fit for a header: the client may have chosen it (an
+    upload sent back), so no path, no quotes, no control characters (header
+    injection), and of bounded length, its extension kept."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    safe = "".join(c for c in base if c.isprintable() and c not in '"\\')
+    if len(safe) > MAX_NAME:
+        stem, dot, ext = safe.rpartition(".")
+        if dot and stem and len(ext) < 16:
+            safe = stem[: MAX_NAME - len(ext) - 1] + "." + ext
+        else:
+            safe = safe[:MAX_NAME]
+    return safe.strip()
+
+
 async def send_file(request: web.Request, body: FileBody) -> web.StreamResponse:
     """Stream a file completely before returning.
 
@@ -218,8 +237,8 @@ async def send_file(request: web.Request, body: FileBody) -> web.StreamResponse:
     """
     response = web.StreamResponse(headers={"Content-Type": body.media_type})
     response.content_length = os.path.getsize(body.path)
-    if body.download_name:
-        safe = body.download_name.replace('"', "").replace("\\", "")
+    safe = download_name(body.download_name or "")
+    if safe:
         response.headers["Content-Disposition"] = f'inline; filename="{safe}"'
     loop = asyncio.get_running_loop()
     with open(body.path, "rb") as f:

@@ -92,7 +92,11 @@ class Handlers:
         uploads = args.Uploads(self.settings.upload_dir)
         try:
             kwargs, accept = await args.parse(
-                request, ops.predict, uploads, self.settings.client_max_size
+                request,
+                ops.predict,
+                uploads,
+                self.settings.client_max_size,
+                max_upload=self.settings.upload_max_size,
             )
             chosen = ops.offer.choose(
                 accept if accept is not None else request.headers.get("Accept")
@@ -117,7 +121,11 @@ class Handlers:
         uploads = args.Uploads(self.settings.upload_dir)
         try:
             kwargs, _ = await args.parse(
-                request, ops.train, uploads, self.settings.client_max_size
+                request,
+                ops.train,
+                uploads,
+                self.settings.client_max_size,
+                max_upload=self.settings.upload_max_size,
             )
             job = await served.start_training(kwargs, _record(kwargs), uploads.cleanup)
         except BaseException:

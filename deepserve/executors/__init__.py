@@ -58,6 +58,11 @@ class Executor(Protocol):
         """Calls waiting for a worker."""
         ...
 
+    @property
+    def restarts(self) -> int:
+        """Workers replaced so far, after dying or overrunning a deadline."""
+        ...
+
     async def start(self) -> None: ...
 
     async def call(

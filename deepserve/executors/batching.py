@@ -122,10 +122,21 @@ class BatchingExecutor:
         self._runner: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._outstanding = 0
+        self._sizes: collections.Counter[int] = collections.Counter()
 
     @property
     def workers(self) -> int:
         return self._inner.workers
+
+    @property
+    def restarts(self) -> int:
+        return self._inner.restarts
+
+    @property
+    def batch_sizes(self) -> Mapping[int, int]:
+        """How many batches of each size went to the model so far (a few
+        counters: sizes never exceed ``max_batch_size``)."""
+        return self._sizes
 
     @property
     def capacity(self) -> int:
@@ -235,6 +246,7 @@ class BatchingExecutor:
 
     async def _dispatch(self, batch: list[Item]) -> None:
         assert self._slots is not None
+        self._sizes[len(batch)] += 1
         try:
             try:
                 results = await self._inner.call(

@@ -38,6 +38,10 @@ class InlineExecutor:
     def depth(self) -> int:
         return 0
 
+    @property
+    def restarts(self) -> int:
+        return 0  # nothing to restart: the model runs in the server
+
     async def start(self) -> None:
         if self._warm:
             try:

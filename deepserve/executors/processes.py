@@ -313,6 +313,7 @@ class ProcessExecutor:
         self._jobs = JobRunner(ref, warm=warm)
         self._respawning: set[asyncio.Task[None]] = set()
         self._outstanding = 0
+        self._restarts = 0
         self._started = False
         self._closed = False
 
@@ -333,6 +334,11 @@ class ProcessExecutor:
         """Calls waiting for a worker to start them (counted in O(1): the
         server asks on every request)."""
         return max(0, self._outstanding - self._size)
+
+    @property
+    def restarts(self) -> int:
+        """Workers replaced so far (dead, or killed past a deadline)."""
+        return self._restarts
 
     async def start(self) -> None:
         """Spawn every worker and wait until each has built its model.
@@ -472,6 +478,7 @@ class ProcessExecutor:
         if self._closed:
             return
         LOG.warning("Replacing a worker of model '%s': %s", self._ref.name, why)
+        self._restarts += 1
         task = asyncio.get_running_loop().create_task(self._respawn())
         self._respawning.add(task)
         task.add_done_callback(self._respawning.discard)

@@ -70,6 +70,10 @@ class ThreadExecutor:
     def depth(self) -> int:
         return max(0, self._outstanding - self._size)
 
+    @property
+    def restarts(self) -> int:
+        return 0  # threads are never replaced
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for i in range(self._size):

@@ -98,7 +98,9 @@ async def test_temp_file_is_removed_when_the_answer_is_not_acceptable(
 
 @pytest.fixture
 async def small_client(aiohttp_client, registry, tmp_path):  # type: ignore[no-untyped-def]
-    settings = ApiSettings(client_max_size=1024, upload_dir=str(tmp_path))
+    settings = ApiSettings(
+        client_max_size=1024, upload_max_size=1024, upload_dir=str(tmp_path)
+    )
     return await aiohttp_client(create_app(registry, settings))
 
 
@@ -199,3 +201,149 @@ async def test_file_field_sent_in_json_is_422(client):
     resp = await client.post(PREDICT, json={"data": "not a file"})
     body = await assert_error(resp, 422)
     assert set(body["errors"]) == {"data"}
+
+
+# -- separate limits for memory and disk ------------------------------------------
+
+
+def limited(body: dict, limit: int, option: str) -> None:
+    assert body["limit"] == limit
+    assert f"{limit} bytes" in body["message"] and option in body["message"]
+
+
+async def test_413_names_the_limit_it_passed(small_client, tmp_path):
+    body = await assert_error(
+        await small_client.post(PREDICT, data=upload(os.urandom(10 * 1024))), 413
+    )
+    limited(body, 1024, "upload-max-size")
+    body = await assert_error(
+        await small_client.post(PREDICT, json={"text": "y" * 2000}), 413
+    )
+    limited(body, 1024, "client-max-size")
+
+
+@pytest.fixture
+async def split_client(aiohttp_client, registry, tmp_path):  # type: ignore[no-untyped-def]
+    """Small text, large files."""
+    settings = ApiSettings(
+        client_max_size=1024, upload_max_size=64 * 1024, upload_dir=str(tmp_path)
+    )
+    return await aiohttp_client(create_app(registry, settings))
+
+
+async def test_files_may_exceed_the_memory_limit(split_client, tmp_path):
+    content = os.urandom(32 * 1024)
+    resp = await split_client.post(PREDICT, data=upload(content))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["predictions"]["file"]["size"] == len(content)
+    resp = await split_client.post(PREDICT, data=chunked_multipart(content), headers={
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"
+    })  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_text_fields_of_a_multipart_body_keep_the_memory_limit(
+    split_client, tmp_path
+):
+    resp = await split_client.post(PREDICT, data=upload(b"small", text="y" * 2000))
+    limited(await assert_error(resp, 413), 1024, "client-max-size")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_files_over_the_upload_limit_are_413(split_client, tmp_path):
+    resp = await split_client.post(
+        PREDICT,
+        data=chunked_multipart(os.urandom(80 * 1024)),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    limited(await assert_error(resp, 413), 64 * 1024, "upload-max-size")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_zero_means_no_limit(aiohttp_client, registry):
+    settings = ApiSettings(client_max_size=0, upload_max_size=0)
+    client = await aiohttp_client(create_app(registry, settings))
+    text = "y" * (2 * 1024 * 1024)
+    resp = await client.post(
+        PREDICT,
+        data=io.BytesIO(f'{{"text": "{text}"}}'.encode()),
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 200, await resp.text()
+
+
+# -- the client's filename is metadata, never a path ------------------------------
+
+
+def raw_upload(disposition: str, content: bytes) -> bytes:
+    return (
+        (
+            f"--{BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="data"; {disposition}\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+HOSTILE_NAMES = {
+    "traversal": ('filename="../../etc/passwd"', "../../etc/passwd"),
+    "absolute": ('filename="/etc/passwd"', "/etc/passwd"),
+    "long": (f'filename="{"a" * 5000}.bin"', "a" * 5000 + ".bin"),
+    "nul": ("filename*=UTF-8''evil%00name.txt", "evil\x00name.txt"),
+    "newline": (
+        "filename*=UTF-8''x%0D%0ASet-Cookie%3A%20a%3Db",
+        "x\r\nSet-Cookie: a=b",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_NAMES, ids=list(HOSTILE_NAMES))
+async def test_hostile_filenames_are_only_metadata(
+    aiohttp_client, registry, tmp_path, case
+):
+    disposition, original = HOSTILE_NAMES[case]
+    uploads = tmp_path / "a" / "b" / "uploads"
+    uploads.mkdir(parents=True)
+    client = await aiohttp_client(
+        create_app(registry, ApiSettings(upload_dir=str(uploads)))
+    )
+    resp = await client.post(
+        PREDICT,
+        data=raw_upload(disposition, b"content"),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert resp.status == 200, await resp.text()
+    file = (await resp.json())["predictions"]["file"]
+    # (aiohttp drops a leading slash.)
+    assert file["original_filename"].lstrip("/") == original.lstrip("/")
+    assert file["size"] == len(b"content")
+    # Written under a name of the server's making, inside the upload dir.
+    path = Path(file["path"])
+    assert path.resolve().parent.parent == uploads.resolve()
+    assert path.name.startswith("tmp") and "passwd" not in str(path)
+    # Nothing written anywhere else, and the upload is gone.
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [
+        Path("a"), Path("a/b"), Path("a/b/uploads")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HOSTILE_NAMES, ids=list(HOSTILE_NAMES))
+async def test_hostile_filenames_sent_back_are_made_safe(client, case):
+    """A model echoing the upload: the name in Content-Disposition is the
+    base name, without control characters, and of bounded length."""
+    disposition, _original = HOSTILE_NAMES[case]
+    resp = await client.post(
+        "/v2/models/files/predict/?accept=application/x-echo",
+        data=raw_upload(disposition, b"content"),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert resp.status == 200, await resp.text()
+    assert await resp.read() == b"content"
+    assert "Set-Cookie" not in resp.headers
+    header = resp.headers.get("Content-Disposition", "")
+    assert "/" not in header
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in header)
+    assert len(header) < 300
