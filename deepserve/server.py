@@ -44,6 +44,8 @@ LOG = logging.getLogger(__name__)
 #: once cancelled (aiohttp waits this long twice at most, and never 0: a 0
 #: would mean no limit).
 CUT_WAIT = 1.0
+#: Seconds an idle keep-alive connection stays open.
+KEEPALIVE = 75.0
 
 
 class Signals:
@@ -94,6 +96,9 @@ async def serve(
         # A client that goes away cancels its request's queued work.
         handler_cancellation=True,
         shutdown_timeout=CUT_WAIT,
+        # What web.run_app uses; an AppRunner's own default keeps idle
+        # connections for an hour.
+        keepalive_timeout=KEEPALIVE,
     )
     try:
         await runner.setup()  # opens the app's cleanup_ctx: the job store...
