@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import builtins
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from deepserve.store import Store, StoredModel
+from deepserve.store.frameworks import Artifacts, Framework, PathList, Signatures
 from deepserve.store.local import Progress
 
 #: Environment variable naming deepserve's home directory.
@@ -104,3 +107,75 @@ def import_model(
     :raises TagExists: when the store already holds that tag.
     """
     return resolve_store(store).import_model(path, progress=progress)
+
+
+class FrameworkFunctions:
+    """``save_model``, ``load_model`` and ``get`` of one framework module
+    (:mod:`deepserve.sklearn`, :mod:`deepserve.class_model`...), each
+    taking ``store=`` (default: :func:`default_store`)."""
+
+    def __init__(self, framework: Framework) -> None:
+        self._framework = framework
+
+    def save_model(
+        self,
+        name: str,
+        obj: Any,
+        *,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        custom_objects: Mapping[str, Any] | None = None,
+        signatures: Signatures | None = None,
+        artifacts: Artifacts | None = None,
+        code_paths: PathList | None = None,
+        requirements: Iterable[str] | None = None,
+        store: Store | None = None,
+    ) -> StoredModel:
+        """Save ``obj`` as a new version of the model ``name``.
+
+        :param name: the model's name (lowercase letters, digits, ``_-.``).
+        :param obj: the model (see the module's description).
+        :param labels: string -> string labels for managing models.
+        :param metadata: JSON-able data: metrics, data set versions...
+        :param custom_objects: name -> object, pickled with cloudpickle and
+            given back by :attr:`StoredModel.custom_objects`.
+        :param signatures: the methods to serve, as names or
+            ``{"method": {"batchable": bool, "batch_dim": int}}``.
+        :param artifacts: key -> file or directory, copied into the entry.
+        :param code_paths: files or directories of source code, copied into the
+            entry and importable when the model loads.
+        :param requirements: pip requirement specifiers, checked at load.
+        :returns: the stored model; its ``tag`` is ``name:version``.
+        :raises BadTag: when ``name`` is not a valid name.
+        :raises InvalidModel: naming the argument that cannot be saved.
+        """
+        return self._framework.save(
+            resolve_store(store),
+            name,
+            obj,
+            labels=labels,
+            metadata=metadata,
+            custom_objects=custom_objects,
+            signatures=signatures,
+            artifacts=artifacts,
+            code_paths=code_paths,
+            requirements=requirements,
+        )
+
+    def load_model(self, tag: str | StoredModel, *, store: Store | None = None) -> Any:
+        """Load the model named by ``tag``.
+
+        Version differences with the save are warned about with
+        :class:`~deepserve.store.StoreWarning`.
+
+        :raises WrongModule: when the model was saved by another module.
+        """
+        return self._framework.load(resolve_store(store), tag)
+
+    def get(self, tag: str | StoredModel, *, store: Store | None = None) -> StoredModel:
+        """The stored model named by ``tag``, checked to be saved by this module.
+
+        :raises ModelTagNotFound: when the store has no such model.
+        :raises WrongModule: when the model was saved by another module.
+        """
+        return self._framework.get(resolve_store(store), tag)
