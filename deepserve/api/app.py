@@ -69,7 +69,7 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
         # authentication, which comes after error mapping.
         middlewares=[
             in_flight.middleware,
-            requestids.request_id_middleware,
+            requestids.middleware(),
             *metrics.middlewares(meter),
             *cors.middlewares(settings),
             error_middleware,

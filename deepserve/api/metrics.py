@@ -86,6 +86,8 @@ class Meter:
             buckets=LATENCY_BUCKETS,
             registry=self.collectors,
         )
+        #: Label values -> (counter, histogram) children.
+        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self.models = ModelCollector(registry)
         self.collectors.register(self.models)
 
@@ -98,8 +100,14 @@ class Meter:
             request.method if request.method in METHODS else "OTHER",
             status,
         )
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        children = self._children.get(labels)
+        if children is None:  # labels() locks and hashes: once per label set
+            children = self._children[labels] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def text(self) -> bytes:
         """The metrics in Prometheus's text format."""

@@ -10,10 +10,14 @@ is echoed in the response's ``X-Request-ID`` header, errors included.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
+import secrets
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from deepserve import logs
 from deepserve.api.errors import Handler
@@ -26,34 +30,60 @@ MAX_LENGTH = 128
 _SAFE = re.compile(rf"[A-Za-z0-9._:/+=@-]{{1,{MAX_LENGTH}}}")
 
 
-def choose(given: str | None) -> str:
-    """``given`` when it is a safe id, otherwise a fresh random one."""
+class _Ids:
+    """Fresh ids: 32 hex digits, a random half per process and a counter.
+
+    As unique as a random UUID for correlating logs, without a system call
+    per request (``uuid4`` reads the OS's random source every time, a
+    measurable share of a trivial prediction's cost).
+    """
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._pid = -1
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():  # new process (fork): a new prefix
+            self._pid = os.getpid()
+            self._prefix = secrets.token_hex(8)
+        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def choose(given: str | None, fresh: Callable[[], str]) -> str:
+    """``given`` when it is a safe id, otherwise ``fresh()``."""
     if given is not None and _SAFE.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return fresh()
 
 
-@web.middleware
-async def request_id_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    """Give the request its id for the length of its handling.
+def middleware() -> Middleware:
+    """A middleware giving each request its id for the length of its
+    handling, with its own source of fresh ids.
 
     It must come before the error middleware, so that the errors it logs
     carry the id. The access log reads the id from the response's header.
     """
-    request_id = choose(request.headers.get(HEADER))
-    token = logs.REQUEST_ID.set(request_id)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects: the error middleware lets them by
-        exc.headers[HEADER] = request_id
-        raise
-    finally:
-        logs.REQUEST_ID.reset(token)
-    if not response.prepared:
-        response.headers[HEADER] = request_id
-    return response
+    fresh = _Ids()
+
+    @web.middleware
+    async def request_id_middleware(
+        request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        request_id = choose(request.headers.get(HEADER), fresh)
+        token = logs.REQUEST_ID.set(request_id)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # redirects pass the error middleware
+            exc.headers[HEADER] = request_id
+            raise
+        finally:
+            logs.REQUEST_ID.reset(token)
+        if not response.prepared:
+            response.headers[HEADER] = request_id
+        return response
+
+    return request_id_middleware
 
 
 async def echo_request_id(_request: web.Request, response: web.StreamResponse) -> None:

@@ -139,3 +139,13 @@ async def test_model_log_lines_carry_the_id_in_threads_too(slow_client, records)
     (line,) = [r for r in records.records if r.name == "fake_slow"]
     assert line.getMessage() == "sleeping 0.0 s"
     assert line.request_id == "model-3"  # type: ignore[attr-defined]
+
+
+async def test_generated_ids_differ_between_apps_and_requests(aiohttp_client, registry):
+    """Two servers (two apps) never hand out the same ids."""
+    seen: set[str] = set()
+    for _ in range(2):
+        app_client = await aiohttp_client(create_app(registry, ApiSettings()))
+        for _ in range(50):
+            seen.add((await app_client.get("/v2/")).headers["X-Request-ID"])
+    assert len(seen) == 100 and all(is_generated(i) for i in seen)
