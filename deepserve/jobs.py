@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from deepserve.exceptions import JobNotFound, JobStoreError
+from deepserve.model import json_default
 from deepserve.settings import JobSettings
 
 LOG = logging.getLogger(__name__)
@@ -727,18 +728,5 @@ def _utc(seconds: float) -> datetime.datetime:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_jsonable)
-
-
-def _jsonable(obj: Any) -> Any:
-    # As the HTTP layer renders results (which this module may not import):
-    # what a training returns is stored the way clients would see it.
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return obj.tolist()
-    if isinstance(obj, datetime.date | datetime.time):
-        return obj.isoformat()
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
-    return str(obj)
+    # Stored as clients would see it over HTTP (the same conversions).
+    return json.dumps(value, default=json_default)

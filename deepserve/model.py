@@ -12,6 +12,7 @@ Inside deepserve every kind of model is seen through one interface,
 from __future__ import annotations
 
 import abc
+import datetime
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -198,3 +199,20 @@ class Model(Protocol):
         list with one result, or one deepserve error, per item.
         """
         ...
+
+
+def json_default(obj: Any) -> Any:
+    """What ``json.dumps`` writes for values JSON has no type for, in a
+    model's results: NumPy arrays and scalars as lists and numbers, dates
+    in ISO format, sets and tuples as lists, bytes as text; anything else
+    as its ``str()``. Predictions over HTTP and recorded training results
+    are written alike."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, datetime.date | datetime.time):
+        return obj.isoformat()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    return str(obj)

@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "sklearn": {"exceptions", "model", "settings", "store", "models"},
     "class_model": {"exceptions", "model", "settings", "store", "models"},
     "python_model": {"exceptions", "model", "settings", "store", "models"},
-    "jobs": {"exceptions", "settings"},
+    "jobs": {"exceptions", "model", "settings"},
 }
 _BELOW = {"exceptions", "model", "settings", "logs", "store"}
 ALLOWED["loader"] = _BELOW

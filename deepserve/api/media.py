@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import json
 import os
 import pathlib
@@ -16,7 +15,7 @@ from aiohttp import web
 from marshmallow import fields, validate
 
 from deepserve.exceptions import BadModelOutput, NotAcceptable
-from deepserve.model import ReturnedFile, UploadedFile
+from deepserve.model import ReturnedFile, UploadedFile, json_default
 
 JSON = "application/json"
 #: Bytes read at a time when sending a file.
@@ -99,19 +98,7 @@ def is_json(media_type: str) -> bool:
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(data, default=_jsonable)
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return obj.tolist()
-    if isinstance(obj, datetime.date | datetime.time):
-        return obj.isoformat()
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
-    return str(obj)
+    return json.dumps(data, default=json_default)
 
 
 def render(
