@@ -10,7 +10,6 @@ arguments take them by name.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -19,7 +18,7 @@ import aiohttp
 
 from deepserve.client.async_client import DEFAULT_TIMEOUT, AsyncClient
 from deepserve.client.errors import ArgumentError
-from deepserve.client.loop_thread import LoopThread
+from deepserve.client.loop_thread import Blocking
 
 #: The argument that ``predict(data)`` fills.
 DATA = "data"
@@ -106,14 +105,7 @@ class AsyncDeployedModel:
         return result
 
 
-def _shutdown(loop: LoopThread, model: AsyncDeployedModel) -> None:
-    try:
-        loop.run(model.close())
-    finally:
-        loop.stop()
-
-
-class DeployedModel:
+class DeployedModel(Blocking):
     """Model ``name`` of the server at ``url``; blocking calls.
 
     ::
@@ -135,28 +127,12 @@ class DeployedModel:
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._model = AsyncDeployedModel(url, name, token=token, timeout=timeout)
-        self._loop = LoopThread()
-        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._model)
+        super().__init__(self._model)
 
     @property
     def name(self) -> str:
         """The model's name."""
         return self._model.name
-
-    def close(self) -> None:
-        """Close the connections and stop the thread; idempotent."""
-        self._finalizer()
-
-    def __enter__(self) -> DeployedModel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def metadata(self) -> dict[str, Any]:
         """See :meth:`AsyncDeployedModel.metadata`."""

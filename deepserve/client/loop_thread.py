@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
 from deepserve.client.errors import ClientError
 
@@ -60,3 +62,45 @@ class LoopThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+class Blocking:
+    """Base of the blocking wrappers: a :class:`LoopThread` on which the
+    wrapped asynchronous object runs, closed by :meth:`close`, by leaving a
+    ``with`` block, or when the wrapper is garbage-collected.
+
+    :param inner: the asynchronous object; its ``close()`` runs on the loop
+        before the loop stops.
+    """
+
+    def __init__(self, inner: _Closable) -> None:
+        self._loop = LoopThread()
+        # Holds no reference to self, so that an unclosed wrapper can be
+        # collected, and closed then.
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, inner)
+
+    def close(self) -> None:
+        """Close the connections and stop the thread; idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _shutdown(loop: LoopThread, inner: _Closable) -> None:
+    try:
+        loop.run(inner.close())
+    finally:
+        loop.stop()

@@ -5,25 +5,16 @@ See :mod:`deepserve.client.loop_thread` for why it is built this way.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from deepserve.client.async_client import DEFAULT_POLL, DEFAULT_TIMEOUT, AsyncClient
-from deepserve.client.loop_thread import LoopThread
+from deepserve.client.loop_thread import Blocking
 from deepserve.client.operations import Operation
 from deepserve.client.results import Training
 
 
-def _shutdown(loop: LoopThread, client: AsyncClient) -> None:
-    try:
-        loop.run(client.close())
-    finally:
-        loop.stop()
-
-
-class Client:
+class Client(Blocking):
     """A blocking client of one deepserve (or DEEPaaS V2) server.
 
     It has the methods of :class:`AsyncClient`, returning their results
@@ -47,30 +38,12 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._client = AsyncClient(url, token=token, timeout=timeout)
-        self._loop = LoopThread()
-        # Holds no reference to self, so that an unclosed client can be
-        # collected, and closed then.
-        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._client)
+        super().__init__(self._client)
 
     @property
     def url(self) -> str:
         """The server's base URL."""
         return self._client.url
-
-    def close(self) -> None:
-        """Close the connections and stop the client's thread; idempotent."""
-        self._finalizer()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def document(self, *, refresh: bool = False) -> dict[str, Any]:
         """See :meth:`AsyncClient.document`."""
