@@ -167,26 +167,14 @@ def _summary(stored: Any) -> dict[str, Any]:
     }
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime.datetime | datetime.date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
 def _dump(data: Any, fmt: str) -> None:
+    """Print ``data`` (JSON-able: entries' ``to_json()`` and summaries)."""
     if fmt == "json":
-        print(json.dumps(data, indent=2, default=_json_default))
+        print(json.dumps(data, indent=2))
         return
     import yaml  # only -o yaml needs it
 
-    text = yaml.safe_dump(
-        json.loads(json.dumps(data, default=_json_default)),
-        sort_keys=False,
-        allow_unicode=True,
-    )
-    print(text, end="")
+    print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
 
 
 def _table(
