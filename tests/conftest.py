@@ -21,6 +21,7 @@ from deepserve.api import create_app
 from deepserve.jobs import JobStore
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
+from tests.servers import Server
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -132,6 +133,21 @@ async def registry(fake_site: Path) -> AsyncIterator[Registry]:
 async def client(aiohttp_client, registry):  # type: ignore[no-untyped-def]
     """A test client of a fresh app over the shared registry."""
     return await aiohttp_client(create_app(registry, ApiSettings()))
+
+
+@pytest.fixture
+def demo_server() -> Iterator[Server]:
+    """``deepserve run`` as a newcomer starts it: no model installed (the
+    fake site left out), so the bundled demo model is served."""
+    env = dict(os.environ)
+    for var in ("PYTHONPATH", "DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL"):
+        env.pop(var, None)
+    server = Server([], env)
+    try:
+        server.wait_ready("")
+        yield server
+    finally:
+        server.stop()
 
 
 def oldstyle_args(**overrides: Any) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import doctest
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,6 @@ from tests.servers import Server
 GUIDE = Path(__file__).resolve().parent.parent / "doc" / "client.rst"
 #: The server the guide's examples name.
 DOC_URL = "http://127.0.0.1:5000"
-
-
-@pytest.fixture
-def demo_server() -> Iterator[Server]:
-    env = dict(os.environ)
-    for var in ("PYTHONPATH", "DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL"):
-        env.pop(var, None)
-    server = Server([], env)
-    try:
-        server.wait_ready("")
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.timeout(300)

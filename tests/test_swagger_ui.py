@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,19 +29,6 @@ BROWSER_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-@pytest.fixture
-def demo_server() -> Iterator[Server]:
-    env = dict(os.environ)
-    for var in ("PYTHONPATH", "DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL"):
-        env.pop(var, None)
-    server = Server([], env)
-    try:
-        server.wait_ready("")
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_try_it_out_uploads_a_file(demo_server: Server, tmp_path: Path) -> None:
