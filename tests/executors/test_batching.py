@@ -472,9 +472,18 @@ async def test_a_batch_past_the_deadline_fails_and_the_worker_recovers(
         predict(batcher, 1, delay=30.0), predict(batcher, 2), return_exceptions=True
     )
 
-    assert time.monotonic() - began < 10
+    assert time.monotonic() - began < 10  # not stuck behind the 30 s sleep
     assert all(isinstance(r, DeadlineExceeded) for r in results), results
-    again = await predict(batcher, 3)
+    # The deadline counts the time a call waits for the replacement worker
+    # to spawn, so calls may time out until it is up (slow on a busy machine).
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            again = await predict(batcher, 3)
+        except DeadlineExceeded:
+            assert time.monotonic() < deadline, "no worker ever answered again"
+        else:
+            break
     assert again["x"] == 3
 
 
