@@ -13,6 +13,10 @@ from typing import Any
 class DeepserveError(Exception):
     """Base class of every error deepserve raises on purpose."""
 
+    #: Seconds after which the same request may succeed (an HTTP
+    #: ``Retry-After``), or ``None`` when retrying is not expected to help.
+    retry_after: int | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -173,7 +177,12 @@ class BadModelOutput(DeepserveError):
 
 
 class WorkerDied(DeepserveError):
-    """The worker process running a call died before answering."""
+    """The worker process running a call died before answering.
+
+    A replacement worker starts at once, so a retry usually succeeds.
+    """
+
+    retry_after: int | None = 1
 
     def __init__(self, model: str, reason: str) -> None:
         super().__init__(f"The worker of model '{model}' died: {reason}")
@@ -182,12 +191,19 @@ class WorkerDied(DeepserveError):
 
 
 class NotRunning(WorkerDied):
-    """The model's workers are not running (the server starts or stops)."""
+    """The model's workers are not running (the server starts or stops).
 
-    def __init__(self, model: str, reason: str) -> None:
+    :param retry_after: seconds after which it may be running (while it
+        starts); ``None`` when it is stopping or stopped.
+    """
+
+    def __init__(
+        self, model: str, reason: str, *, retry_after: int | None = None
+    ) -> None:
         DeepserveError.__init__(self, f"Model '{model}' is not available: {reason}")
         self.model = model
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(DeepserveError):

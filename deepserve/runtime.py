@@ -185,7 +185,9 @@ class ServedModel:
         if self._draining:
             raise NotRunning(self.name, "the server is shutting down")
         if not self._started:
-            raise NotRunning(self.name, "it is still starting; retry shortly")
+            raise NotRunning(
+                self.name, "it is still starting; retry shortly", retry_after=1
+            )
 
     @property
     def queue_depth(self) -> int:

@@ -86,7 +86,7 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
     offered = error.offered if isinstance(error, exc.NotAcceptable) else None
     headers = (
         {"Retry-After": str(error.retry_after)}
-        if isinstance(error, exc.Overloaded)
+        if error.retry_after is not None
         else None
     )
     if isinstance(error, exc.Unauthorized):

@@ -4,7 +4,8 @@
 ``GET /v2/models/{name}/ready`` answer 200 when true and 503 otherwise,
 with a small JSON body, so that Kubernetes probes and KServe/Triton clients
 read them alike. The server listens while its models still warm: it is
-live then, not ready; it is not ready either once a shutdown began.
+live then, not ready, and its 503s carry ``Retry-After``; it is not ready
+either once a shutdown began (no ``Retry-After``: it will not come back).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class ModelReadiness(Schema):
     )
 
 
-def _answer(body: dict[str, Any], ok: bool) -> web.Response:
-    return web.json_response(body, status=200 if ok else 503, headers=_NO_STORE)
+def _answer(body: dict[str, Any], ok: bool, *, starting: bool = False) -> web.Response:
+    """200 or 503; a 503 while models still start says when to ask again."""
+    headers = {**_NO_STORE, "Retry-After": "1"} if starting and not ok else _NO_STORE
+    return web.json_response(body, status=200 if ok else 503, headers=headers)
 
 
 class Health:
@@ -59,12 +62,16 @@ class Health:
 
     async def ready(self, _request: web.Request) -> web.Response:
         ready = self.registry.ready
-        return _answer({"ready": ready}, ready)
+        return _answer({"ready": ready}, ready, starting=not self.registry.draining)
 
     async def model_ready(self, request: web.Request) -> web.Response:
         """:raises ModelNotFound: for a model not served (a 404)."""
         served = self.registry[request.match_info["name"]]
-        return _answer({"name": served.name, "ready": served.ready}, served.ready)
+        return _answer(
+            {"name": served.name, "ready": served.ready},
+            served.ready,
+            starting=not self.registry.draining,
+        )
 
 
 def add_routes(app: web.Application, registry: Registry, base: str) -> None:

@@ -37,6 +37,14 @@ async def probe(client, path: str) -> tuple[int, dict]:  # type: ignore[no-untyp
     return resp.status, await resp.json()
 
 
+async def retry_after(client, path: str, **kw) -> str | None:  # type: ignore[no-untyped-def]
+    """The ``Retry-After`` of a request's answer, which must be a 503."""
+    method = client.post if "predict" in path or "train" in path else client.get
+    resp = await method(path, **kw)
+    assert resp.status == 503, await resp.text()
+    return resp.headers.get("Retry-After")
+
+
 async def test_started_registry_is_live_and_ready(client):
     assert await probe(client, "/v2/health/live") == (200, {"live": True})
     assert await probe(client, "/v2/health/ready") == (200, {"ready": True})
@@ -68,6 +76,10 @@ async def test_not_ready_before_start_and_while_draining(aiohttp_client, fresh):
     )
     body = await assert_error(await client.post("/v2/models/minimal/predict/"), 503)
     assert "still starting" in body["message"] and body["model"] == "minimal"
+    # Starting: ask again shortly.
+    assert await retry_after(client, "/v2/health/ready") == "1"
+    assert await retry_after(client, "/v2/models/minimal/ready") == "1"
+    assert await retry_after(client, "/v2/models/minimal/predict/") == "1"
 
     await fresh.start()
     assert fresh.ready and not fresh.draining
@@ -85,6 +97,10 @@ async def test_not_ready_before_start_and_while_draining(aiohttp_client, fresh):
         await client.post("/v2/models/classy/train/", json={"seconds": 0}), 503
     )
     assert "shutting down" in body["message"] and body["model"] == "classy"
+    # Shutting down: this server will not be back, so no Retry-After.
+    assert await retry_after(client, "/v2/health/ready") is None
+    assert await retry_after(client, "/v2/models/classy/ready") is None
+    assert await retry_after(client, "/v2/models/minimal/predict/") is None
 
 
 async def test_one_model_not_ready_makes_the_server_not_ready(aiohttp_client, fresh):

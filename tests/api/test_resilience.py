@@ -164,6 +164,7 @@ async def test_upload_is_removed_when_the_worker_crashes(
 
     body = await assert_error(crashed, 503)
     assert "exited with code 3" in body["message"]
+    assert crashed.headers["Retry-After"] == "1"  # a replacement is starting
     assert list(tmp_path.iterdir()) == []
 
 
