@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deepserve import logs
 from deepserve.exceptions import (
     BadModelOutput,
     DeadlineExceeded,
@@ -51,11 +52,21 @@ class Item:
     kwargs: Mapping[str, Any]
     future: asyncio.Future[Any]
     arrived: float
+    #: The id of the request it came from (its log lines carry it).
+    request_id: str | None = dataclasses.field(default_factory=logs.REQUEST_ID.get)
 
     @property
     def wanted(self) -> bool:
         """False once its caller has gone (timed out, disconnected)."""
         return not self.future.done()
+
+
+def batch_request_id(batch: Sequence[Item]) -> str | None:
+    """The ids of a batch's requests, comma-separated, for the lines logged
+    while it runs (a request id never holds a comma); ``None`` if none has
+    an id."""
+    ids = dict.fromkeys(item.request_id for item in batch if item.request_id)
+    return ",".join(ids) or None
 
 
 def take(pending: collections.deque[Item], max_size: int) -> list[Item]:
@@ -247,6 +258,9 @@ class BatchingExecutor:
     async def _dispatch(self, batch: list[Item]) -> None:
         assert self._slots is not None
         self._sizes[len(batch)] += 1
+        # Its own task, so its own context: this reaches the batch's log
+        # lines (the worker's too) and nothing else.
+        logs.REQUEST_ID.set(batch_request_id(batch))
         try:
             try:
                 results = await self._inner.call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -32,7 +33,8 @@ class Records(logging.Handler):
 @pytest.fixture
 def records() -> Iterator[Records]:
     handler = Records()
-    loggers = [logging.getLogger(name) for name in ("deepserve", "fake_slow")]
+    names = ("deepserve", "fake_slow", "fake_batchy")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -139,6 +141,44 @@ async def test_model_log_lines_carry_the_id_in_threads_too(slow_client, records)
     (line,) = [r for r in records.records if r.name == "fake_slow"]
     assert line.getMessage() == "sleeping 0.0 s"
     assert line.request_id == "model-3"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["inline", "thread", "process"])
+async def test_lines_logged_in_a_merged_batch_carry_every_request_id(  # type: ignore[no-untyped-def]
+    aiohttp_client, fake_site: Path, records, capfd, kind
+):
+    (ref,) = loader.select(loader.discover(loader.installed_entry_points()), ["batchy"])
+    settings = ExecutorSettings(kind=kind, max_batch_size=4, max_latency_ms=10_000)
+    registry = Registry([ServedModel.create(ref, adapters.build(ref), settings)])
+    await registry.start()
+    try:
+        client = await aiohttp_client(create_app(registry, ApiSettings()))
+        ids = [f"batch-{n}" for n in range(4)]
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/v2/models/batchy/predict/",
+                    params={"x": n},
+                    headers={"X-Request-ID": rid},
+                )
+                for n, rid in enumerate(ids)
+            )
+        )
+        bodies = [await resp.json() for resp in answers]
+        assert [resp.status for resp in answers] == [200] * 4, bodies
+        assert {b["predictions"]["size"] for b in bodies} == {4}  # one batch
+        # Each answer still carries its own request's id.
+        assert [resp.headers["X-Request-ID"] for resp in answers] == ids
+    finally:
+        await registry.close()
+
+    if kind == "process":  # the worker writes its lines to its stderr
+        (line,) = [x for x in capfd.readouterr().err.splitlines() if "a batch of" in x]
+        tag = line.split("] [", 1)[1].split("]", 1)[0]  # "[worker N] [ids]: "
+    else:
+        (record,) = [r for r in records.records if r.name == "fake_batchy"]
+        tag = record.request_id
+    assert sorted(tag.split(",")) == ids
 
 
 async def test_generated_ids_differ_between_apps_and_requests(aiohttp_client, registry):

@@ -29,6 +29,7 @@ from deepserve.executors.batching import (
     BatchingExecutor,
     BatchPolicy,
     Item,
+    batch_request_id,
     merge,
     split,
     take,
@@ -53,6 +54,16 @@ def new_item(value: int, *, arrived: float = 0.0) -> Item:
 
 def values(items: list[Item] | collections.deque[Item]) -> list[int]:
     return [item.kwargs["x"] for item in items]
+
+
+async def test_a_batch_request_id_names_each_request_once_in_order() -> None:
+    def item(request_id: str | None) -> Item:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        return Item({}, future, 0.0, request_id)
+
+    assert batch_request_id([item("a"), item(None), item("b"), item("a")]) == "a,b"
+    assert batch_request_id([item(None), item(None)]) is None
+    assert batch_request_id([]) is None
 
 
 def test_policy_defaults() -> None:

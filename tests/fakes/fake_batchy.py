@@ -1,6 +1,7 @@
 """A model with predict_batch: concurrent predictions arrive merged."""
 
 import itertools
+import logging
 import os
 import time
 
@@ -10,6 +11,7 @@ from marshmallow import fields
 batching = {"max_batch_size": 4, "max_latency_ms": 50}
 
 _batches = itertools.count(1)
+LOG = logging.getLogger(__name__)
 
 
 def get_predict_args():
@@ -30,6 +32,7 @@ def predict_batch(items):
     ``x == 999`` fails the whole batch; ``x == 998`` returns too few results.
     """
     batch = next(_batches)
+    LOG.warning("a batch of %d", len(items))
     time.sleep(max(item["delay"] for item in items))
     if any(item["x"] == 999 for item in items):
         raise RuntimeError("the whole batch failed")
