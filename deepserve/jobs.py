@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -296,6 +297,8 @@ class JobStore:
         if status not in STATUSES or status == "running":
             raise ValueError(f"not a final status: {status!r}")
         try:
+            if message is not None:
+                message = storable(message)
             await self._run(self._finish, job_id, status, result, message, time.time())
         finally:
             # Even when the end cannot be recorded: its heartbeat stops, so
@@ -331,7 +334,8 @@ class JobStore:
         :param dropped: entries the caller dropped already.
         """
         if entries or dropped:
-            await self._run(self._append_logs, job_id, list(entries), dropped)
+            kept = [dataclasses.replace(e, text=storable(e.text)) for e in entries]
+            await self._run(self._append_logs, job_id, kept, dropped)
 
     async def logs(
         self, model: str, job_id: str, *, since: int = 0, limit: int = 1000
@@ -725,6 +729,17 @@ def _job(row: sa.Row[Any]) -> TrainingJob:
 
 def _utc(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+
+
+#: NUL, and the surrogates that stand for undecodable bytes.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as every database stores it: PostgreSQL's text holds no NUL
+    character, and no database lone surrogates (from undecodable bytes);
+    both become replacement characters."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _dumps(value: Any) -> str:

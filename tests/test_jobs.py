@@ -1,4 +1,9 @@
-"""The training-job store, on real SQLite files."""
+"""The training-job store, on real SQLite files and a real PostgreSQL server.
+
+Every test that is not about SQLite itself runs on both (see
+:mod:`tests.postgres`: the PostgreSQL runs are skipped, saying why, where
+PostgreSQL is not installed).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from deepserve.exceptions import JobNotFound, JobStoreError
 from deepserve.jobs import (
@@ -23,6 +30,7 @@ from deepserve.jobs import (
     TrainingJob,
 )
 from deepserve.settings import JobSettings
+from tests.postgres import postgres  # noqa: F401  (a fixture)
 
 Opener = Callable[..., Any]
 MS = datetime.timedelta(milliseconds=1)
@@ -32,13 +40,39 @@ def url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+class Database:
+    """The database the stores of a test share, reached directly too."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def raw(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Run SQL on the database directly, as another program would."""
+        engine = sa.create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(sa.text(sql), params)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    """An empty database: a file in ``tmp_path``, or one on the session's
+    PostgreSQL server."""
+    if request.param == "sqlite":
+        return Database(url(tmp_path / "jobs.sqlite"))
+    return Database(request.getfixturevalue("postgres").new_database())
+
+
 @pytest.fixture
-async def opened(tmp_path: Path) -> AsyncIterator[Opener]:
-    """Open stores on ``tmp_path/jobs.sqlite``; close them at the end."""
+async def opened(db: Database) -> AsyncIterator[Opener]:
+    """Open stores on ``db``; close them at the end."""
     stores: list[JobStore] = []
 
     async def open_store(**settings: Any) -> JobStore:
-        settings.setdefault("database", url(tmp_path / "jobs.sqlite"))
+        settings.setdefault("database", db.url)
         store = JobStore(JobSettings(**settings))
         await store.open()
         stores.append(store)
@@ -62,10 +96,10 @@ def new_job(model: str = "m", **args: Any) -> TrainingJob:
     )
 
 
-def raw(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run SQL on the file directly, as another program would."""
+def raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Run SQL on an SQLite file directly, as another program would."""
     with sqlite3.connect(path) as conn:
-        rows = conn.execute(sql, params).fetchall()
+        rows = conn.execute(sql).fetchall()
     conn.close()
     return rows
 
@@ -73,7 +107,7 @@ def raw(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 # -- records ----------------------------------------------------------------
 
 
-async def test_finished_job_is_kept_across_reopening(opened, tmp_path):
+async def test_finished_job_is_kept_across_reopening(opened):
     store = await opened()
     job = new_job(epochs=3, data={"name": "data", "original_filename": "a.txt"})
     await store.add(job)
@@ -216,16 +250,14 @@ CREATE INDEX ix_deepserve_jobs_model_created ON deepserve_jobs (model, created);
 """
 
 
-async def test_an_older_database_is_migrated_with_its_data(opened, tmp_path):
-    path = tmp_path / "jobs.sqlite"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(V1_SCHEMA)
-        conn.execute(
-            "INSERT INTO deepserve_jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            ("a" * 32, "m", "done", json.dumps({"epochs": 2}), json.dumps([1, 2]),
-             None, 1000.0, 1000.5, 1010.0, 10.0, "old-server"),
-        )  # fmt: skip
-    conn.close()
+async def test_an_older_database_is_migrated_with_its_data(opened, db):
+    for statement in filter(str.strip, V1_SCHEMA.split(";")):
+        db.raw(statement)
+    db.raw(
+        "INSERT INTO deepserve_jobs VALUES (:id, 'm', 'done', :args, :result, NULL,"
+        " 1000.0, 1000.5, 1010.0, 10.0, 'old-server')",
+        id="a" * 32, args=json.dumps({"epochs": 2}), result=json.dumps([1, 2]),
+    )  # fmt: skip
 
     store = await opened()
 
@@ -234,17 +266,16 @@ async def test_an_older_database_is_migrated_with_its_data(opened, tmp_path):
     assert job.created.timestamp() == 1000.0
     assert job.duration == datetime.timedelta(seconds=10)
     assert job.log_dropped == 0
-    assert raw(path, "SELECT version FROM deepserve_schema") == [(SCHEMA_VERSION,)]
-    # What version 2 added works on the migrated file.
+    assert db.raw("SELECT version FROM deepserve_schema") == [(SCHEMA_VERSION,)]
+    # What version 2 added works on the migrated database.
     await store.append_logs(job.id, [entry("hello")])
     assert [e.text for e in (await store.logs("m", job.id)).entries] == ["hello"]
 
 
-async def test_a_newer_database_is_refused(opened, tmp_path):
+async def test_a_newer_database_is_refused(opened, db):
     store = await opened()
     await store.close()
-    path = tmp_path / "jobs.sqlite"
-    raw(path, "UPDATE deepserve_schema SET version = ?", SCHEMA_VERSION + 1)
+    db.raw("UPDATE deepserve_schema SET version = :v", v=SCHEMA_VERSION + 1)
 
     newer = f"schema version {SCHEMA_VERSION + 1}, newer"
     with pytest.raises(JobStoreError, match=newer) as excinfo:
@@ -252,11 +283,14 @@ async def test_a_newer_database_is_refused(opened, tmp_path):
     assert "upgrade deepserve" in str(excinfo.value)
 
 
-async def test_sqlite_file_uses_wal_and_a_missing_directory_is_made(opened, tmp_path):
+async def test_sqlite_file_uses_wal_and_a_missing_directory_is_made(tmp_path):
     path = tmp_path / "a" / "b" / "jobs.sqlite"
-    await opened(database=url(path))
-
-    assert raw(path, "PRAGMA journal_mode") == [("wal",)]
+    store = JobStore(JobSettings(database=url(path)))
+    await store.open()
+    try:
+        assert raw(path, "PRAGMA journal_mode") == [("wal",)]
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("database", ["nosuchdialect://x", "not a url at all"])
@@ -270,16 +304,15 @@ async def test_an_unusable_database_url_is_a_clear_error(database):
 # -- owners and heartbeats ------------------------------------------------------
 
 
-async def test_a_dead_servers_stale_jobs_are_interrupted_on_opening(opened, tmp_path):
-    path = tmp_path / "jobs.sqlite"
+async def test_a_dead_servers_stale_jobs_are_interrupted_on_opening(opened, db):
     await (await opened()).close()
     beat = time.time() - 60
     # What a server killed mid-training leaves behind.
-    raw(
-        path,
+    db.raw(
         "INSERT INTO deepserve_jobs (id, model, status, args, created, owner,"
-        " heartbeat) VALUES (?, 'm', 'running', '{}', ?, 'dead-server', ?)",
-        "d" * 32, beat - 5, beat,
+        " heartbeat) VALUES (:id, 'm', 'running', '{}', :created, 'dead-server',"
+        " :beat)",
+        id="d" * 32, created=beat - 5, beat=beat,
     )  # fmt: skip
 
     store = await opened(heartbeat_timeout=30)
@@ -308,7 +341,7 @@ async def test_a_live_replicas_jobs_are_left_alone(opened):
     assert (await other.get("m", job.id)).status == "running"
 
 
-async def test_a_replica_interrupts_jobs_whose_heartbeat_stopped(opened, tmp_path):
+async def test_a_replica_interrupts_jobs_whose_heartbeat_stopped(opened, db):
     fast = {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.6}
     other = await opened(**fast)
     gone = await opened(**fast)
@@ -317,7 +350,7 @@ async def test_a_replica_interrupts_jobs_whose_heartbeat_stopped(opened, tmp_pat
     assert (await other.get("m", job.id)).status == "running"
     # Hand the job to an owner that never beats, as a killed server would
     # leave it (`gone` goes on beating, for its own jobs only).
-    raw(tmp_path / "jobs.sqlite", "UPDATE deepserve_jobs SET owner = 'killed'")
+    db.raw("UPDATE deepserve_jobs SET owner = 'killed'")
 
     deadline = time.monotonic() + 10
     while (await other.get("m", job.id)).status == "running":
@@ -345,7 +378,7 @@ async def test_closing_interrupts_own_running_jobs_only(opened):
     assert got[other.id].status == "running"
 
 
-async def test_retention_forgets_old_finished_jobs(opened, tmp_path):
+async def test_retention_forgets_old_finished_jobs(opened, db):
     store = await opened(retention_days=1)
     old, recent, running = new_job(), new_job(), new_job()
     for job in (old, recent, running):
@@ -353,28 +386,41 @@ async def test_retention_forgets_old_finished_jobs(opened, tmp_path):
     for job in (old, recent):
         await store.finish(job.id, "done")
         await store.append_logs(job.id, [entry("x")])
-    path = tmp_path / "jobs.sqlite"
     two_days_ago = time.time() - 2 * 86400
-    raw(
-        path,
-        "UPDATE deepserve_jobs SET finished = ? WHERE id = ?",
-        two_days_ago,
-        old.id,
+    db.raw(
+        "UPDATE deepserve_jobs SET finished = :when WHERE id = :id",
+        when=two_days_ago,
+        id=old.id,
     )
 
     await store.beat()
 
     left = {j.id for j in (await store.list_jobs("m")).jobs}
     assert left == {recent.id, running.id}
-    assert raw(path, "SELECT DISTINCT job_id FROM deepserve_job_logs") == [(recent.id,)]
+    assert db.raw("SELECT DISTINCT job_id FROM deepserve_job_logs") == [(recent.id,)]
 
 
-async def test_replicas_opening_a_new_database_together(opened, tmp_path):
+async def test_replicas_opening_a_new_database_together(opened, db):
     stores = await asyncio.gather(*(opened() for _ in range(4)))
 
-    assert raw(tmp_path / "jobs.sqlite", "SELECT version FROM deepserve_schema") == [
-        (SCHEMA_VERSION,)
-    ]
+    assert db.raw("SELECT version FROM deepserve_schema") == [(SCHEMA_VERSION,)]
     job = new_job()
     await stores[0].add(job)
     assert (await stores[3].get("m", job.id)).id == job.id
+
+
+async def test_output_with_nul_characters_is_kept_readable(opened):
+    """PostgreSQL text cannot hold NUL: a training printing one must not
+    lose its output (nor fail), on any database."""
+    store = await opened()
+    job = new_job()
+    await store.add(job)
+
+    # A NUL, and a lone surrogate as undecodable bytes leave in a str.
+    await store.append_logs(job.id, [entry("a\x00b"), entry("c\udcffd"), entry("é")])
+    await store.finish(job.id, "error", message="bad\x00 input")
+
+    page = await store.logs("m", job.id)
+    assert [e.text for e in page.entries] == ["a\ufffdb", "c\ufffdd", "é"]
+    assert page.dropped == 0
+    assert (await store.get("m", job.id)).message == "bad\ufffd input"
