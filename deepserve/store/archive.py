@@ -7,8 +7,14 @@ its type and, for files, its size and SHA-256::
 
     {"format": "deepserve-archive", "version": 1,
      "members": [{"path": "artifacts", "type": "dir"},
+                 {"path": "code/run.sh", "type": "file", "size": 40,
+                  "sha256": "5e8f2a...", "executable": true},
                  {"path": "model.json", "type": "file", "size": 312,
                   "sha256": "9f86d08..."}]}
+
+The one permission carried is whether a file is executable (a script or a
+program among a model's code or artifacts): such a file is executable again
+once unpacked. Nothing else (owners, other mode bits, times) is.
 
 Archives hold regular files and directories only: :func:`pack` refuses an
 entry holding a link, a device or a FIFO, and :func:`unpack` refuses every
@@ -38,6 +44,7 @@ import os
 import posixpath
 import re
 import secrets
+import stat
 import tarfile
 import tempfile
 import urllib.parse
@@ -91,12 +98,14 @@ _KINDS = {
 
 @dataclass(frozen=True)
 class _Member:
-    """A manifest entry: ``size`` and ``sha256`` are empty for directories."""
+    """A manifest entry: ``size``, ``sha256`` and ``executable`` are empty
+    for directories."""
 
     path: str
     is_dir: bool
     size: int = 0
     sha256: str = ""
+    executable: bool = False
 
 
 def _name_problem(name: str) -> str | None:
@@ -191,7 +200,10 @@ def _scan(entry: Path) -> list[_Member]:
                 found.append(_Member(name, is_dir=True))
                 subdirs.append((Path(child.path), name + "/"))
             elif child.is_file(follow_symlinks=False):
-                found.append(_Member(name, is_dir=False))
+                mode = child.stat(follow_symlinks=False).st_mode
+                found.append(
+                    _Member(name, is_dir=False, executable=bool(mode & stat.S_IXUSR))
+                )
             else:
                 raise StoreError(
                     f"Cannot pack '{entry}': '{name}' is not a regular file "
@@ -215,7 +227,9 @@ def _manifest(entry: Path, members: list[_Member]) -> list[_Member]:
             while chunk := source.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
-        hashed.append(_Member(member.path, False, size, digest.hexdigest()))
+        hashed.append(
+            _Member(member.path, False, size, digest.hexdigest(), member.executable)
+        )
     return hashed
 
 
@@ -231,6 +245,9 @@ def _manifest_bytes(members: list[_Member]) -> bytes:
                     "type": "file",
                     "size": member.size,
                     "sha256": member.sha256,
+                    # Only when true: archives of entries without executables
+                    # stay what version 1 always wrote.
+                    **({"executable": True} if member.executable else {}),
                 }
             )
     document = {"format": FORMAT, "version": VERSION, "members": listed}
@@ -315,7 +332,12 @@ def _write(
             with open(entry / member.path, "rb") as source:
                 reader = _HashingReader(source, counted)
                 try:
-                    tar.addfile(_tarinfo(member.path, member.size), reader)
+                    tar.addfile(
+                        _tarinfo(
+                            member.path, member.size, executable=member.executable
+                        ),
+                        reader,
+                    )
                 except OSError as err:
                     raise StoreError(
                         f"Cannot pack '{entry}': reading '{member.path}' failed "
@@ -328,7 +350,9 @@ def _write(
                 )
 
 
-def _tarinfo(name: str, size: int, *, directory: bool = False) -> tarfile.TarInfo:
+def _tarinfo(
+    name: str, size: int, *, directory: bool = False, executable: bool = False
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
@@ -336,7 +360,7 @@ def _tarinfo(name: str, size: int, *, directory: bool = False) -> tarfile.TarInf
         info.type = tarfile.DIRTYPE
         info.mode = 0o755
     else:
-        info.mode = 0o644
+        info.mode = 0o755 if executable else 0o644
     return info
 
 
@@ -591,7 +615,10 @@ class _Unpacker:
             raise bad(f"'{path}' has no valid size")
         if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise bad(f"'{path}' has no valid sha256")
-        return _Member(path, False, size, sha256)
+        executable = item.get("executable", False)
+        if not isinstance(executable, bool):
+            raise bad(f"'{path}' has an 'executable' that is not true or false")
+        return _Member(path, False, size, sha256, executable)
 
     def _extract(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         name = info.name
@@ -717,6 +744,12 @@ class _Unpacker:
             raise self.bad(name, f"holds {size} bytes, {MANIFEST} says {expected.size}")
         if digest.hexdigest() != expected.sha256:
             raise self.bad(name, f"does not match its SHA-256 in {MANIFEST}")
+        if expected.executable:
+            # Executable by whoever may read it: the umask decided who that
+            # is when the file was created. Never more (no set-id bits).
+            with self._creating(name):
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+                os.chmod(target, mode | (mode & 0o444) >> 2)
 
     def _check_end(self, guard: _Guard) -> None:
         """The archive ended at a real end marker, followed only by zeros.

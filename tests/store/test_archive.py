@@ -96,6 +96,36 @@ def test_same_entry_packs_to_the_same_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a.tar.gz").read_bytes() == (tmp_path / "b.tar.gz").read_bytes()
 
 
+def test_executable_files_stay_executable_and_nothing_else_becomes_so(
+    tmp_path: Path,
+) -> None:
+    entry = make_entry(tmp_path)
+    script = entry / "code" / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o700)  # only its owner's bit is looked at
+    (entry / "model.json").chmod(0o666)
+    target = tmp_path / "iris.tar.gz"
+    archive.pack(entry, target)
+    with tarfile.open(target, "r:gz") as tar:
+        manifest = json.load(tar.extractfile(archive.MANIFEST))
+        modes = {m.name: m.mode for m in tar.getmembers()}
+    listed = {m["path"]: m for m in manifest["members"]}
+    assert listed["code/run.sh"]["executable"] is True
+    assert "executable" not in listed["model.json"]
+    assert (modes["code/run.sh"], modes["model.json"]) == (0o755, 0o644)
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    old = os.umask(0o027)
+    try:
+        archive.unpack(target, dest)
+    finally:
+        os.umask(old)
+    assert (dest / "code" / "run.sh").stat().st_mode & 0o7777 == 0o750
+    assert (dest / "model.json").stat().st_mode & 0o7777 == 0o640
+    assert (dest / "saved_model.pkl").stat().st_mode & 0o111 == 0
+
+
 def test_archive_gets_ordinary_file_permissions(tmp_path: Path) -> None:
     entry = make_entry(tmp_path)
     old = os.umask(0o022)
@@ -592,6 +622,7 @@ def test_manifest_not_first(site: Site) -> None:
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": True, "sha256": "0" * 64}]}).encode(), "'a' has no valid size"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "xyz"}]}).encode(), "'a' has no valid sha256"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "0" * 64 + "\n"}]}).encode(), "'a' has no valid sha256"),
+        (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "file", "size": 1, "sha256": "0" * 64, "executable": "yes"}]}).encode(), "'a' has an 'executable' that is not true or false"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "link"}]}).encode(), "'a' has type 'link'"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a", "type": "dir"}, {"path": "a", "type": "dir"}]}).encode(), "'a' is listed twice"),
         (json.dumps({"format": "deepserve-archive", "version": 1, "members": [{"path": "a/b", "type": "dir"}]}).encode(), "'a/b' is in 'a', not a listed directory"),
