@@ -1,17 +1,5 @@
-"""Training-job records in a database that outlives the server.
-
-One :class:`JobStore` per server. It records each training (arguments,
-status, result, error, times) and its captured output in any database
-SQLAlchemy reaches: an SQLite file by default, PostgreSQL when several
-replicas share their jobs. Protocol-neutral: nothing here knows about HTTP.
-
-Every database call runs in the store's own threads, never in the event
-loop. A server marks its running jobs with its owner id and refreshes their
-heartbeat every few seconds; any server that opens or shares the database
-marks ``interrupted`` the running jobs whose heartbeat went stale, so a
-crashed replica's jobs do not look alive forever, and a live replica's jobs
-are never touched.
-"""
+"""The training-job store: :class:`JobStore`, an asynchronous API whose
+database work runs in the store's own threads."""
 
 from __future__ import annotations
 
@@ -28,174 +16,25 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
 from deepserve.exceptions import JobNotFound, JobStoreError
+from deepserve.jobs.records import (
+    INTERRUPTED_BY_LOSS,
+    INTERRUPTED_BY_SHUTDOWN,
+    STATUSES,
+    JobPage,
+    LogEntry,
+    LogPage,
+    TrainingJob,
+)
+from deepserve.jobs.schema import jobs_table, logs_table, make_engine, migrate
 from deepserve.model import json_default
 from deepserve.settings import JobSettings
 
 LOG = logging.getLogger(__name__)
-
-#: Every status a job can have; only ``running`` ever changes.
-STATUSES = ("running", "done", "error", "cancelled", "interrupted")
-#: The schema this code reads and writes (see :data:`MIGRATIONS`).
-SCHEMA_VERSION = 2
-#: Why a job is ``interrupted``.
-INTERRUPTED_BY_SHUTDOWN = "Interrupted: the server stopped while it ran"
-INTERRUPTED_BY_LOSS = "Interrupted: the server running it stopped answering"
-#: Seconds SQLite waits for another writer before giving up.
-SQLITE_BUSY_TIMEOUT = 15.0
-
-meta = sa.MetaData()
-schema_table = sa.Table(
-    "deepserve_schema", meta, sa.Column("version", sa.Integer, nullable=False)
-)
-jobs_table = sa.Table(
-    "deepserve_jobs",
-    meta,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("model", sa.String(255), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("args", sa.Text, nullable=False),
-    sa.Column("result", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("started", sa.Float),
-    sa.Column("finished", sa.Float),
-    sa.Column("duration", sa.Float),
-    sa.Column("owner", sa.String(255), nullable=False),
-    # Version 2:
-    sa.Column("heartbeat", sa.Float),
-    sa.Column("log_size", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("log_dropped", sa.Integer, nullable=False, server_default="0"),
-)
-logs_table = sa.Table(
-    "deepserve_job_logs",
-    meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("job_id", sa.String(64), nullable=False, index=True),
-    sa.Column("stream", sa.String(16), nullable=False),
-    sa.Column("time", sa.Float, nullable=False),
-    sa.Column("level", sa.String(16)),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("size", sa.Integer, nullable=False),
-    # Sequence numbers are cursors: never reuse one, even after deletes.
-    sqlite_autoincrement=True,
-)
-
-
-def _v1(conn: sa.Connection) -> None:
-    """The first schema: job records only."""
-    conn.execute(
-        sa.text(
-            "CREATE TABLE deepserve_jobs ("
-            " id VARCHAR(64) NOT NULL PRIMARY KEY,"
-            " model VARCHAR(255) NOT NULL,"
-            " status VARCHAR(16) NOT NULL,"
-            " args TEXT NOT NULL,"
-            " result TEXT,"
-            " error TEXT,"
-            " created FLOAT NOT NULL,"
-            " started FLOAT,"
-            " finished FLOAT,"
-            " duration FLOAT,"
-            " owner VARCHAR(255) NOT NULL)"
-        )
-    )
-    conn.execute(
-        sa.text(
-            "CREATE INDEX ix_deepserve_jobs_model_created"
-            " ON deepserve_jobs (model, created)"
-        )
-    )
-
-
-def _v2(conn: sa.Connection) -> None:
-    """Owner heartbeats, and captured output with its bound."""
-    for column in (
-        "heartbeat FLOAT",
-        "log_size INTEGER NOT NULL DEFAULT 0",
-        "log_dropped INTEGER NOT NULL DEFAULT 0",
-    ):
-        conn.execute(sa.text(f"ALTER TABLE deepserve_jobs ADD COLUMN {column}"))
-    logs_table.create(conn)
-
-
-#: Migration steps in order: step ``i`` turns version ``i`` into ``i + 1``.
-MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2)
-assert len(MIGRATIONS) == SCHEMA_VERSION
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainingJob:
-    """One training run as recorded; times are timezone-aware (UTC).
-
-    :param args: the arguments as shown to clients (files by name).
-    :param message: why it failed, was cancelled or interrupted.
-    :param owner: the server instance that ran it.
-    :param log_dropped: output entries dropped to honour the bound.
-    """
-
-    id: str
-    model: str
-    status: str
-    args: dict[str, Any]
-    created: datetime.datetime
-    started: datetime.datetime | None = None
-    finished: datetime.datetime | None = None
-    duration: datetime.timedelta | None = None
-    result: Any = None
-    message: str | None = None
-    owner: str = ""
-    log_dropped: int = 0
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LogEntry:
-    """One line of a job's output, or one of its log records.
-
-    :param stream: ``stdout``, ``stderr`` or ``log``.
-    :param time: seconds since the epoch.
-    :param level: the record's level name (``log`` entries only).
-    :param seq: its position, once stored; a cursor for ``since``.
-    """
-
-    stream: str
-    time: float
-    text: str
-    level: str | None = None
-    seq: int | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.text.encode("utf-8", "replace"))
-
-
-@dataclasses.dataclass(frozen=True)
-class JobPage:
-    """Some of a model's jobs, and how many there are in all."""
-
-    jobs: list[TrainingJob]
-    total: int
-
-
-@dataclasses.dataclass(frozen=True)
-class LogPage:
-    """Entries of a job's output after a cursor.
-
-    :param next: the cursor to pass as ``since`` for the entries after these.
-    :param dropped: entries dropped (the oldest) to keep within the bound.
-    """
-
-    job: TrainingJob
-    entries: list[LogEntry]
-    next: int
-    dropped: int
-
 
 _T = TypeVar("_T")
 
@@ -238,12 +77,12 @@ class JobStore:
         :raises JobStoreError: when the database cannot be reached, or its
             schema is newer than this server understands.
         """
-        engine, threads = _engine(self.settings.database)
+        engine, threads = make_engine(self.settings.database)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="deepserve-jobs"
         )
         try:
-            await self._run(_migrate, engine)
+            await self._run(migrate, engine)
         except BaseException:
             self._pool.shutdown(wait=False)
             self._pool = None
@@ -366,7 +205,7 @@ class JobStore:
     # -- the synchronous side, run in the store's threads ---------------------
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if fn is not _migrate and self._engine is None:
+        if fn is not migrate and self._engine is None:
             raise JobStoreError("The training-job store is not open")
         return await self._run_with(fn, *args)
 
@@ -604,105 +443,6 @@ class JobStore:
         with self._db.begin() as conn:
             conn.execute(logs_table.delete().where(lg.job_id.in_(old)))
             conn.execute(jobs_table.delete().where(j.id.in_(old)))
-
-
-# -- the database -------------------------------------------------------------
-
-
-def _engine(url_text: str) -> tuple[sa.Engine, int]:
-    """An engine for ``url_text`` and how many threads may use it at once.
-
-    :raises JobStoreError: for a URL SQLAlchemy cannot use.
-    """
-    try:
-        url = sa.make_url(url_text)
-        if url.get_backend_name() != "sqlite":
-            return sa.create_engine(url, pool_pre_ping=True), 4
-        if url.database in (None, "", ":memory:"):
-            # One connection shared by one thread: the only way an
-            # in-memory database is the same database for every call.
-            engine = sa.create_engine(
-                url,
-                poolclass=StaticPool,
-                connect_args={"check_same_thread": False},
-            )
-            return engine, 1
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise JobStoreError(f"Cannot use job database '{url_text}': {exc}") from exc
-    except OSError as exc:
-        raise JobStoreError(
-            f"Cannot create the directory of job database '{url_text}': {exc}"
-        ) from exc
-    sa.event.listen(engine, "connect", _sqlite_setup)
-    return engine, 4
-
-
-def _sqlite_setup(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    # WAL: readers never wait for the writer, and replicas on one host can
-    # share the file; the busy timeout makes writers queue, not fail.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _migrate(engine: sa.Engine, attempts: int = 3) -> None:
-    """Bring the schema to :data:`SCHEMA_VERSION`, one step at a time.
-
-    Replicas starting together may race to migrate: the loser's transaction
-    fails, and it tries again, finding the work done.
-
-    :raises JobStoreError: when the database's schema is newer, or it
-        cannot be migrated.
-    """
-    for attempt in range(attempts):
-        try:
-            _migrate_once(engine)
-            return
-        except _Newer:
-            raise
-        except JobStoreError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))  # in the store's thread
-
-
-def _migrate_once(engine: sa.Engine) -> None:
-    try:
-        with engine.begin() as conn:
-            version = _version(conn)
-            if version > SCHEMA_VERSION:
-                raise _Newer(
-                    f"The job database {engine.url.render_as_string()} has schema "
-                    f"version {version}, newer than this deepserve understands "
-                    f"({SCHEMA_VERSION}): upgrade deepserve, or use another database"
-                )
-            for step in range(version, SCHEMA_VERSION):
-                LOG.info("Migrating the job database to schema version %d", step + 1)
-                MIGRATIONS[step](conn)
-            if version == 0:
-                conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
-            elif version < SCHEMA_VERSION:
-                conn.execute(schema_table.update().values(version=SCHEMA_VERSION))
-    except sa.exc.SQLAlchemyError as exc:
-        raise JobStoreError(
-            f"Cannot open job database {engine.url.render_as_string()}: {exc}"
-        ) from exc
-
-
-class _Newer(JobStoreError):
-    """The database is newer than this code: trying again cannot help."""
-
-
-def _version(conn: sa.Connection) -> int:
-    if not sa.inspect(conn).has_table(schema_table.name):
-        schema_table.create(conn)
-        return 0
-    version = conn.scalar(sa.select(sa.func.max(schema_table.c.version)))
-    return int(version or 0)
 
 
 # -- values -------------------------------------------------------------------
