@@ -13,8 +13,9 @@ crashed replica's jobs do not look alive forever, and a live replica's jobs
 are never touched.
 
 The modules: :mod:`~deepserve.jobs.records` (the values recorded),
-:mod:`~deepserve.jobs.schema` (tables, engine set-up and migrations) and
-:mod:`~deepserve.jobs.store` (:class:`JobStore`).
+:mod:`~deepserve.jobs.schema` (tables, engine set-up and migrations),
+:mod:`~deepserve.jobs.database` (every read and write, blocking) and
+:mod:`~deepserve.jobs.store` (:class:`JobStore`, the asynchronous API).
 """
 
 from __future__ import annotations
