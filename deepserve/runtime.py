@@ -38,6 +38,8 @@ LOG = logging.getLogger(__name__)
 
 #: How long a cancelled training may take to stop before we answer anyway.
 CANCEL_WAIT = 10.0
+#: Seconds between two looks at a training another server was asked to stop.
+CANCEL_POLL = 0.2
 #: Seconds between two writes of a running training's output.
 FLUSH_INTERVAL = 0.5
 #: What a stopped training's record says.
@@ -140,6 +142,8 @@ class ServedModel:
         self._store: JobStore | None = None
         #: Trainings running in this server, by id.
         self._running: dict[str, _Training] = {}
+        #: Stops asked for through another server, until they are done.
+        self._stopping: set[asyncio.Task[None]] = set()
         #: Predictions accepted and not yet answered.
         self._in_hand = 0
         self._started = False
@@ -245,6 +249,17 @@ class ServedModel:
     def use_jobs(self, store: JobStore) -> None:
         """Record this model's trainings in ``store`` (the registry's)."""
         self._store = store
+        store.on_cancel_request(self._cancel_requested)
+
+    def _cancel_requested(self, job_id: str) -> None:
+        """A client asked another server to cancel a training: stop it if it
+        is this model's."""
+        training = self._running.get(job_id)
+        if training is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._stop(training, "cancelled"))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     @property
     def store(self) -> JobStore:
@@ -343,13 +358,26 @@ class ServedModel:
     async def cancel(self, job_id: str) -> TrainingJob:
         """Cancel a running training; its worker process is terminated.
 
-        A training another server runs is answered as it is: only the
-        server running it can stop it.
+        A training another server (a replica sharing the job database) runs
+        is asked to stop through the database: that server stops it at its
+        next heartbeat. The answer waits for that, up to a heartbeat
+        interval and :data:`CANCEL_WAIT`, then gives the job as it is.
+
+        :raises JobNotFound: when this model has no such training.
         """
         training = self._running.get(job_id)
         if training is not None:
             await self._stop(training, "cancelled")
-        return await self.job(job_id)
+            return await self.job(job_id)
+        if not await self.store.request_cancel(self.name, job_id):
+            return await self.job(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.store.settings.heartbeat_interval + CANCEL_WAIT
+        while True:
+            job = await self.job(job_id)
+            if job.status != "running" or loop.time() >= deadline:
+                return job
+            await asyncio.sleep(CANCEL_POLL)
 
     async def interrupt_trainings(self) -> None:
         """Stop every training this server runs, recording them

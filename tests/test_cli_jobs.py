@@ -1,5 +1,5 @@
 """Training jobs across server restarts and replicas: real ``deepserve run``
-servers sharing a real SQLite file."""
+servers sharing a real SQLite file (or a real PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ import pytest
 
 from deepserve.jobs import INTERRUPTED_BY_LOSS, INTERRUPTED_BY_SHUTDOWN
 from tests.conftest import subprocess_env
+from tests.postgres import postgres  # noqa: F401  (a fixture)
 from tests.servers import Server, gone
 
 DEADLINE = 60.0
 TRAIN = "/v2/models/chatty/train/"
 
-Serve = Callable[[Path], Server]
+Serve = Callable[[Path | str], Server]
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def serve(fake_site: Path) -> Iterator[Serve]:
     heartbeats, so that a lost server's jobs are noticed in seconds."""
     started: list[Server] = []
 
-    def start(database: Path) -> Server:
+    def start(database: Path | str) -> Server:
         args = [
             "--model-name", "chatty",
             "--jobs-database", str(database),
@@ -151,8 +152,6 @@ def test_a_replica_leaves_live_jobs_alone_and_notices_lost_ones(serve, tmp_path)
     assert seen["status"] == "running"
     assert "waiting" in log_texts(replica, uuid)
     assert [j["uuid"] for j in call(replica, "GET", TRAIN, status="running")] == [uuid]
-    # Only the server running a training can stop it.
-    assert call(replica, "DELETE", TRAIN + uuid)["status"] == "running"
     assert not gone(pid)
 
     kill9(owner)
@@ -206,3 +205,25 @@ def test_a_database_the_server_cannot_use_stops_it_with_one_line(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("deepserve: error: ")
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_training_is_cancelled_through_any_replica(serve, tmp_path, request, backend):
+    if backend == "sqlite":
+        database: Path | str = tmp_path / "jobs.sqlite"
+    else:
+        database = request.getfixturevalue("postgres").new_database()
+    owner = serve(database)
+    replica = serve(database)
+    uuid, pid = start_long(owner, tmp_path)
+
+    # The replica asks through the database; the owner stops it at its next
+    # heartbeat, and the replica's answer waits for that.
+    job = call(replica, "DELETE", TRAIN + uuid)
+
+    assert job["status"] == "cancelled", job
+    assert job["message"] == "Cancelled by a client"
+    wait_gone(pid)
+    assert call(owner, "GET", TRAIN + uuid) == job
+    # Cancelling what has ended answers it as it is.
+    assert call(replica, "DELETE", TRAIN + uuid) == job

@@ -424,3 +424,33 @@ async def test_output_with_nul_characters_is_kept_readable(opened):
     assert [e.text for e in page.entries] == ["a\ufffdb", "c\ufffdd", "é"]
     assert page.dropped == 0
     assert (await store.get("m", job.id)).message == "bad\ufffd input"
+
+
+# -- cancel requests across servers ---------------------------------------------
+
+
+async def test_a_cancel_request_reaches_the_server_running_the_job_once(opened):
+    owner, other = await opened(), await opened()
+    job, done = new_job(), new_job()
+    await owner.add(job)
+    await owner.add(done)
+    await owner.finish(done.id, "done")
+    asked: list[str] = []
+    owner.on_cancel_request(asked.append)
+    other.on_cancel_request(asked.append)  # it runs none of them
+
+    assert await other.request_cancel("m", job.id) is True
+    assert await other.request_cancel("m", job.id) is True  # still running
+    assert await other.request_cancel("m", done.id) is False  # already ended
+    with pytest.raises(JobNotFound):
+        await other.request_cancel("m", "nope")
+    with pytest.raises(JobNotFound):
+        await other.request_cancel("other", job.id)
+
+    await other.beat()
+    assert asked == []  # only the owner acts on it
+    await owner.beat()
+    await owner.beat()
+    assert asked == [job.id]  # once, however many heartbeats see it
+    # The job is the owner's to end: the request itself changes nothing.
+    assert (await other.get("m", job.id)).status == "running"

@@ -204,20 +204,45 @@ class JobDatabase:
         assert cursor is not None
         return LogPage(job, entries, cursor, job.log_dropped)
 
-    def beat(self, live: frozenset[str]) -> None:
+    def request_cancel(self, model: str, job_id: str) -> bool:
+        """Ask the server running a job to cancel it; false when the job is
+        not running (any more).
+
+        :raises JobNotFound: when ``model`` has no such job.
+        """
+        j = jobs_table.c
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs_table.update()
+                .where(j.id == job_id, j.model == model, j.status == "running")
+                .values(
+                    cancel_requested=sa.func.coalesce(j.cancel_requested, time.time())
+                )
+            )
+        if result.rowcount:
+            return True
+        self.get(model, job_id)  # JobNotFound, or it just ended
+        return False
+
+    def beat(self, live: frozenset[str]) -> set[str]:
         """Refresh the heartbeat of this server's ``live`` jobs, :meth:`sweep`,
-        and forget jobs past the retention time."""
+        and forget jobs past the retention time; which of the ``live`` jobs a
+        client asked another server to cancel."""
         now = time.time()
         j = jobs_table.c
+        cancel: set[str] = set()
         if live:
+            mine = (j.owner == self.owner, j.id.in_(live), j.status == "running")
             with self.engine.begin() as conn:
-                conn.execute(
-                    jobs_table.update()
-                    .where(j.owner == self.owner, j.id.in_(live), j.status == "running")
-                    .values(heartbeat=now)
+                conn.execute(jobs_table.update().where(*mine).values(heartbeat=now))
+                cancel = set(
+                    conn.scalars(
+                        sa.select(j.id).where(*mine, j.cancel_requested.is_not(None))
+                    )
                 )
         self.sweep(live, now)
         self._forget_old(now)
+        return cancel
 
     def sweep(self, live: frozenset[str], now: float | None = None) -> int:
         """Interrupt running jobs whose heartbeat is stale: other servers',

@@ -21,7 +21,7 @@ from deepserve.exceptions import JobStoreError
 LOG = logging.getLogger(__name__)
 
 #: The schema this code reads and writes (see :data:`MIGRATIONS`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Seconds SQLite waits for another writer before giving up.
 SQLITE_BUSY_TIMEOUT = 15.0
 
@@ -47,7 +47,11 @@ jobs_table = sa.Table(
     sa.Column("heartbeat", sa.Float),
     sa.Column("log_size", sa.Integer, nullable=False, server_default="0"),
     sa.Column("log_dropped", sa.Integer, nullable=False, server_default="0"),
+    # Version 3: when a client asked, through another replica, to cancel it.
+    sa.Column("cancel_requested", sa.Float),
 )
+# Step 2 creates this table from this definition: to change it, first make
+# _v2 create the table as it is now, then add a step that alters it.
 logs_table = sa.Table(
     "deepserve_job_logs",
     meta,
@@ -100,8 +104,15 @@ def _v2(conn: sa.Connection) -> None:
     logs_table.create(conn)
 
 
+def _v3(conn: sa.Connection) -> None:
+    """Cancel requests, for a training that another replica runs."""
+    conn.execute(
+        sa.text("ALTER TABLE deepserve_jobs ADD COLUMN cancel_requested FLOAT")
+    )
+
+
 #: Migration steps in order: step ``i`` turns version ``i`` into ``i + 1``.
-MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2, _v3)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

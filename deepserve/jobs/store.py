@@ -54,6 +54,9 @@ class JobStore:
         #: Jobs this server runs and has not recorded the end of: the only
         #: ones its heartbeat keeps alive.
         self._live: set[str] = set()
+        #: Called with a live job's id when another server asks to cancel it.
+        self._on_cancel: list[Callable[[str], None]] = []
+        self._cancel_seen: set[str] = set()
 
     @property
     def opened(self) -> bool:
@@ -99,10 +102,13 @@ class JobStore:
                 LOG.warning("Marked %d running training(s) interrupted", left)
         finally:
             engine, self._db = self._db.engine, None
-            await self._run_with(engine.dispose)
-            assert self._pool is not None
-            self._pool.shutdown(wait=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            assert pool is not None
+            # First let the calls still in the store's threads end (a
+            # heartbeat cancelled above may still run there): disposing of
+            # the engine closes only the connections not in use.
+            await asyncio.to_thread(pool.shutdown, wait=True)
+            await asyncio.to_thread(engine.dispose)
 
     # -- records ------------------------------------------------------------
 
@@ -136,6 +142,7 @@ class JobStore:
             # Even when the end cannot be recorded: its heartbeat stops, so
             # the job ends up ``interrupted`` instead of running forever.
             self._live.discard(job_id)
+            self._cancel_seen.discard(job_id)
 
     async def get(self, model: str, job_id: str) -> TrainingJob:
         """:raises JobNotFound: when ``model`` has no such job."""
@@ -178,12 +185,31 @@ class JobStore:
         """
         return await self._run(JobDatabase.logs, model, job_id, since, limit)
 
+    async def request_cancel(self, model: str, job_id: str) -> bool:
+        """Ask whichever server runs a job to cancel it (it does at its next
+        heartbeat); false when the job is not running.
+
+        :raises JobNotFound: when ``model`` has no such job.
+        """
+        return await self._run(JobDatabase.request_cancel, model, job_id)
+
+    def on_cancel_request(self, handler: Callable[[str], None]) -> None:
+        """Call ``handler(job_id)``, once, when a client asked another server
+        to cancel a job this server runs."""
+        self._on_cancel.append(handler)
+
     # -- heartbeat ----------------------------------------------------------
 
     async def beat(self) -> None:
         """Refresh this server's running jobs' heartbeat, interrupt other
-        servers' stale ones, and forget jobs past the retention time."""
-        await self._run(JobDatabase.beat, frozenset(self._live))
+        servers' stale ones, forget jobs past the retention time, and pass
+        on the cancel requests for this server's jobs."""
+        wanted = await self._run(JobDatabase.beat, frozenset(self._live))
+        for job_id in sorted(wanted & self._live - self._cancel_seen):
+            self._cancel_seen.add(job_id)
+            LOG.info("Training %s: cancel requested through another server", job_id)
+            for handler in self._on_cancel:
+                handler(job_id)
 
     async def _beat_forever(self) -> None:
         while True:
