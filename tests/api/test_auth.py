@@ -180,7 +180,13 @@ async def test_openapi_document_declares_the_scheme(client):
     assert ("get", "/metrics") in secured_ops
     for key in secured_ops:
         assert ops[key]["security"] == [{"bearerAuth": []}]
-        assert "401" in ops[key]["responses"]
+        refused = ops[key]["responses"]["401"]
+        assert refused["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+        challenge = refused["headers"]["WWW-Authenticate"]
+        assert challenge["required"] is True
+        assert "Bearer" in challenge["description"]
     public = {key for key in ops if key not in secured_ops}
     assert public == {
         ("get", "/"),
