@@ -205,9 +205,11 @@ async def test_openapi_document_follows_the_options(aiohttp_client, registry):
     spec = await (await client.get("/swagger.json")).json()
     validate(spec)
     ops = operations(spec)
-    assert "security" not in ops[("post", "/v2/models/oldstyle/predict/")]
-    assert "security" not in ops[("get", "/metrics")]
+    for opened in (("post", "/v2/models/oldstyle/predict/"), ("get", "/metrics")):
+        assert "security" not in ops[opened]
+        assert "401" not in ops[opened]["responses"]
     assert "security" in ops[("post", "/v2/models/classy/train/")]
+    assert "401" in ops[("post", "/v2/models/classy/train/")]["responses"]
 
 
 async def test_openapi_document_without_auth_has_no_scheme(aiohttp_client, registry):
