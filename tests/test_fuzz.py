@@ -7,12 +7,20 @@ schemathesis generates a bounded number of requests, valid and invalid, and
 checks each response: never a 5xx, and status code, content type, headers
 and body as the document says. ``DEEPSERVE_FUZZ_EXAMPLES`` raises the bound
 for a longer run.
+
+The same runs against servers with bearer-token authentication on (with
+predictions protected, and left open): every case is sent once with the
+right token, where it must behave as without authentication, and once with
+no token or a wrong one, where every protected operation must answer the
+``401`` its document promises and every public one must answer as usual.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,25 +32,49 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import negative_data_rejection  # noqa: E402
 
 from tests.conftest import subprocess_env, write_dist  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from tests.servers import Server, get_json  # noqa: E402
 
 EXAMPLES = int(os.environ.get("DEEPSERVE_FUZZ_EXAMPLES", "25"))
 
 pytestmark = pytest.mark.timeout(600)
 
+TOKEN = "fuzz-token-7c1e0b5d"
+GOOD = {"Authorization": f"Bearer {TOKEN}"}
+#: What a client without the token may send instead (``None``: nothing).
+BAD_AUTHORIZATION = [
+    None,
+    "Bearer not-the-token",
+    f"Bearer {TOKEN}x",
+    f"Basic {TOKEN}",
+    TOKEN,
+    "Bearer",
+]
+#: Operations anyone may call with authentication on (see doc/security.rst).
+PUBLIC = [
+    r"GET /",
+    r"GET /v2/",
+    r"GET /v2/models/",
+    r"GET /v2/models/[^/]+/",
+    r"GET /v2/models/[^/]+/ready",
+    r"GET /v2/health/(live|ready)",
+]
+#: ... and with ``--noauth-predict``.
+OPEN_PREDICT = r"POST /v2/models/[^/]+/predict/"
+
 
 @pytest.fixture(scope="module")
-def fuzz_server(
-    fake_site: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    site = write_dist(
+def fuzz_site(fake_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dist(
         tmp_path_factory.mktemp("fuzzsite"),
         "fake-fuzz",
         {"fuzz": ("deepserve.v2.model", "fake_fuzz")},
     )
+
+
+def serve(site: Path, args: list[str], env: dict[str, str]) -> Iterator[Server]:
     server = Server(
-        ["--model-name", "fuzz,demo", "--executor", "thread", "--workers", "2"],
-        subprocess_env(site),
+        ["--model-name", "fuzz,demo", "--executor", "thread", "--workers", "2", *args],
+        {**subprocess_env(site), **env},
     )
     try:
         server.wait_ready("")
@@ -51,6 +83,36 @@ def fuzz_server(
         log = server.stop()
         # Whatever the fuzzer sent, the server never logged a traceback.
         assert "Traceback" not in log, log
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(fuzz_site: Path) -> Iterator[Server]:
+    yield from serve(fuzz_site, [], {})
+
+
+@dataclasses.dataclass(frozen=True)
+class Secured:
+    """A server with authentication on, and the operations it leaves open."""
+
+    server: Server
+    public: tuple[str, ...]
+
+    def protects(self, operation: str) -> bool:
+        """Whether ``operation`` ("GET /v2/...") needs the token."""
+        return not any(re.fullmatch(p, operation) for p in self.public)
+
+
+@pytest.fixture(
+    scope="module", params=[False, True], ids=["predict-protected", "noauth-predict"]
+)
+def secured(request: pytest.FixtureRequest, fuzz_site: Path) -> Iterator[Secured]:
+    """Authentication on, the token from the environment; the debug endpoint
+    on too, as one more endpoint that is always protected."""
+    args, public = ["--debug-endpoint"], PUBLIC
+    if request.param:
+        args, public = [*args, "--noauth-predict"], [*public, OPEN_PREDICT]
+    for server in serve(fuzz_site, args, {"DEEPSERVE_AUTH_TOKEN": TOKEN}):
+        yield Secured(server, tuple(public))
 
 
 def sendable(case: schemathesis.Case) -> bool:
@@ -68,20 +130,48 @@ def sendable(case: schemathesis.Case) -> bool:
     )
 
 
-def test_api_conforms_to_its_own_document(fuzz_server: Server) -> None:
-    schema = schemathesis.openapi.from_url(
-        fuzz_server.base + "/swagger.json", wait_for_schema=30
+def validate(
+    case: schemathesis.Case, headers: dict[str, str] | None = None
+) -> schemathesis.Response:
+    """Send ``case`` and run schemathesis's checks on the answer."""
+    # In a form every value travels as text ("null", "[]"...), so a form
+    # "of the wrong type" is often a valid one: no check that such forms
+    # are refused.
+    stringly = case.media_type == "multipart/form-data"
+    return case.call_and_validate(
+        headers=headers,
+        timeout=30,
+        excluded_checks=[negative_data_rejection] if stringly else None,
     )
+
+
+#: Sends one generated case (and what else goes with it) and checks answers.
+Check = Callable[[schemathesis.Case, str | None], None]
+
+
+def fuzz(server: Server, check: Check, *, bad_authorization: bool = False) -> None:
+    """Run ``check`` on generated cases of every operation of ``server``'s
+    document; fail with every operation that failed.
+
+    :param bad_authorization: also draw, for each case, one of
+        :data:`BAD_AUTHORIZATION` for ``check``'s second argument.
+    """
+    schema = schemathesis.openapi.from_url(
+        server.base + "/swagger.json", wait_for_schema=30
+    )
+    # No made-up Authorization headers: the checks send their own.
+    schema.config.generation.update(with_security_parameters=False)
     failures: dict[str, str] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10  # predict, training, listing, docs...
+    authorizations = st.sampled_from(BAD_AUTHORIZATION if bad_authorization else [None])
     for operation in operations:
         cases = st.one_of(
             operation.as_strategy(GenerationMode.POSITIVE),
             operation.as_strategy(GenerationMode.NEGATIVE),
         ).filter(sendable)
 
-        @given(case=cases)
+        @given(case=cases, authorization=authorizations)
         @settings(
             max_examples=EXAMPLES,
             deadline=None,
@@ -89,18 +179,48 @@ def test_api_conforms_to_its_own_document(fuzz_server: Server) -> None:
             derandomize=True,
             database=None,
         )
-        def check(case: schemathesis.Case) -> None:
-            # In a form every value travels as text ("null", "[]"...), so a
-            # form "of the wrong type" is often a valid one: no check that
-            # such forms are refused.
-            stringly = case.media_type == "multipart/form-data"
-            case.call_and_validate(
-                timeout=30,
-                excluded_checks=[negative_data_rejection] if stringly else None,
-            )
+        def run(case: schemathesis.Case, authorization: str | None) -> None:
+            check(case, authorization)
 
         try:
-            check()
+            run()
         except Exception as exc:  # collect them all, report every operation
             failures[operation.label] = f"{type(exc).__name__}: {exc}"
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
+
+
+def test_api_conforms_to_its_own_document(fuzz_server: Server) -> None:
+    fuzz(fuzz_server, lambda case, _authorization: validate(case))
+
+
+def test_with_a_token_protected_operations_document_401(secured: Secured) -> None:
+    spec = get_json(secured.server.base + "/swagger.json")
+    assert isinstance(spec, dict)
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":  # shared by the path's operations
+                continue
+            protected = secured.protects(f"{method.upper()} {path}")
+            assert ("security" in op) == protected, (method, path)
+            assert ("401" in op["responses"]) == protected, (method, path)
+
+
+def test_with_a_token_the_api_conforms_and_protected_operations_refuse_others(
+    secured: Secured,
+) -> None:
+    def check(case: schemathesis.Case, authorization: str | None) -> None:
+        # With the token, as without authentication.
+        validate(case, GOOD)
+        # Without it, the answer conforms too, and is a 401 from protected
+        # operations.
+        response = validate(
+            case, None if authorization is None else {"Authorization": authorization}
+        )
+        if not secured.protects(case.operation.label):
+            assert response.status_code != 401, response.text
+            return
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"][0].startswith("Bearer ")
+        assert response.json()["code"] == 401
+
+    fuzz(secured.server, check, bad_authorization=True)

@@ -173,6 +173,18 @@ async def test_list_filters_by_status_and_pages_oldest_first(opened):
     assert (await store.list_jobs("m", status="error")).jobs[0].message == "bad"
 
 
+async def test_offsets_and_cursors_past_any_database_integer_are_the_end(opened):
+    store = await opened()
+    job = new_job()
+    await store.add(job)
+    await store.append_logs(job.id, [entry("one")])
+
+    page = await store.list_jobs("m", limit=10, offset=2**64)
+    assert page.jobs == [] and page.total == 1
+    logs = await store.logs("m", job.id, since=2**64)
+    assert logs.entries == [] and logs.next == 2**64
+
+
 # -- output -----------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from deepserve.api.endpoints import template
 from deepserve.api.errors import Handler
+from deepserve.api.openapi import errors
 from deepserve.exceptions import Unauthorized
 from deepserve.settings import ApiSettings
 
@@ -140,17 +141,26 @@ def document(spec: dict[str, Any], settings: ApiSettings) -> None:
         for method, op in item.items():
             if method in _METHODS and policy.protects(method.upper(), route):
                 op["security"] = [{SCHEME: []}]
-                op.setdefault("responses", {})["401"] = {
-                    "description": "Unauthorized",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/Error"}
-                        }
-                    },
-                }
+                op.setdefault("responses", {}).update(_refused())
 
 
 _METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+def _refused() -> dict[str, Any]:
+    """The documented 401: the error body, and the challenge."""
+    responses = errors(401)
+    responses["401"]["headers"] = {
+        "WWW-Authenticate": {
+            "description": (
+                'The scheme to use: Bearer realm="deepserve", with '
+                'error="invalid_token" when the token sent is wrong'
+            ),
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+    return responses
 
 
 def _is_model_path(path: str) -> bool:

@@ -27,6 +27,11 @@ from deepserve.jobs.schema import jobs_table, logs_table
 from deepserve.model import json_default
 from deepserve.settings import JobSettings
 
+#: The largest integer a database holds (SQLite, PostgreSQL: 64 bits).
+#: Offsets and cursors past it are past every row, and so are read as it:
+#: the database driver would refuse them.
+MAX_ROW_NUMBER = 2**63 - 1
+
 
 class JobDatabase:
     """One server's reads and writes of a job database.
@@ -111,7 +116,9 @@ class JobDatabase:
             total = conn.scalar(
                 sa.select(sa.func.count()).select_from(jobs_table).where(*where)
             )
-            rows = conn.execute(query.offset(offset).limit(limit)).all()
+            rows = conn.execute(
+                query.offset(min(offset, MAX_ROW_NUMBER)).limit(limit)
+            ).all()
         return JobPage([_job(r) for r in rows], int(total or 0))
 
     def count_by_status(self) -> dict[tuple[str, str], int]:
@@ -190,7 +197,7 @@ class JobDatabase:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(logs_table)
-                .where(lg.job_id == job_id, lg.seq > since)
+                .where(lg.job_id == job_id, lg.seq > _row_number(since))
                 .order_by(lg.seq)
                 .limit(limit)
             ).all()
@@ -340,3 +347,12 @@ def storable(text: str) -> str:
 def _dumps(value: Any) -> str:
     # Stored as clients would see it over HTTP (the same conversions).
     return json.dumps(value, default=json_default)
+
+
+def _row_number(value: int) -> sa.BindParameter[int]:
+    """``value`` as a 64-bit SQL integer, at most :data:`MAX_ROW_NUMBER`.
+
+    64-bit even where the column it is compared with is narrower
+    (PostgreSQL's ``INTEGER``), so that a number past the column's range is
+    past its rows instead of an error."""
+    return sa.literal(min(value, MAX_ROW_NUMBER), sa.BigInteger)

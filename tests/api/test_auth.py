@@ -180,7 +180,13 @@ async def test_openapi_document_declares_the_scheme(client):
     assert ("get", "/metrics") in secured_ops
     for key in secured_ops:
         assert ops[key]["security"] == [{"bearerAuth": []}]
-        assert "401" in ops[key]["responses"]
+        refused = ops[key]["responses"]["401"]
+        assert refused["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+        challenge = refused["headers"]["WWW-Authenticate"]
+        assert challenge["required"] is True
+        assert "Bearer" in challenge["description"]
     public = {key for key in ops if key not in secured_ops}
     assert public == {
         ("get", "/"),
@@ -199,9 +205,11 @@ async def test_openapi_document_follows_the_options(aiohttp_client, registry):
     spec = await (await client.get("/swagger.json")).json()
     validate(spec)
     ops = operations(spec)
-    assert "security" not in ops[("post", "/v2/models/oldstyle/predict/")]
-    assert "security" not in ops[("get", "/metrics")]
+    for opened in (("post", "/v2/models/oldstyle/predict/"), ("get", "/metrics")):
+        assert "security" not in ops[opened]
+        assert "401" not in ops[opened]["responses"]
     assert "security" in ops[("post", "/v2/models/classy/train/")]
+    assert "401" in ops[("post", "/v2/models/classy/train/")]["responses"]
 
 
 async def test_openapi_document_without_auth_has_no_scheme(aiohttp_client, registry):

@@ -89,6 +89,14 @@ async def test_filter_by_status(three):
     assert (await resp.json())[0]["message"] == "ValueError: chatty failed"
 
 
+async def test_an_offset_past_any_database_integer_is_an_empty_page(client):
+    # SQL integers stop at 2**63 - 1; an offset past them is past every row.
+    got, headers = await listed(client, offset=2**64, limit=10)
+
+    assert got == []
+    assert f'offset={2**64 - 10}&limit=10>; rel="prev"' in headers["Link"]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

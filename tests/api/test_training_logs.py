@@ -117,6 +117,16 @@ async def test_output_of_an_ended_training_followed_with_a_cursor(client):
     assert seen == whole["logs"]
 
 
+async def test_a_cursor_past_any_database_integer_is_the_end(client):
+    job = await start(client, "chatty", params={"lines": "0"})
+    await wait_finished(client, "chatty", job["uuid"])
+
+    page = await get_logs(client, job["uuid"], since=2**64)
+
+    assert page["logs"] == []
+    assert page["next"] == 2**64
+
+
 @pytest.fixture
 async def bounded(fake_site: Path, tmp_path: Path) -> AsyncIterator[Registry]:
     store = JobStore(
