@@ -16,7 +16,6 @@ import pytest
 
 from deepserve.jobs import INTERRUPTED_BY_LOSS, INTERRUPTED_BY_SHUTDOWN
 from tests.conftest import subprocess_env
-from tests.postgres import postgres  # noqa: F401  (a fixture)
 from tests.servers import Server, gone
 
 DEADLINE = 60.0

@@ -30,7 +30,6 @@ from deepserve.jobs import (
     TrainingJob,
 )
 from deepserve.settings import JobSettings
-from tests.postgres import postgres  # noqa: F401  (a fixture)
 
 Opener = Callable[..., Any]
 MS = datetime.timedelta(milliseconds=1)
@@ -466,3 +465,69 @@ async def test_a_cancel_request_reaches_the_server_running_the_job_once(opened):
     assert asked == [job.id]  # once, however many heartbeats see it
     # The job is the owner's to end: the request itself changes nothing.
     assert (await other.get("m", job.id)).status == "running"
+
+
+# -- 64-bit log cursors -------------------------------------------------------------
+
+
+def jump_log_counter(db: Database, to: int) -> None:
+    """Make the next stored log entry's number ``to + 1``, as a long-lived
+    database would after ``to`` lines."""
+    if db.url.startswith("sqlite"):
+        db.raw(
+            "UPDATE sqlite_sequence SET seq = :to WHERE name = 'deepserve_job_logs'",
+            to=to,
+        )
+    else:
+        db.raw(
+            "SELECT setval(pg_get_serial_sequence('deepserve_job_logs', 'seq'), :to)",
+            to=to,
+        )
+
+
+async def past_32_bits(store: JobStore, db: Database) -> None:
+    job = new_job()
+    await store.add(job)
+    await store.append_logs(job.id, [entry("first")])
+    jump_log_counter(db, 2**31 + 10)
+
+    await store.append_logs(job.id, [entry("far"), entry("further")])
+
+    page = await store.logs("m", job.id)
+    assert [e.text for e in page.entries] == ["first", "far", "further"]
+    assert page.next == 2**31 + 12
+    after = await store.logs("m", job.id, since=page.entries[0].seq or 0)
+    assert [e.text for e in after.entries] == ["far", "further"]
+
+
+async def test_log_cursors_go_past_32_bits(opened, db):
+    await past_32_bits(await opened(), db)
+
+
+async def test_a_version_2_postgresql_database_gets_64_bit_log_cursors(postgres):
+    db = Database(postgres.new_database())
+    for statement in filter(str.strip, V1_SCHEMA.split(";")):
+        db.raw(statement)
+    # What version 2 added, as its code made it on PostgreSQL (SERIAL).
+    for statement in [
+        "ALTER TABLE deepserve_jobs ADD COLUMN heartbeat FLOAT",
+        "ALTER TABLE deepserve_jobs ADD COLUMN log_size INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deepserve_jobs ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE deepserve_job_logs (seq SERIAL NOT NULL PRIMARY KEY,"
+        " job_id VARCHAR(64) NOT NULL, stream VARCHAR(16) NOT NULL,"
+        " time FLOAT NOT NULL, level VARCHAR(16), text TEXT NOT NULL,"
+        " size INTEGER NOT NULL)",
+        "UPDATE deepserve_schema SET version = 2",
+    ]:
+        db.raw(statement)
+    store = JobStore(JobSettings(database=db.url))
+    await store.open()
+    try:
+        assert db.raw("SELECT version FROM deepserve_schema") == [(SCHEMA_VERSION,)]
+        assert db.raw(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'deepserve_job_logs' AND column_name = 'seq'"
+        ) == [("bigint",)]
+        await past_32_bits(store, db)
+    finally:
+        await store.close()

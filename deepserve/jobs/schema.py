@@ -55,7 +55,14 @@ jobs_table = sa.Table(
 logs_table = sa.Table(
     "deepserve_job_logs",
     meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    # 64 bits everywhere (version 3): SQLite's INTEGER already is, and its
+    # AUTOINCREMENT needs that exact type name.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("job_id", sa.String(64), nullable=False, index=True),
     sa.Column("stream", sa.String(16), nullable=False),
     sa.Column("time", sa.Float, nullable=False),
@@ -105,10 +112,20 @@ def _v2(conn: sa.Connection) -> None:
 
 
 def _v3(conn: sa.Connection) -> None:
-    """Cancel requests, for a training that another replica runs."""
+    """Cancel requests, for a training that another replica runs; 64-bit
+    log cursors on PostgreSQL, whose ``SERIAL`` ran out after 2**31 lines."""
     conn.execute(
         sa.text("ALTER TABLE deepserve_jobs ADD COLUMN cancel_requested FLOAT")
     )
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("ALTER TABLE deepserve_job_logs ALTER COLUMN seq TYPE BIGINT")
+        )
+        sequence = conn.scalar(
+            sa.text("SELECT pg_get_serial_sequence('deepserve_job_logs', 'seq')")
+        )
+        if sequence:
+            conn.execute(sa.text(f"ALTER SEQUENCE {sequence} AS BIGINT"))
 
 
 #: Migration steps in order: step ``i`` turns version ``i`` into ``i + 1``.
