@@ -56,16 +56,18 @@ def write_dist(site: Path, dist: str, models: dict[str, tuple[str, str]]) -> Pat
 @pytest.fixture(scope="session", autouse=True)
 def data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where the tests' servers keep their default job database and model
-    store: temporary directories, never the user's own."""
+    store: temporary directories, never the user's own. A token the
+    developer exported is hidden too: tests that want auth set their own."""
     path = tmp_path_factory.mktemp("xdg-data")
     home = tmp_path_factory.mktemp("deepserve-home")
     values = {"XDG_DATA_HOME": str(path), "DEEPSERVE_HOME": str(home)}
-    before = {var: os.environ.get(var) for var in values}
+    before = {var: os.environ.get(var) for var in [*values, "DEEPSERVE_AUTH_TOKEN"]}
     os.environ.update(values)
+    os.environ.pop("DEEPSERVE_AUTH_TOKEN", None)
     yield path
     for var, value in before.items():
         if value is None:
-            del os.environ[var]
+            os.environ.pop(var, None)
         else:
             os.environ[var] = value
 
