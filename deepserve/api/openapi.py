@@ -170,14 +170,24 @@ LOG_PARAMS = [
 ]
 
 
+#: Sent with a 503 worth retrying (a worker replaced, a model starting, a
+#: full queue); not when the server is shutting down.
+RETRY_AFTER = {
+    "description": "Seconds after which the request may succeed",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
 def errors(*codes: int) -> dict[str, Any]:
-    return {
-        str(code): {
+    documented: dict[str, Any] = {}
+    for code in codes:
+        documented[str(code)] = {
             "description": http.HTTPStatus(code).phrase,
             "content": {JSON: {"schema": ERROR_REF}},
         }
-        for code in codes
-    }
+        if code == 503:
+            documented[str(code)]["headers"] = {"Retry-After": RETRY_AFTER}
+    return documented
 
 
 def _ok(schema_ref: str, description: str = "Success") -> dict[str, Any]:
@@ -273,7 +283,11 @@ def _probe(schema: str, summary: str, false_means: str) -> dict[str, Any]:
             "summary": summary,
             "responses": {
                 "200": {"description": "Yes", "content": content},
-                "503": {"description": f"No: {false_means}", "content": content},
+                "503": {
+                    "description": f"No: {false_means}",
+                    "content": content,
+                    "headers": {"Retry-After": RETRY_AFTER},
+                },
             },
         }
     }

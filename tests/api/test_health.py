@@ -133,3 +133,20 @@ async def test_health_is_documented(client):
     assert "404" in spec["paths"]["/v2/models/classy/ready"]["get"]["responses"]
     ready = spec["components"]["schemas"]["Readiness"]
     assert ready["properties"]["ready"]["type"] == "boolean"
+
+
+async def test_every_documented_503_names_its_retry_after_header(client):
+    spec = await (await client.get("/swagger.json")).json()
+    unavailable = [
+        (path, method, op["responses"]["503"])
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict) and "503" in op.get("responses", {})
+    ]
+    assert ("/v2/health/ready", "get") in {(p, m) for p, m, _ in unavailable}
+    assert ("/v2/models/classy/predict/", "post") in {(p, m) for p, m, _ in unavailable}
+    for path, method, response in unavailable:
+        header = response.get("headers", {}).get("Retry-After")
+        assert header is not None, (path, method)
+        assert header["schema"] == {"type": "integer", "minimum": 0}
+        assert not header.get("required")  # a shutdown's 503 has none
