@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import inspect
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -439,3 +440,30 @@ async def test_wait_timeout_then_cancel(api: Calls) -> None:
     assert cancelled.status == "cancelled"
     with pytest.raises(TrainingFailed, match="was cancelled"):
         await api.wait("oldstyle", started.id, timeout=30)
+
+
+# -- a server still starting ---------------------------------------------------------
+
+
+def test_a_client_waits_for_a_model_that_is_still_starting(
+    fake_site: Path, slow_site: Path, tmp_path: Path
+) -> None:
+    """The server answers 503 + Retry-After while the model warms; the
+    client retries until it is warm (a real server, a real warm-up)."""
+    gate = tmp_path / "warm"
+    env = {**subprocess_env(fake_site, slow_site), "FAKE_SLOW_WARM_GATE": str(gate)}
+    srv = Server(["--model-name", "slow"], env)
+    try:
+        srv.wait_live("")
+        with Client(srv.base, retries=0) as impatient:
+            with pytest.raises(ApiError) as err:
+                impatient.predict("slow")
+            assert err.value.status == 503
+            assert "still starting" in str(err.value)
+        threading.Timer(1.5, gate.touch).start()
+        with Client(srv.base, retries=30) as client:
+            assert client.predict("slow")["predictions"]["slept"] == 0.0
+        assert "Ready" in srv.output
+    finally:
+        gate.touch()
+        srv.stop()

@@ -223,3 +223,113 @@ async def test_a_server_that_does_not_speak_json(
         await client.models()
     await client.close()
     assert f"GET {url}/v2/models/ answered 200" in str(err.value)
+
+
+# -- retries -----------------------------------------------------------------------
+
+
+@dataclass
+class Flaky:
+    """A server answering ``503`` a number of times before it succeeds."""
+
+    url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def flaky(aiohttp_server: Any) -> Flaky:
+    """``/v2/models/busy-N/``: 503 + ``Retry-After: 0`` to the first N
+    requests; ``stopping``: always 503 without ``Retry-After``; predict:
+    503 once, then the size of the file it received."""
+    seen: list[str] = []
+
+    async def model(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        seen.append(name)
+        if name == "stopping":
+            return web.json_response({"code": 503, "message": "bye"}, status=503)
+        refusals = int(name.split("-")[1])
+        if seen.count(name) <= refusals:
+            return web.json_response(
+                {"code": 503, "message": "busy"},
+                status=503,
+                headers={"Retry-After": "0"},
+            )
+        return web.json_response({"name": name})
+
+    async def predict(request: web.Request) -> web.Response:
+        seen.append("predict")
+        form = await request.post()
+        if seen.count("predict") == 1:
+            return web.json_response(
+                {"code": 503, "message": "starting"},
+                status=503,
+                headers={"Retry-After": "0"},
+            )
+        upload = form["data"]
+        assert isinstance(upload, web.FileField)
+        return web.json_response({"size": len(upload.file.read())})
+
+    async def document(_request: web.Request) -> web.Response:
+        return web.json_response({"paths": {}})  # every call is undocumented
+
+    app = web.Application()
+    app.router.add_get("/swagger.json", document)
+    app.router.add_get("/v2/models/{name}/", model)
+    app.router.add_post("/v2/models/{name}/predict/", predict)
+    server = await aiohttp_server(app)
+    return Flaky(str(server.make_url("")).rstrip("/"), seen)
+
+
+async def test_a_503_with_retry_after_is_retried(flaky: Flaky, kind: str) -> None:
+    client = await open_calls(kind, CLIENTS, flaky.url)
+    assert await client.metadata("busy-3") == {"name": "busy-3"}
+    await client.close()
+    assert flaky.requests == ["busy-3"] * 4  # three refusals, the default
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_retries_are_bounded(flaky: Flaky, kind: str, retries: int) -> None:
+    client = await open_calls(kind, CLIENTS, flaky.url, retries=retries)
+    with pytest.raises(ApiError) as err:
+        await client.metadata("busy-5")
+    await client.close()
+    assert err.value.status == 503
+    assert flaky.requests == ["busy-5"] * (retries + 1)
+
+
+async def test_a_503_without_retry_after_is_not_retried(flaky: Flaky) -> None:
+    async with AsyncClient(flaky.url) as client:
+        with pytest.raises(ApiError) as err:
+            await client.metadata("stopping")
+    assert err.value.status == 503
+    assert flaky.requests == ["stopping"]
+
+
+@pytest.mark.parametrize("given", ["path", "bytes"])
+async def test_paths_and_bytes_are_uploaded_again(
+    flaky: Flaky, tmp_path: Any, given: str
+) -> None:
+    content = b"x" * 70_000
+    path = tmp_path / "in.bin"
+    path.write_bytes(content)
+    value = path if given == "path" else ("in.bin", content)
+    async with AsyncClient(flaky.url) as client:
+        answer = await client.predict("m", files={"data": value})
+    assert answer == {"size": 70_000}
+    assert flaky.requests == ["predict", "predict"]
+
+
+async def test_an_open_file_is_not_uploaded_again(flaky: Flaky, tmp_path: Any) -> None:
+    path = tmp_path / "in.bin"
+    path.write_bytes(b"x" * 1000)
+    async with AsyncClient(flaky.url) as client:
+        with path.open("rb") as stream, pytest.raises(ApiError) as err:
+            await client.predict("m", files={"data": stream})
+    assert err.value.status == 503
+    assert flaky.requests == ["predict"]
+
+
+def test_negative_retries_are_refused() -> None:
+    with pytest.raises(ValueError, match="retries"):
+        AsyncClient("http://127.0.0.1:5000", retries=-1)

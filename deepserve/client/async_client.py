@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import http
+import itertools
 import json
 import time
 import urllib.parse
@@ -33,6 +34,11 @@ from deepserve.client.results import FileResult, Training
 DEFAULT_TIMEOUT = 300.0
 #: Seconds between two looks at a training that is waited for.
 DEFAULT_POLL = 0.5
+#: How many times a request answered ``503`` with ``Retry-After`` is sent
+#: again, unless told otherwise.
+DEFAULT_RETRIES = 3
+#: The longest wait before one retry, whatever ``Retry-After`` says.
+MAX_RETRY_WAIT = 30.0
 USER_AGENT = f"deepserve-client/{deepserve.__version__}"
 
 
@@ -45,6 +51,8 @@ class _Answer:
     charset: str | None
     filename: str | None
     body: bytes
+    #: Seconds from a valid ``Retry-After`` header (a number of seconds).
+    retry_after: float | None = None
 
     def json(self) -> Any:
         """The body as JSON.
@@ -88,9 +96,16 @@ class AsyncClient:
         (``http://host:5000/api``).
     :param token: sent as ``Authorization: Bearer <token>`` on every request.
     :param timeout: seconds each request may take; None for no limit.
+    :param retries: how many times a request answered ``503`` with a
+        ``Retry-After`` header (a worker being replaced, a model still
+        starting, a full queue) is sent again, after waiting as the header
+        says (at most :data:`MAX_RETRY_WAIT` seconds); 0 never retries. A
+        ``503`` without the header (the server is shutting down) is never
+        retried, nor is a request uploading an open file (it is consumed).
     :param session: an aiohttp session to use (and leave open); by default
         the client opens its own and closes it in :meth:`close`.
-    :raises ValueError: for a URL that is not ``http(s)://host...``.
+    :raises ValueError: for a URL that is not ``http(s)://host...``, or
+        negative ``retries``.
     """
 
     def __init__(
@@ -99,13 +114,17 @@ class AsyncClient:
         *,
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         parsed = yarl.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"Not an http(s) URL of a server: {url!r}")
+        if retries < 0:
+            raise ValueError(f"retries must not be negative: {retries}")
         self.url = str(parsed).rstrip("/")
         self.timeout = timeout
+        self.retries = retries
         self._headers = {"User-Agent": USER_AGENT}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -312,9 +331,30 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
     ) -> _Answer:
         encoded = encoded or Encoded()
-        session = await self._get_session()
         url = self.url + path
         all_headers = {**self._headers, **encoded.headers, **(headers or {})}
+        # Bytes and paths can be sent again; an open file is consumed.
+        resendable = all(
+            isinstance(upload.content, bytes | Path) for _, upload in encoded.uploads
+        )
+        for attempt in itertools.count():
+            answer = await self._send(method, url, encoded, all_headers)
+            if (
+                answer.status != 503
+                or answer.retry_after is None
+                or attempt >= self.retries
+                or not resendable
+            ):
+                break
+            await asyncio.sleep(min(answer.retry_after, MAX_RETRY_WAIT))
+        if answer.status >= 400:
+            raise ApiError(answer.status, _error_body(answer), method=method, url=url)
+        return answer
+
+    async def _send(
+        self, method: str, url: str, encoded: Encoded, headers: Mapping[str, str]
+    ) -> _Answer:
+        session = await self._get_session()
         with contextlib.ExitStack() as opened:
             data = _multipart(encoded, opened) if encoded.uploads else None
             try:
@@ -322,7 +362,7 @@ class AsyncClient:
                     method,
                     url,
                     params=encoded.query or None,
-                    headers=all_headers,
+                    headers=headers,
                     json=encoded.json,
                     data=data,
                     timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -337,15 +377,22 @@ class AsyncClient:
                         if resp.content_disposition
                         else None,
                         body=await resp.read(),
+                        retry_after=_seconds(resp.headers.get("Retry-After")),
                     )
             except TimeoutError:
                 raise RequestTimeout(url, self.timeout) from None
             except aiohttp.ClientError as err:
                 # Refused, reset, cut short: whatever broke the exchange.
                 raise ConnectionFailed(url, str(err) or type(err).__name__) from err
-        if answer.status >= 400:
-            raise ApiError(answer.status, _error_body(answer), method=method, url=url)
         return answer
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in seconds; None for none, or an HTTP date (which
+    deepserve never sends)."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return float(header.strip())
 
 
 def _multipart(encoded: Encoded, opened: contextlib.ExitStack) -> aiohttp.FormData:

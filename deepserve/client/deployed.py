@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from deepserve.client.async_client import DEFAULT_TIMEOUT, AsyncClient
+from deepserve.client.async_client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, AsyncClient
 from deepserve.client.errors import ArgumentError
 from deepserve.client.loop_thread import Blocking
 
@@ -32,6 +32,8 @@ class AsyncDeployedModel:
     :param name: the model's name on that server.
     :param token: sent as ``Authorization: Bearer <token>``.
     :param timeout: seconds each request may take; None for no limit.
+    :param retries: how many times a ``503`` with ``Retry-After`` is retried
+        (see :class:`~deepserve.client.AsyncClient`).
     :param session: an aiohttp session to use (and leave open).
     """
 
@@ -42,10 +44,13 @@ class AsyncDeployedModel:
         *,
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.name = name
-        self.client = AsyncClient(url, token=token, timeout=timeout, session=session)
+        self.client = AsyncClient(
+            url, token=token, timeout=timeout, retries=retries, session=session
+        )
 
     async def __aenter__(self) -> AsyncDeployedModel:
         return self
@@ -125,8 +130,11 @@ class DeployedModel(Blocking):
         *,
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
-        self._model = AsyncDeployedModel(url, name, token=token, timeout=timeout)
+        self._model = AsyncDeployedModel(
+            url, name, token=token, timeout=timeout, retries=retries
+        )
         super().__init__(self._model)
 
     @property

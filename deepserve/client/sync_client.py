@@ -8,7 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from deepserve.client.async_client import DEFAULT_POLL, DEFAULT_TIMEOUT, AsyncClient
+from deepserve.client.async_client import (
+    DEFAULT_POLL,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    AsyncClient,
+)
 from deepserve.client.loop_thread import Blocking
 from deepserve.client.operations import Operation
 from deepserve.client.results import Training
@@ -27,6 +32,8 @@ class Client(Blocking):
     :param url: the server's base URL, with its base path if it has one.
     :param token: sent as ``Authorization: Bearer <token>``.
     :param timeout: seconds each request may take; None for no limit.
+    :param retries: how many times a ``503`` with ``Retry-After`` is retried
+        (see :class:`AsyncClient`).
     :raises ValueError: for a URL that is not ``http(s)://host...``.
     """
 
@@ -36,8 +43,9 @@ class Client(Blocking):
         *,
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
-        self._client = AsyncClient(url, token=token, timeout=timeout)
+        self._client = AsyncClient(url, token=token, timeout=timeout, retries=retries)
         super().__init__(self._client)
 
     @property
