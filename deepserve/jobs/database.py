@@ -352,7 +352,7 @@ def _dumps(value: Any) -> str:
 def _row_number(value: int) -> sa.BindParameter[int]:
     """``value`` as a 64-bit SQL integer, at most :data:`MAX_ROW_NUMBER`.
 
-    64-bit even where the column it is compared with is narrower
-    (PostgreSQL's ``INTEGER``), so that a number past the column's range is
-    past its rows instead of an error."""
+    64-bit even where the column it is compared with is narrower (a
+    PostgreSQL ``INTEGER``, before schema version 3), so that a number past
+    the column's range is past its rows instead of an error."""
     return sa.literal(min(value, MAX_ROW_NUMBER), sa.BigInteger)

@@ -50,8 +50,9 @@ jobs_table = sa.Table(
     # Version 3: when a client asked, through another replica, to cancel it.
     sa.Column("cancel_requested", sa.Float),
 )
-# Step 2 creates this table from this definition: to change it, first make
-# _v2 create the table as it is now, then add a step that alters it.
+# Step 2 creates this table from this definition (so a new database gets the
+# 64-bit seq at once, and step 3's widening does nothing there). To change it
+# otherwise, first make _v2 create the table as it is now, then add a step.
 logs_table = sa.Table(
     "deepserve_job_logs",
     meta,
