@@ -548,45 +548,35 @@ def test_oversized_pax_header_is_not_read_into_memory(site: Site) -> None:
     site.rejects("MANIFEST.json", "more than the 1048576 allowed")
 
 
-def test_data_after_the_end_marker(site: Site) -> None:
+def member_a_then(*tail: bytes) -> bytes:
+    """A gzipped tar of the manifest and member ``a`` (``x``), then ``tail``
+    in place of the end marker."""
     document = manifest({"a": b"x"})
+    return gz_tar_bytes(
+        header("MANIFEST.json", len(document)),
+        padded(document),
+        header("a", 1),
+        padded(b"x"),
+        *tail,
+    )
+
+
+def test_data_after_the_end_marker(site: Site) -> None:
     site.archive.write_bytes(
-        gz_tar_bytes(
-            header("MANIFEST.json", len(document)),
-            padded(document),
-            header("a", 1),
-            padded(b"x"),
-            bytes(2 * tarfile.BLOCKSIZE),
-            padded(b"hidden"),
-        )
+        member_a_then(bytes(2 * tarfile.BLOCKSIZE), padded(b"hidden"))
     )
     site.rejects("a", "data follows the end of the archive")
 
 
 def test_missing_end_marker(site: Site) -> None:
-    document = manifest({"a": b"x"})
-    site.archive.write_bytes(
-        gz_tar_bytes(
-            header("MANIFEST.json", len(document)),
-            padded(document),
-            header("a", 1),
-            padded(b"x"),
-        )
-    )
+    site.archive.write_bytes(member_a_then())
     site.rejects("a", "no end marker")
 
 
 def test_endless_zero_padding(site: Site) -> None:
     # Zeros compress to almost nothing: reading them must stop somewhere.
-    document = manifest({"a": b"x"})
     site.archive.write_bytes(
-        gz_tar_bytes(
-            header("MANIFEST.json", len(document)),
-            padded(document),
-            header("a", 1),
-            padded(b"x"),
-            bytes(archive.MAX_PADDING + 4 * tarfile.BLOCKSIZE),
-        )
+        member_a_then(bytes(archive.MAX_PADDING + 4 * tarfile.BLOCKSIZE))
     )
     site.rejects("a", "data follows the end of the archive")
 
