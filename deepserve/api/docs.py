@@ -1,4 +1,4 @@
-"""Swagger UI, served from the assets bundled with aiohttp-apigami (offline)."""
+"""Swagger UI, served from the files of the swagger-ui-bundle package (offline)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import html
 import string
 
 from aiohttp import web
-from aiohttp_apigami.swagger_ui import SWAGGER_UI_STATIC_FILES
+from swagger_ui_bundle import swagger_ui_path
 
 _PAGE = string.Template(
     """<!DOCTYPE html>
@@ -56,5 +56,5 @@ def add_routes(app: web.Application, *, base_path: str, spec_url: str) -> str:
 
     app.router.add_get(f"{base_path}/api{{slash:/?}}", index, allow_head=False)
     app.router.add_get(f"{base_path}/ui{{slash:/?}}", redirect, allow_head=False)
-    app.router.add_static(static, SWAGGER_UI_STATIC_FILES)
+    app.router.add_static(static, swagger_ui_path)
     return f"{base_path}/api"
