@@ -54,6 +54,16 @@ class ReturnedFile(NamedTuple):
     original_filename: str | None = None
 
 
+def is_file_tuple(value: Any) -> bool:
+    """A named tuple with a ``filename``: a ``ReturnedFile`` or
+    ``UploadedFile`` of deepserve, of DEEPaaS or of another package."""
+    return (
+        isinstance(value, tuple)
+        and hasattr(value, "_fields")
+        and isinstance(getattr(value, "filename", None), str)
+    )
+
+
 class BaseModel(abc.ABC):  # noqa: B024 - every method is optional
     """Base class for models; inheriting from it is optional.
 

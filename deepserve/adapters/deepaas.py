@@ -13,6 +13,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields
 
+from deepserve.adapters import files
 from deepserve.exceptions import (
     DeepserveError,
     LoaderError,
@@ -46,6 +47,9 @@ class DeepaasModel:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
         self._obj = target
+        # DEEPaaS's own UploadedFile where deepaas is importable: decided
+        # once, here, in the process that runs the model.
+        self._upload_cls = files.upload_class()
         self._predict_args = self._read_args("get_predict_args")
         self._train_args = self._read_args("get_train_args")
         self._schema = self._read_schema()
@@ -113,8 +117,9 @@ class DeepaasModel:
             raise NotSupported(self._name, method)
         try:
             if method == "predict_batch":
-                return self._batch(func, kwargs["items"])
-            result = func(**kwargs)
+                items = [files.to_model(i, self._upload_cls) for i in kwargs["items"]]
+                return self._batch(func, items)
+            result = func(**files.to_model(kwargs, self._upload_cls))
         except NotImplementedError as exc:
             if method == "warm":
                 return None
@@ -209,6 +214,7 @@ def _http_status(exc: BaseException) -> int | None:
 
 def _portable(result: Any) -> Any:
     """Make what ``predict`` returned safe to send across processes."""
+    result = files.returned(result)
     if isinstance(result, io.BytesIO):
         return result.getvalue()
     if isinstance(result, io.IOBase) and hasattr(result, "read"):
