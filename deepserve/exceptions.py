@@ -113,17 +113,6 @@ class Unauthorized(DeepserveError):
         self.invalid = invalid
 
 
-class NotAcceptable(DeepserveError):
-    """The client asked for a media type the model does not produce."""
-
-    def __init__(self, requested: str, offered: list[str]) -> None:
-        super().__init__(
-            f"Cannot produce '{requested}'; this model offers: {', '.join(offered)}"
-        )
-        self.requested = requested
-        self.offered = offered
-
-
 class NotSupported(DeepserveError):
     """The model does not implement the requested operation."""
 

@@ -34,7 +34,42 @@ GOOD_MODELS = {
     "files": ("deepserve.v2.model", "fake_files"),
     "batchy": ("deepserve.v2.model", "fake_batchy"),
     "chatty": ("deepserve.v2.model", "fake_chatty"),
+    "wildcard": ("deepaas.v2.model", "fake_wildcard:QueryModel"),
+    "headeraccept": ("deepaas.v2.model", "fake_wildcard:HeaderModel"),
 }
+
+
+#: Models installed in the venv itself, not by the tests: none in the main
+#: venv; the AI4OS-like package in .ci/run's DEEPaaS venv.
+VENV_MODELS = sorted({ep.name for ep in loader.installed_entry_points()})
+
+#: The DEEPaaS compatibility part of the suite: what a DEEPaaS user touches
+#: (HTTP API, uploads, accept, trainings, OpenAPI, Swagger UI, ``deepserve
+#: call``). ``.ci/run`` runs it (``-m compat``) a second time in a venv where
+#: deepaas 2.x and its pins (webargs 5.5, apispec 3.3, oslo.config 8.8) are
+#: installed.
+COMPAT = {
+    "tests/api/test_predict.py",
+    "tests/api/test_uploads.py",
+    "tests/api/test_negotiation.py",
+    "tests/api/test_file_results.py",
+    "tests/api/test_training.py",
+    "tests/api/test_openapi.py",
+    "tests/test_swagger_ui.py",
+    "tests/test_shell.py",
+    "tests/test_config.py",
+    "tests/test_adapter_files.py",
+    "tests/test_deepaas_compat.py",
+}
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if Path(item.path).relative_to(root).as_posix() in COMPAT:
+            item.add_marker(pytest.mark.compat)
 
 
 def write_dist(site: Path, dist: str, models: dict[str, tuple[str, str]]) -> Path:

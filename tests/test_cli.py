@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env, write_dist
+from tests.conftest import GOOD_MODELS, VENV_MODELS, subprocess_env, write_dist
 from tests.servers import DEEPSERVE, Server, children, free_port, get_json, gone
 
 
@@ -70,9 +70,8 @@ def test_missing_model_is_one_line_error(fake_site):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "'nope'" in lines[0]
-    assert (
-        "available models: batchy, chatty, classy, files, minimal, oldstyle" in lines[0]
-    )
+    names = ", ".join(sorted([*GOOD_MODELS, *VENV_MODELS]))
+    assert f"available models: {names}" in lines[0]
 
 
 def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
@@ -87,10 +86,8 @@ def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
         assert len(lines) == 1, result.stderr
         assert "'broken'" in lines[0]
         assert "ImportError: this package needs a library" in lines[0]
-        assert (
-            "available models: batchy, broken, chatty, classy, files, minimal, oldstyle"
-            in lines[0]
-        )
+        names = ", ".join(sorted([*GOOD_MODELS, "broken", *VENV_MODELS]))
+        assert f"available models: {names}" in lines[0]
 
 
 def test_serves_model_named_in_deepaas_env_and_stops_cleanly(serve, fake_site):

@@ -314,10 +314,13 @@ async def test_model_errors_keep_the_servers_body(api: Calls) -> None:
         await api.predict("oldstyle", mode="crash")
     assert err.value.status == 500
     assert err.value.body["error_type"] == "ValueError"
-    with pytest.raises(ApiError) as err:
-        await api.predict("classy", x=1, accept="text/csv")
-    assert err.value.status == 406
-    assert err.value.body["offered"] == ["application/json"]
+
+
+async def test_accept_is_a_preference(api: Calls) -> None:
+    """Sent as the Accept header: a type the model does not offer gets its
+    default type, as HTTP allows, not an error."""
+    result = await api.predict("classy", x=1, accept="text/csv")
+    assert result["score"] == 2.0
 
 
 async def test_operation_the_model_lacks(api: Calls) -> None:

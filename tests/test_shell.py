@@ -29,7 +29,7 @@ from deepserve.loader import ModelRef
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
 from deepserve.shell import options
-from tests.conftest import subprocess_env, write_dist
+from tests.conftest import GOOD_MODELS, VENV_MODELS, subprocess_env, write_dist
 
 BIN = Path(sys.executable).parent
 DEEPSERVE = BIN / "deepserve"
@@ -400,7 +400,7 @@ def test_old_style_fields_become_options(env, work):
         (["--count", "1", "--sizes", "1", "x"], "argument --sizes: item 1: Not a valid integer."),
         (["--count", "1", "--options", "{bad"], "argument --options: not valid JSON"),
         (["--count", "1", "--data", "missing.bin"], "argument --data: no readable file 'missing.bin'"),
-        (["--count", "1", "--accept", "text/html"], "argument --accept: Cannot produce 'text/html'; this model offers: application/json"),
+        (["--count", "1", "--accept", "text/html"], "argument --accept: Must be one of: application/json."),
         (["--ratio", "0.1"], "the following arguments are required: --count"),
         (["--count", "1", "--nope", "2"], "unrecognized arguments: --nope 2"),
     ],
@@ -495,6 +495,8 @@ def test_model_errors_exit_1(env, work):
 
 def test_warm_runs_and_predict_warms_first(typed_site, work, tmp_path):
     env = subprocess_env(typed_site)  # one model installed: no name needed
+    if VENV_MODELS:  # unless the venv has its own: then the name, by env
+        env["DEEPSERVE_V2_MODEL"] = "typed"
     log = tmp_path / "warm.log"
     env["FAKE_TYPED_WARM_LOG"] = str(log)
     result = call(["warm"], env, work)
@@ -532,17 +534,15 @@ def test_several_models_need_a_name(env, work):
     result = call(["get_metadata"], env, work)
     line = one_line_error(result, 2)
     assert "several models are installed" in line
-    assert "batchy, chatty, classy, files, minimal, oldstyle, typed" in line
+    assert ", ".join(sorted([*GOOD_MODELS, "typed", *VENV_MODELS])) in line
     assert "--model-name" in line
 
 
 def test_unknown_model_lists_the_installed_ones(env, work):
     line = one_line_error(call(["--model-name", "nope", "warm"], env, work), 1)
     assert "'nope'" in line
-    assert (
-        "available models: batchy, chatty, classy, files, minimal, oldstyle, typed"
-        in line
-    )
+    names = ", ".join(sorted([*GOOD_MODELS, "typed", *VENV_MODELS]))
+    assert f"available models: {names}" in line
 
 
 def test_model_that_fails_to_import_is_one_line(fake_site, work, tmp_path):

@@ -26,6 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import fields as mf
 from multidict import MultiDict, MultiMapping
 
+from deepserve.api.media import ACCEPT
 from deepserve.exceptions import BadInput, MalformedRequest, PayloadTooLarge
 from deepserve.model import UploadedFile
 
@@ -33,8 +34,6 @@ Location = Literal["query", "form", "files", "headers", "json"]
 
 CHUNK = 256 * 1024
 MISSING_MSG = "Missing data for required field."
-#: The argument through which a model declares its response media types.
-ACCEPT = "accept"
 
 _LOCATIONS: dict[str, Location] = {
     "query": "query",
@@ -57,6 +56,14 @@ def location_of(field: mf.Field) -> Location:
         return "files"
     where = str(meta.get("location", "query")).lower()
     return _LOCATIONS.get(where, "query")
+
+
+def _declared_location(field: mf.Field) -> Location | None:
+    """Where a model said its ``accept`` argument comes from, if it did."""
+    if "location" not in field.metadata:
+        return None
+    where = location_of(field)
+    return "form" if where == "json" else where
 
 
 def external_name(name: str, field: mf.Field) -> str:
@@ -85,6 +92,11 @@ class ArgSpec:
 
     :param fields: the plugin's fields by argument name (read, never changed).
     :param accept: the ``accept`` field when it is negotiated separately.
+    :param accept_from: where an ``accept`` argument is read: ``query``
+        (the query string only), ``form`` (the body only), ``headers`` (the
+        ``Accept`` header is the argument: nothing else is read), or
+        ``None`` when the model did not say (query string or body, as
+        DEEPaaS reads it).
     """
 
     fields: Mapping[str, mf.Field]
@@ -95,6 +107,7 @@ class ArgSpec:
     file_keys: frozenset[str]
     value_keys: frozenset[str]
     plan: tuple[Arg, ...]
+    accept_from: Location | None = None
 
     @classmethod
     def prepare(
@@ -123,6 +136,7 @@ class ArgSpec:
             file_keys=frozenset(files),
             value_keys=frozenset(values),
             plan=plan,
+            accept_from=_declared_location(accept) if accept is not None else None,
         )
 
     def by_location(self, *locations: Location) -> dict[str, mf.Field]:
@@ -192,7 +206,7 @@ async def parse(
                 errors[arg.key] = [TWICE_MSG]
             elif value is not _ABSENT:
                 raw[arg.key] = value
-    accept = _lookup(ACCEPT, False, sources, body.json) if spec.accept else _ABSENT
+    accept = _accept(spec, sources, body.json)
     if accept is _TWICE:
         errors[ACCEPT] = [TWICE_MSG]
     try:
@@ -210,6 +224,23 @@ _ABSENT = object()
 #: An argument given both in the query string and in the body.
 _TWICE = object()
 TWICE_MSG = "Given both in the query string and in the body; give it once."
+
+
+def _accept(
+    spec: ArgSpec,
+    sources: tuple[MultiMapping[str], MultiMapping[str]],
+    json_body: Mapping[str, Any],
+) -> Any:
+    """The ``accept`` argument, looked for only where the model declared
+    it; ``_ABSENT`` when a header location makes it the ``Accept`` header."""
+    if spec.accept is None or spec.accept_from == "headers":
+        return _ABSENT
+    query, form = sources
+    if spec.accept_from == "query":
+        return query.get(ACCEPT, _ABSENT)
+    if spec.accept_from == "form":
+        return form.get(ACCEPT, json_body.get(ACCEPT, _ABSENT))
+    return _lookup(ACCEPT, False, sources, json_body)
 
 
 def _lookup(

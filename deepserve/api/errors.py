@@ -27,7 +27,6 @@ STATUS: dict[type[exc.DeepserveError], int] = {
     exc.ModelTagNotFound: 404,
     exc.TagExists: 409,
     exc.JobNotFound: 404,
-    exc.NotAcceptable: 406,
     exc.PayloadTooLarge: 413,
     exc.BadInput: 422,
     exc.BadTag: 422,
@@ -83,7 +82,6 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
     if status >= 500 and not isinstance(error, exc.Overloaded):
         LOG.error("%s", error.message)
     errors = error.errors if isinstance(error, exc.BadInput) else None
-    offered = error.offered if isinstance(error, exc.NotAcceptable) else None
     headers = (
         {"Retry-After": str(error.retry_after)}
         if error.retry_after is not None
@@ -98,7 +96,6 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
         headers=headers,
         model=model,
         errors=errors,
-        offered=offered,
         limit=limit,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import mimetypes
 import os
 import pathlib
 from collections.abc import Mapping
@@ -14,10 +15,12 @@ import marshmallow
 from aiohttp import web
 from marshmallow import fields, validate
 
-from deepserve.exceptions import BadModelOutput, NotAcceptable
-from deepserve.model import ReturnedFile, UploadedFile, json_default
+from deepserve.exceptions import BadInput, BadModelOutput
+from deepserve.model import ReturnedFile, UploadedFile, is_file_tuple, json_default
 
 JSON = "application/json"
+#: The argument through which a model declares its response media types.
+ACCEPT = "accept"
 #: Bytes read at a time when sending a file.
 CHUNK = 256 * 1024
 
@@ -53,23 +56,99 @@ class Offer:
         chosen = str(default) if default in choices else choices[0]
         return cls(tuple(dict.fromkeys(choices)), chosen)
 
-    def choose(self, requested: str | None) -> str:
-        """Pick a type for an ``Accept`` header or an ``accept`` argument.
+    def negotiate(self, *, argument: str | None, header: str | None) -> Choice:
+        """The type to answer with, for an ``accept`` argument or an
+        ``Accept`` header (the argument wins when both are given).
 
-        :raises NotAcceptable: when none of the requested types is offered.
+        Wildcards match both ways (``image/png`` satisfies an ``image/*``
+        offer, ``image/*`` an ``image/png`` one), and ``*/*`` asks for the
+        default. An argument must name an offered type; a header is only a
+        preference: when nothing offered satisfies it, the default is chosen
+        (RFC 9110 allows this, and DEEPaaS clients rely on it).
+
+        :raises BadInput: naming ``accept``, for an argument outside the
+            offered types.
         """
-        if requested is None or not requested.strip():
-            return self.default
-        ranges = _parse_accept(requested)
-        for media_range, _q in ranges:
+        if argument is not None and argument.strip():
+            wanted = _bare(argument)
+            choice = Choice(self.default) if wanted == "*/*" else self._match(wanted)
+            if choice is None:
+                raise BadInput(
+                    f"Invalid arguments: {ACCEPT}",
+                    errors={ACCEPT: [f"Must be one of: {', '.join(self.types)}."]},
+                )
+            return choice
+        for media_range, _q in _parse_accept(header or ""):
             if media_range == "*/*":
-                return self.default
-            major, _, minor = media_range.partition("/")
-            for offered in self.types:
-                o_major, _, o_minor = offered.partition("/")
-                if major == o_major and minor in ("*", o_minor):
-                    return offered
-        raise NotAcceptable(requested, list(self.types))
+                return Choice(self.default)
+            choice = self._match(media_range)
+            if choice is not None:
+                return choice
+        return Choice(self.default)
+
+    def _match(self, wanted: str) -> Choice | None:
+        """The offered type ``wanted`` names: the same type first, then one
+        that a wildcard on either side covers."""
+        for offered in self.types:
+            if offered.lower() == wanted:
+                return Choice(offered)
+        for offered in self.types:
+            if covers(offered, wanted):
+                concrete = None if "*" in wanted else wanted
+                return Choice(offered, concrete)
+            if covers(wanted, offered):
+                return Choice(offered)
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The outcome of a negotiation.
+
+    :param offered: one of the model's own types, as the model wrote it:
+        what its ``accept`` argument receives.
+    :param requested: the concrete type the client named, when ``offered``
+        is a range (``image/*``) that covers it (``image/png``).
+    """
+
+    offered: str
+    requested: str | None = None
+
+    def media_type(self, result: Any) -> str:
+        """The Content-Type of the answer: the offered type, or, when that
+        is a range, the first concrete type in the range that the result
+        carries (a returned file's ``content_type``), that the returned
+        file's name tells, or that the client asked for; the range itself
+        when none does."""
+        if "*" not in self.offered:
+            return self.offered
+        path = _as_path(result)
+        guessed = mimetypes.guess_type(path)[0] if path else None
+        for candidate in (
+            getattr(result, "content_type", None),
+            guessed,
+            self.requested,
+        ):
+            if isinstance(candidate, str) and candidate:
+                bare = _bare(candidate)
+                if "*" not in bare and covers(self.offered, bare):
+                    return candidate
+        return self.offered
+
+
+def covers(media_range: str, media_type: str) -> bool:
+    """Whether ``media_range`` (``*/*``, ``image/*`` or a type) covers
+    ``media_type``; case-insensitive, parameters ignored."""
+    r_major, _, r_minor = _bare(media_range).partition("/")
+    t_major, _, t_minor = _bare(media_type).partition("/")
+    if r_major == "*":
+        return True
+    return r_major == t_major and r_minor in ("*", t_minor)
+
+
+def _bare(media_type: str) -> str:
+    """A media type without its parameters, in lower case."""
+    return media_type.split(";", 1)[0].strip().lower()
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
@@ -162,7 +241,7 @@ def _json_body(result: Any, model: str, schema: type[marshmallow.Schema] | None)
 
 
 def _as_path(result: Any) -> str | None:
-    if isinstance(result, ReturnedFile | UploadedFile) or _file_like_tuple(result):
+    if isinstance(result, ReturnedFile | UploadedFile) or is_file_tuple(result):
         return result.filename or ""
     if isinstance(result, pathlib.PurePath):
         return str(result)
@@ -178,15 +257,6 @@ class FileBody:
     path: str
     media_type: str
     download_name: str | None
-
-
-def _file_like_tuple(result: Any) -> bool:
-    """A ``ReturnedFile`` of another package (DEEPaaS's own, say)."""
-    return (
-        isinstance(result, tuple)
-        and hasattr(result, "_fields")
-        and isinstance(getattr(result, "filename", None), str)
-    )
 
 
 def _file_response(path: str, media_type: str, model: str, result: Any) -> FileBody:

@@ -14,8 +14,8 @@ from marshmallow import fields
 
 import deepserve
 from deepserve.api import health, schemas
-from deepserve.api.args import ACCEPT, ArgSpec, external_name, is_multiple, location_of
-from deepserve.api.media import JSON, Offer, is_json
+from deepserve.api.args import ArgSpec, external_name, is_multiple, location_of
+from deepserve.api.media import ACCEPT, JSON, Offer, is_json
 from deepserve.api.pagination import MAX_LIMIT
 from deepserve.jobs import STATUSES
 from deepserve.settings import ApiSettings
@@ -43,11 +43,46 @@ class ModelOps:
     response_schema: type[marshmallow.Schema] | None
 
 
+class _Converter(OpenAPIConverter):
+    """apispec's converter, answering alike on every apispec release that
+    deepserve supports: 3.3 (what DEEPaaS 2.x installs) writes ``int32``
+    and ``float`` formats that newer releases dropped (a Python ``int`` or
+    ``float`` has neither bound), and leaves out what newer releases say of
+    unknown keys and of a ``Dict``'s values. The document is the same with
+    both."""
+
+    def field2property(self, field: fields.Field) -> dict[str, Any]:
+        prop: dict[str, Any] = super().field2property(field)
+        if (
+            isinstance(field, fields.Integer | fields.Float)
+            and prop.get("format") in ("int32", "float")
+            and "format" not in field.metadata
+        ):
+            del prop["format"]
+        values = getattr(field, "value_field", None)
+        if isinstance(field, fields.Dict) and "additionalProperties" not in prop:
+            prop["additionalProperties"] = (
+                self.field2property(values) if values is not None else {}
+            )
+        return prop
+
+    def schema2jsonschema(self, schema: marshmallow.Schema) -> dict[str, Any]:
+        result: dict[str, Any] = super().schema2jsonschema(schema)  # type: ignore[no-untyped-call]
+        unknown = getattr(schema, "unknown", None)
+        if "additionalProperties" not in result and unknown != marshmallow.EXCLUDE:
+            result["additionalProperties"] = unknown == marshmallow.INCLUDE
+        return result
+
+
+class _Plugin(MarshmallowPlugin):
+    Converter = _Converter
+
+
 class _Builder:
     def __init__(self) -> None:
         # No names: the models' nested schemas are inlined, so two models
         # with equally named schema classes cannot clash.
-        self.plugin = MarshmallowPlugin(
+        self.plugin = _Plugin(
             schema_name_resolver=lambda _schema: None  # type: ignore[arg-type,return-value]
         )
         self.spec = APISpec(
@@ -348,18 +383,16 @@ def _add_model(b: _Builder, ops: ModelOps, settings: ApiSettings) -> None:
 
 def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str, Any]:
     params = b.parameters(args, "query") + b.parameters(args, "headers")
-    if args.accept is not None:
-        accept_desc = args.accept.metadata.get("description")
+    accept = _accept_schema(args, ops.offer)
+    if accept is not None and args.accept_from != "form":
+        description = accept.pop("description")
         params.append(
             {
                 "name": ACCEPT,
                 "in": "query",
                 "required": False,
-                "description": str(
-                    accept_desc
-                    or "Media type of the response; the Accept header works too"
-                ),
-                "schema": {"type": "string", "enum": list(ops.offer.types)},
+                "description": description,
+                "schema": accept,
             }
         )
     content: dict[str, Any] = {}
@@ -380,13 +413,37 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
         "parameters": params,
         "responses": {
             "200": {"description": "The prediction", "content": content},
-            **errors(400, 404, 406, 413, 422, 500, 501, 503, 504),
+            **errors(400, 404, 413, 422, 500, 501, 503, 504),
         },
     }
     body = b.request_body(args)
+    if accept is not None and args.accept_from == "form":
+        body = body or {"required": False, "content": {}}
+        for where in ("multipart/form-data", JSON):
+            schema = body["content"].setdefault(
+                where, {"schema": {"type": "object", "properties": {}}}
+            )["schema"]
+            schema["properties"][ACCEPT] = accept
     if body is not None:
         op["requestBody"] = body
     return op
+
+
+def _accept_schema(args: ArgSpec, offer: Offer) -> dict[str, Any] | None:
+    """The ``accept`` argument, where it is one: not when the model reads it
+    from the ``Accept`` header (which the response types document)."""
+    if args.accept is None or args.accept_from == "headers":
+        return None
+    description = args.accept.metadata.get("description") or (
+        "Media type of the response (one of the types offered; a type a "
+        "wildcard offer covers also works); without it, the Accept header "
+        "chooses"
+    )
+    return {
+        "type": "string",
+        "enum": list(offer.types),
+        "description": str(description),
+    }
 
 
 def _add_training(

@@ -53,7 +53,7 @@ class Handlers:
         return {
             "version": "stable",
             "id": "v2",
-            "links": [{"rel": "self", "type": media.JSON, "href": f"{self.base}/v2"}],
+            "links": [{"rel": "self", "type": media.JSON, "href": f"{self.base}/v2/"}],
         }
 
     async def versions(self, _request: web.Request) -> web.Response:
@@ -98,14 +98,17 @@ class Handlers:
                 self.settings.client_max_size,
                 max_upload=self.settings.upload_max_size,
             )
-            chosen = ops.offer.choose(
-                accept if accept is not None else request.headers.get("Accept")
+            choice = ops.offer.negotiate(
+                argument=accept, header=request.headers.get("Accept")
             )
             if ops.predict.accept is not None:
-                kwargs[args.ACCEPT] = chosen
+                kwargs[media.ACCEPT] = choice.offered
             result = await served.predict(kwargs)
             response = media.render(
-                result, chosen, model=served.name, schema=ops.response_schema
+                result,
+                choice.media_type(result),
+                model=served.name,
+                schema=ops.response_schema,
             )
             if isinstance(response, media.FileBody):
                 # Sent before the uploads go: it may be one of them.

@@ -14,9 +14,6 @@ class Error(Schema):
         values=fields.Raw(),
         metadata={"description": "Invalid arguments: field name -> problems"},
     )
-    offered = fields.List(
-        fields.Str(), metadata={"description": "Media types the model can produce"}
-    )
     model = fields.Str(metadata={"description": "The model involved"})
     error_type = fields.Str(metadata={"description": "Type of the model's exception"})
     detail = fields.Str(metadata={"description": "The model's own error message"})

@@ -26,14 +26,15 @@ from typing import Any
 from deepserve import adapters, config, loader
 from deepserve.api import media
 from deepserve.api.args import ArgSpec, Uploads
+from deepserve.api.media import ACCEPT
 from deepserve.api.routes import training_view
 from deepserve.exceptions import (
+    BadInput,
     ConfigError,
     DeepserveError,
     LoaderError,
     ModelFailed,
     ModelHTTPError,
-    NotAcceptable,
     NotSupported,
 )
 from deepserve.loader import ModelRef
@@ -320,7 +321,7 @@ class _Call:
             parser.add_argument(
                 "--accept",
                 metavar="TYPE",
-                help="media type of the result, as HTTP's Accept header: "
+                help="media type of the result, as the 'accept' argument: "
                 f"one of {', '.join(offer.types)} (default: {offer.default})",
             )
         return parser, reserved
@@ -348,15 +349,19 @@ class _Call:
         try:
             kwargs = options.load(spec, opts, ns)
             defaults, files = options.files(opts, ns)
-            accept = self._offer(spec).choose(ns.accept) if method == "predict" else ""
+            choice = (
+                self._offer(spec).negotiate(argument=ns.accept, header=None)
+                if method == "predict"
+                else None
+            )
         except options.OptionError as exc:
             parser.error(str(exc))
-        except NotAcceptable as exc:
-            parser.error(f"argument --accept: {exc}")
+        except BadInput as exc:
+            parser.error(f"argument --accept: {' '.join(exc.errors[ACCEPT])}")
         kwargs.update(defaults)
-        if spec.accept is not None:
-            kwargs["accept"] = accept
-        return _Parsed(kwargs, files, getattr(ns, "output", None), accept)
+        if spec.accept is not None and choice is not None:
+            kwargs[ACCEPT] = choice.offered
+        return _Parsed(kwargs, files, getattr(ns, "output", None), choice)
 
     def _uploads(
         self, files: list[tuple[options.Option, str]], uploads: Uploads
@@ -391,11 +396,13 @@ class _Call:
                 self._warm(model)
             with _model_code():
                 result = model.call("predict", kwargs)
+            assert parsed.accept is not None  # predict always negotiates
+            media_type = parsed.accept.media_type(result)
             body = media.encode(
-                result, parsed.accept, model=model.name, schema=model.response_schema
+                result, media_type, model=model.name, schema=model.response_schema
             )
             # Written before the uploads go: the result may be one of them.
-            self._emit(parsed.output, body, parsed.accept, f"{model.name}-prediction")
+            self._emit(parsed.output, body, media_type, f"{model.name}-prediction")
         finally:
             uploads.cleanup()
 
@@ -448,7 +455,7 @@ class _Parsed:
     #: ``--output`` given after the method name.
     output: str | None
     #: The negotiated media type (predict only).
-    accept: str
+    accept: media.Choice | None
 
 
 def _record(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,14 @@ import zipfile
 from typing import Any
 
 import pytest
+from marshmallow import fields as mf
+from marshmallow import validate
+from multidict import MultiDict
+
+from deepserve.api import args, media
+from deepserve.api.args import ArgSpec
+from deepserve.exceptions import BadInput
+from deepserve.model import ReturnedFile
 
 PREDICT = "/v2/models/{}/predict/"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -108,27 +116,220 @@ async def test_no_accept_header_gives_json(client):
     assert body["status"] == "OK"
 
 
-async def test_unoffered_type_is_406_listing_offered_types(client):
+async def test_a_header_nothing_offered_satisfies_gets_the_default(client):
+    """RFC 9110 lets a server answer its default instead of 406; DEEPaaS
+    clients send headers that name no offered type and expect a 200."""
     resp = await post(client, headers={"Accept": "image/gif"})
-    text = await resp.text()
-    assert resp.status == 406, text
-    assert resp.content_type == "application/json"
-    body = await resp.json()
-    assert body["code"] == 406
-    assert "image/gif" in body["message"]
-    for offered in OFFERED:
-        assert offered in body["message"]
-
-
-async def test_model_without_accept_arg_only_offers_json(client):
-    resp = await post(
-        client, "classy", params={"x": "1"}, headers={"Accept": "image/png"}
-    )
-    assert resp.status == 406, await resp.text()
-    assert resp.content_type == "application/json"
-    assert "application/json" in (await resp.json())["message"]
-
-    resp = await post(client, "classy", params={"x": "1"}, headers={"Accept": "*/*"})
     assert resp.status == 200, await resp.text()
     assert resp.content_type == "application/json"
-    assert (await resp.json())["score"] == 2.0
+    assert (await resp.json())["status"] == "OK"
+
+
+async def test_an_explicit_accept_argument_outside_the_offer_is_422(client):
+    for how in ("params", "json"):
+        resp = await post(client, **{how: {"accept": "image/gif"}})
+        assert resp.status == 422, await resp.text()
+        body = await resp.json()
+        assert list(body["errors"]) == ["accept"]
+        assert body["errors"]["accept"] == [f"Must be one of: {', '.join(OFFERED)}."]
+
+
+async def test_an_accept_argument_of_star_star_gets_the_default(client):
+    # DEEPaaS adds */* to the choices of every accept argument.
+    resp = await post(client, params={"accept": "*/*"}, headers={"Accept": "image/png"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "application/json"
+
+
+async def test_model_without_accept_arg_answers_json_to_any_header(client):
+    for accept in ("image/png", "*/*", "text/html, application/xml;q=0.9"):
+        resp = await post(
+            client, "classy", params={"x": "1"}, headers={"Accept": accept}
+        )
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "application/json"
+        assert (await resp.json())["score"] == 2.0
+
+
+# -- a model offering a range (image/*), as the AI4OS demo app does -------------
+
+
+@pytest.mark.parametrize("model", ["wildcard", "headeraccept"])
+async def test_a_concrete_header_satisfies_a_range_offer(client, model):
+    resp = await post(
+        client, model, params={"how": "bare"}, headers={"Accept": "image/png"}
+    )
+    assert resp.status == 200, await resp.text()
+    # Nothing in the result says its type: the one the client named.
+    assert resp.content_type == "image/png"
+    assert (await resp.read()).startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("how", "accept", "expected"),
+    [
+        # The model's own ReturnedFile says image/png: that wins.
+        ("typed", "image/gif", "image/png"),
+        ("typed", "image/*", "image/png"),
+        # The returned file's name says .png.
+        ("named", "image/webp", "image/png"),
+        ("named", "image/*", "image/png"),
+        # Nothing says anything concrete: the range itself, as DEEPaaS sends it.
+        ("bare", "image/*", "image/*"),
+    ],
+)
+async def test_the_answer_carries_the_concrete_type_it_has(
+    client, how, accept, expected
+):
+    resp = await post(
+        client, "headeraccept", params={"how": how}, headers={"Accept": accept}
+    )
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == expected
+    assert (await resp.read()).startswith(PNG_SIGNATURE)
+
+
+async def test_the_model_receives_its_own_range(client):
+    """The model compares ``accept`` with its own choices ("image/*"), so it
+    gets that, not the concrete type the client named; anything else would
+    make the fake raise (500)."""
+    resp = await post(client, "wildcard", params={"accept": "image/png", "how": "bare"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "image/png"
+    resp = await post(client, "wildcard", params={"accept": "image/*", "how": "named"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "image/png"
+
+
+async def test_a_range_in_the_header_picks_the_first_type_it_covers(client):
+    resp = await post(client, "wildcard", headers={"Accept": "application/*"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "application/json"
+    resp = await post(
+        client, "wildcard", headers={"Accept": "application/zip, */*;q=0.1"}
+    )
+    assert resp.content_type == "application/zip"
+
+
+async def test_accept_declared_in_headers_is_read_from_the_header_only(client):
+    # The query string and the body are not where the model said: ignored,
+    # so no 422 for a value that would be refused there, and no effect.
+    resp = await post(client, "headeraccept", params={"accept": "text/csv"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "application/json"
+    resp = await post(
+        client,
+        "headeraccept",
+        json={"accept": "application/zip"},
+        headers={"Accept": "image/png"},
+    )
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "image/png"
+    # And a header nothing offered satisfies is a preference, not an error.
+    resp = await post(client, "headeraccept", headers={"Accept": "text/csv"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "application/json"
+
+
+# -- the rules, without a server ----------------------------------------------
+
+
+def offer(*types: str, default: str | None = None) -> media.Offer:
+    return media.Offer(types, default or types[0])
+
+
+@pytest.mark.parametrize(
+    ("header", "offered", "requested"),
+    [
+        (None, "application/json", None),
+        ("", "application/json", None),
+        ("image/png", "image/*", "image/png"),
+        ("IMAGE/PNG; q=0.9", "image/*", "image/png"),
+        ("image/*", "image/*", None),
+        ("text/*", "text/plain", None),
+        ("text/csv", "application/json", None),  # nothing satisfied: default
+        ("text/csv;q=0.1, application/zip", "application/zip", None),
+        ("*/*", "application/json", None),
+    ],
+)
+def test_header_rules(header, offered, requested):
+    choice = offer("application/json", "image/*", "application/zip", "text/plain")
+    got = choice.negotiate(argument=None, header=header)
+    assert got == media.Choice(offered, requested)
+
+
+def test_an_exact_offer_beats_a_range():
+    choice = offer("image/*", "image/png").negotiate(argument="image/png", header=None)
+    assert choice == media.Choice("image/png")
+
+
+def test_argument_rules():
+    o = offer("application/json", "image/*")
+    assert o.negotiate(argument="image/jpeg", header="application/json") == (
+        media.Choice("image/*", "image/jpeg")
+    )
+    assert o.negotiate(argument="*/*", header="image/png") == media.Choice(
+        "application/json"
+    )
+    assert o.negotiate(argument=" ", header="image/png") == media.Choice(
+        "image/*", "image/png"
+    )
+    with pytest.raises(BadInput) as err:
+        o.negotiate(argument="text/csv", header=None)
+    assert err.value.errors == {
+        "accept": ["Must be one of: application/json, image/*."]
+    }
+
+
+def test_media_type_of_an_answer(tmp_path):
+    named = tmp_path / "x.jpg"
+    named.write_bytes(b"")
+    ranged = media.Choice("image/*", "image/png")
+    assert ranged.media_type(b"") == "image/png"
+    assert ranged.media_type(named) == "image/jpeg"
+    assert ranged.media_type(
+        ReturnedFile(filename=str(named), content_type="image/gif")
+    ) == ("image/gif")
+    # A type outside the range is not believed.
+    assert ranged.media_type(ReturnedFile(filename="x", content_type="text/plain")) == (
+        "image/png"
+    )
+    assert media.Choice("image/*").media_type(b"") == "image/*"
+    assert media.Choice("text/plain", "text/plain").media_type(named) == "text/plain"
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        (None, None),
+        ("query", "query"),
+        ("form", "form"),
+        ("json", "form"),
+        ("headers", "headers"),
+        ("header", "headers"),
+    ],
+)
+def test_where_the_accept_argument_is_read(location, expected):
+    meta = {"location": location} if location else {}
+    field = mf.Str(validate=validate.OneOf(["a/b"]), metadata=meta)
+    spec = ArgSpec.prepare({"accept": field}, negotiate_accept=True)
+    assert spec.accept_from == expected
+    query = MultiDict({"accept": "q/q"})
+    form = MultiDict({"accept": "f/f"})
+    found = args._accept(spec, (query, form), {"accept": "j/j"})
+    seen = {None: "q/q", "query": "q/q", "form": "f/f", "headers": args._ABSENT}
+    if expected is None:
+        assert found is args._TWICE  # in the query string and the body
+    else:
+        assert found == seen[expected]
+    assert (
+        args._accept(spec, (MultiDict(), MultiDict()), {"accept": "j/j"})
+        == (
+            {
+                None: "j/j",
+                "query": args._ABSENT,
+                "form": "j/j",
+                "headers": args._ABSENT,
+            }[expected]
+        )
+    )

@@ -7,9 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from openapi_spec_validator import validate
+from marshmallow import fields as mf
+from marshmallow import validate
+from openapi_spec_validator import validate as validate_spec
 
-from deepserve.api import create_app
+from deepserve.api import create_app, openapi
+from deepserve.api.args import ArgSpec
+from deepserve.api.media import Offer
+from deepserve.api.openapi import ModelOps
 from deepserve.settings import ApiSettings
 
 SNAPSHOT = Path(__file__).parent.parent / "snapshots" / "openapi.json"
@@ -29,7 +34,7 @@ def op(spec, path, method="post"):
 
 async def test_document_is_valid_openapi_3(spec):
     assert spec["openapi"].startswith("3.0.")
-    validate(spec)
+    validate_spec(spec)
 
 
 async def test_every_endpoint_is_documented(spec):
@@ -88,9 +93,28 @@ async def test_accept_media_types_and_responses(spec):
     assert ok["image/png"]["schema"] == {"type": "string", "format": "binary"}
     accept = next(p for p in predict["parameters"] if p["name"] == "accept")
     assert accept["schema"]["enum"] == list(ok)
-    for code in ("400", "404", "406", "413", "422", "500", "501", "503"):
+    for code in ("400", "404", "413", "422", "500", "501", "503"):
         schema = predict["responses"][code]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Error"}
+    # An Accept header nothing offered satisfies gets the default type.
+    assert "406" not in predict["responses"]
+
+
+async def test_accept_read_from_the_header_only_is_no_parameter(spec):
+    predict = op(spec, "/v2/models/headeraccept/predict/")
+    assert [p["name"] for p in predict["parameters"]] == ["how"]
+    assert list(predict["responses"]["200"]["content"]) == [
+        "application/json",
+        "image/*",
+        "application/zip",
+    ]
+    predict = op(spec, "/v2/models/wildcard/predict/")
+    accept = next(p for p in predict["parameters"] if p["name"] == "accept")
+    assert accept["description"] == "Format of the response."
+    assert accept["schema"] == {
+        "type": "string",
+        "enum": ["application/json", "image/*", "application/zip"],
+    }
 
 
 async def test_response_schema_header_and_form_arguments(spec):
@@ -121,7 +145,7 @@ async def test_disabled_endpoints_and_base_path(aiohttp_client, registry):
     settings = ApiSettings(base_path="/deep", train_endpoint=False, debug_endpoint=True)
     client = await aiohttp_client(create_app(registry, settings))
     spec = await (await client.get("/deep/swagger.json")).json()
-    validate(spec)
+    validate_spec(spec)
     assert spec["servers"] == [{"url": "/deep"}]
     assert "/v2/models/classy/train/" not in spec["paths"]
     assert "/v2/models/classy/predict/" in spec["paths"]
@@ -162,3 +186,32 @@ async def test_docs_can_be_disabled(aiohttp_client, registry):
     assert (await client.get("/swagger.json")).status == 200
     root = await (await client.get("/")).json()
     assert [link["rel"] for link in root["links"]] == ["describedby"]
+
+
+def test_accept_declared_in_the_body_is_documented_there():
+    declared = {
+        "text": mf.Str(metadata={"location": "form"}),
+        "accept": mf.Str(
+            validate=validate.OneOf(["text/plain", "application/json"]),
+            metadata={"location": "form"},
+        ),
+    }
+    spec = ArgSpec.prepare(declared, negotiate_accept=True)
+    ops = ModelOps(
+        name="m",
+        predict=spec,
+        train=None,
+        offer=Offer.from_accept_field(spec.accept),
+        response_schema=None,
+    )
+    doc = openapi.build([ops], ApiSettings())
+    validate_spec(doc)
+    predict = doc["paths"]["/v2/models/m/predict/"]["post"]
+    assert all(p["name"] != "accept" for p in predict["parameters"])
+    for where in ("multipart/form-data", "application/json"):
+        schema = predict["requestBody"]["content"][where]["schema"]
+        assert schema["properties"]["accept"]["enum"] == [
+            "text/plain",
+            "application/json",
+        ]
+        assert "text" in schema["properties"]

@@ -272,7 +272,7 @@ async def test_root_lists_versions(client):
     assert [v["id"] for v in body["versions"]] == ["v2"]
     version = body["versions"][0]
     assert version["version"] == "stable"
-    assert {"rel": "self", "type": "application/json", "href": "/v2"} in version[
+    assert {"rel": "self", "type": "application/json", "href": "/v2/"} in version[
         "links"
     ]
     assert any(link["rel"] == "describedby" for link in body["links"])

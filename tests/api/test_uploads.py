@@ -83,13 +83,13 @@ async def test_temp_file_is_removed_when_an_arg_is_invalid(upload_client, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_temp_file_is_removed_when_the_answer_is_not_acceptable(
+async def test_temp_file_is_removed_when_the_accept_argument_is_refused(
     upload_client, tmp_path
 ):
     resp = await upload_client.post(
-        PREDICT, data=upload(b"x" * 5000), headers={"Accept": "image/gif"}
+        PREDICT, data=upload(b"x" * 5000), params={"accept": "image/gif"}
     )
-    await assert_error(resp, 406)
+    await assert_error(resp, 422)
     assert list(tmp_path.iterdir()) == []
 
 
