@@ -1,0 +1,1 @@
+"""A DEEPaaS V2 model package shaped like the AI4OS templates."""
