@@ -118,15 +118,15 @@ class Choice:
         """The Content-Type of the answer: the offered type, or, when that
         is a range, the first concrete type in the range that the result
         carries (a returned file's ``content_type``), that the returned
-        file's name tells, or that the client asked for; the range itself
-        when none does."""
+        file's name tells, that its first bytes tell (:func:`sniff`), or
+        that the client asked for; the range itself when none does."""
         if "*" not in self.offered:
             return self.offered
         path = _as_path(result)
-        guessed = mimetypes.guess_type(path)[0] if path else None
         for candidate in (
             getattr(result, "content_type", None),
-            guessed,
+            mimetypes.guess_type(path)[0] if path else None,
+            sniff(_head(result, path)),
             self.requested,
         ):
             if isinstance(candidate, str) and candidate:
@@ -134,6 +134,51 @@ class Choice:
                 if "*" not in bare and covers(self.offered, bare):
                     return candidate
         return self.offered
+
+
+#: Leading bytes of common binary formats, and their media types.
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, b"\xff\xd8\xff", "image/jpeg"),
+    (0, b"GIF87a", "image/gif"),
+    (0, b"GIF89a", "image/gif"),
+    (8, b"WEBP", "image/webp"),
+    (0, b"BM", "image/bmp"),
+    (0, b"II*\x00", "image/tiff"),
+    (0, b"MM\x00*", "image/tiff"),
+    (0, b"%PDF-", "application/pdf"),
+    (0, b"PK\x03\x04", "application/zip"),
+    (0, b"\x1f\x8b", "application/gzip"),
+    (8, b"WAVE", "audio/wav"),
+    (0, b"fLaC", "audio/flac"),
+    (0, b"OggS", "audio/ogg"),
+    (0, b"ID3", "audio/mpeg"),
+    (4, b"ftyp", "video/mp4"),
+)
+
+
+def sniff(head: bytes) -> str | None:
+    """The media type the first bytes of a body show, for a few common
+    binary formats; ``None`` when they show none of them."""
+    for offset, magic, media_type in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            if offset == 8 and head[:4] != b"RIFF":
+                continue
+            return media_type
+    return None
+
+
+def _head(result: Any, path: str | None, size: int = 16) -> bytes:
+    """The first bytes of a result: bytes, or a returned file's."""
+    if isinstance(result, bytes | bytearray | memoryview):
+        return bytes(result[:size])
+    if path:
+        try:
+            with open(path, "rb") as f:
+                return f.read(size)
+        except OSError:
+            return b""
+    return b""
 
 
 def covers(media_range: str, media_type: str) -> bool:

@@ -157,12 +157,12 @@ async def test_model_without_accept_arg_answers_json_to_any_header(client):
 @pytest.mark.parametrize("model", ["wildcard", "headeraccept"])
 async def test_a_concrete_header_satisfies_a_range_offer(client, model):
     resp = await post(
-        client, model, params={"how": "bare"}, headers={"Accept": "image/png"}
+        client, model, params={"how": "raw"}, headers={"Accept": "image/png"}
     )
     assert resp.status == 200, await resp.text()
     # Nothing in the result says its type: the one the client named.
     assert resp.content_type == "image/png"
-    assert (await resp.read()).startswith(PNG_SIGNATURE)
+    assert (await resp.read()).startswith(b"\x00\x01")
 
 
 @pytest.mark.parametrize(
@@ -174,8 +174,9 @@ async def test_a_concrete_header_satisfies_a_range_offer(client, model):
         # The returned file's name says .png.
         ("named", "image/webp", "image/png"),
         ("named", "image/*", "image/png"),
-        # Nothing says anything concrete: the range itself, as DEEPaaS sends it.
-        ("bare", "image/*", "image/*"),
+        # Only the bytes say it: a PNG, whatever the client would prefer.
+        ("bare", "image/gif", "image/png"),
+        ("bare", "image/*", "image/png"),
     ],
 )
 async def test_the_answer_carries_the_concrete_type_it_has(
@@ -187,6 +188,16 @@ async def test_the_answer_carries_the_concrete_type_it_has(
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"] == expected
     assert (await resp.read()).startswith(PNG_SIGNATURE)
+
+
+async def test_nothing_concrete_known_answers_the_range(client):
+    """The bytes are of no known format and the client asked for the range
+    itself: the model's own value, as DEEPaaS sends it."""
+    resp = await post(
+        client, "headeraccept", params={"how": "raw"}, headers={"Accept": "image/*"}
+    )
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "image/*"
 
 
 async def test_the_model_receives_its_own_range(client):
@@ -295,6 +306,11 @@ def test_media_type_of_an_answer(tmp_path):
         "image/png"
     )
     assert media.Choice("image/*").media_type(b"") == "image/*"
+    # The bytes, when nothing else says: over what the client asked for.
+    assert ranged.media_type(b"GIF89a...") == "image/gif"
+    assert media.Choice("image/*").media_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+    # A type the bytes show outside the range is not believed either.
+    assert ranged.media_type(b"%PDF-1.7") == "image/png"
     assert media.Choice("text/plain", "text/plain").media_type(named) == "text/plain"
 
 
@@ -333,3 +349,23 @@ def test_where_the_accept_argument_is_read(location, expected):
             }[expected]
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (PNG_SIGNATURE + b"....", "image/png"),
+        (b"\xff\xd8\xff\xdb", "image/jpeg"),
+        (b"GIF87a", "image/gif"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", "audio/wav"),
+        (b"XXXX\x00\x00\x00\x00WEBP", None),  # not RIFF
+        (b"PK\x03\x04", "application/zip"),
+        (b"\x00\x00\x00\x18ftypmp42", "video/mp4"),
+        (b"%PDF-1.4", "application/pdf"),
+        (b"", None),
+        (b"plain text", None),
+    ],
+)
+def test_sniff(head, expected):
+    assert media.sniff(head) == expected

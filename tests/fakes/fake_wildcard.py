@@ -4,7 +4,7 @@
 where DEEPaaS reads it (query string or body); ``HeaderModel`` declares
 ``location="headers"``, as the AI4OS templates do, so only the ``Accept``
 header counts. Files come back in a ``ReturnedFile`` of this module's own,
-as DEEPaaS's would, or as an open file.
+as DEEPaaS's would, as an open file, or as bytes.
 """
 
 import collections
@@ -59,7 +59,7 @@ class QueryModel:
         return {
             "how": fields.Str(
                 load_default="typed",
-                validate=validate.OneOf(["typed", "named", "bare"]),
+                validate=validate.OneOf(["typed", "named", "bare", "raw"]),
                 metadata={"description": "How an image is returned"},
             ),
             "accept": fields.Str(
@@ -83,7 +83,9 @@ class QueryModel:
             return ReturnedFile("image", _png_file(""), "image/png", "pixel.png")
         if how == "named":  # a concrete type the file's name tells
             return open(_png_file(".png"), "rb")
-        return open(_png_file(""), "rb")  # nothing tells
+        if how == "bare":  # only the bytes tell
+            return open(_png_file(""), "rb")
+        return b"\x00\x01 not a format anyone knows"  # nothing tells
 
 
 class HeaderModel(QueryModel):
