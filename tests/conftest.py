@@ -59,6 +59,7 @@ COMPAT = {
     "tests/test_shell.py",
     "tests/test_config.py",
     "tests/test_adapter_files.py",
+    "tests/test_adapter_quiet.py",
     "tests/test_deepaas_compat.py",
 }
 

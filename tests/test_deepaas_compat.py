@@ -215,6 +215,31 @@ async def test_swagger_ui_is_served_offline(http: Any) -> None:
         assert len(await resp.read()) > 1000
 
 
+async def test_the_server_log_is_free_of_deprecation_noise(
+    http: Any, server: Server
+) -> None:
+    """Importing deepaas turns every DeprecationWarning into a log record,
+    and webargs 5 style fields each warn about marshmallow 4: dozens of
+    lines in every worker, none of them the user's to act on."""
+    resp = await http.post(PREDICT, data=upload_form())
+    assert resp.status == 200
+    assert "Warning" not in server.output, server.output
+
+
+def test_call_help_is_quiet() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(DEEPSERVE), "call", "--model-name", MODEL, "predict", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--input_file" in result.stdout
+    assert "Warning" not in result.stderr, result.stderr
+
+
 def test_deepserve_call_hands_deepaas_classes(tmp_path: Path) -> None:
     image = tmp_path / "in.png"
     image.write_bytes(PNG)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deepserve.adapters.deepaas import DeepaasModel
+from deepserve.adapters.quiet import deepaas_code
 from deepserve.adapters.stored import StoredModelAdapter
 from deepserve.exceptions import DeepserveError, LoaderError
 from deepserve.loader import STORE, ModelRef, import_target
@@ -21,7 +22,8 @@ def build(ref: ModelRef) -> Model:
         except DeepserveError as exc:
             raise LoaderError(f"Model '{ref.name}' ({ref.target}): {exc}") from exc
         return StoredModelAdapter(ref.name, stored)
-    return DeepaasModel(ref.name, import_target(ref))
+    with deepaas_code():
+        return DeepaasModel(ref.name, import_target(ref))
 
 
 __all__ = ["DeepaasModel", "StoredModelAdapter", "build"]

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from deepserve.adapters.quiet import deepaas_code
 from deepserve.model import ReturnedFile, UploadedFile, is_file_tuple
 
 LOG = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ _COMBINED = "DeepaasUploadedFile"
 def upload_class() -> type[UploadedFile]:
     """The class file arguments are handed to DEEPaaS-style models in."""
     try:
-        from deepaas.model.v2 import wrapper
+        with deepaas_code():
+            from deepaas.model.v2 import wrapper
     except ImportError:
         return UploadedFile
     except Exception as exc:  # a broken deepaas must not stop the model

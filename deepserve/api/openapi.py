@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import http
+import warnings
 from typing import Any
 
 import marshmallow
@@ -11,6 +12,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from marshmallow import fields
+from marshmallow.warnings import Marshmallow4Warning
 
 import deepserve
 from deepserve.api import health, schemas
@@ -52,7 +54,10 @@ class _Converter(OpenAPIConverter):
     both."""
 
     def field2property(self, field: fields.Field) -> dict[str, Any]:
-        prop: dict[str, Any] = super().field2property(field)
+        with warnings.catch_warnings():
+            # apispec 3.3 reads the 'missing' attribute marshmallow 4 drops.
+            warnings.simplefilter("ignore", Marshmallow4Warning)
+            prop: dict[str, Any] = super().field2property(field)
         if (
             isinstance(field, fields.Integer | fields.Float)
             and prop.get("format") in ("int32", "float")

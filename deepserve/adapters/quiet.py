@@ -1,0 +1,47 @@
+"""Keep what importing a DEEPaaS package does to warnings inside it.
+
+Importing ``deepaas`` (which DEEPaaS model packages do, and which
+:mod:`deepserve.adapters.files` does where it is installed) calls
+``logging.captureWarnings(True)`` and shows every ``DeprecationWarning``,
+process-wide: a server would then log dozens of third-party deprecations
+(distutils, ``marshmallow.__version__``...) at every start, in every worker
+and training. And packages written for webargs 5 build their fields with
+keywords marshmallow 4 removed (``missing=``, ``description=``...), each
+a warning about a release deepserve does not install (it keeps
+``marshmallow<4``).
+
+:func:`deepaas_code` wraps the import of such a package and the reading of
+its declarations. It imports ``deepaas`` first (where installed), silently,
+so that its changes come before, not over, the filters that hide
+deprecations (as Python's defaults do outside ``__main__``) and marshmallow
+4's; the process's warning filters and ``showwarning`` are put back as they
+were afterwards. Any other warning the model raises is still shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import warnings
+from collections.abc import Iterator
+
+from marshmallow.warnings import Marshmallow4Warning
+
+
+@contextlib.contextmanager
+def deepaas_code() -> Iterator[None]:
+    """Around importing a DEEPaaS-style model and reading its fields."""
+    with warnings.catch_warnings():  # restores filters and showwarning
+        # deepaas.config makes the changes; the rest of deepaas imports
+        # webargs and apispec, which warn. Not installed, or broken:
+        # files.py says so when it matters.
+        for module in ("deepaas.config", "deepaas.model.v2.wrapper"):
+            warnings.simplefilter("ignore")
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+        # Over what deepaas put first: deprecations hidden, as Python's own
+        # defaults hide them outside __main__.
+        for category in (DeprecationWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.simplefilter("ignore", Marshmallow4Warning)
+        yield
