@@ -447,6 +447,7 @@ def _accept_schema(args: ArgSpec, offer: Offer) -> dict[str, Any] | None:
     return {
         "type": "string",
         "enum": list(offer.types),
+        "default": offer.default,
         "description": str(description),
     }
 

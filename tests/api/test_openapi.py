@@ -114,6 +114,7 @@ async def test_accept_read_from_the_header_only_is_no_parameter(spec):
     assert accept["schema"] == {
         "type": "string",
         "enum": ["application/json", "image/*", "application/zip"],
+        "default": "application/json",
     }
 
 
