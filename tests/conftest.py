@@ -177,11 +177,12 @@ async def client(aiohttp_client, registry):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def demo_server() -> Iterator[Server]:
     """``deepserve run`` as a newcomer starts it: no model installed (the
-    fake site left out), so the bundled demo model is served."""
+    fake site left out), so the bundled demo model is served. In a venv
+    with a model of its own (.ci/run's DEEPaaS venv), the demo by name."""
     env = dict(os.environ)
     for var in ("PYTHONPATH", "DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL"):
         env.pop(var, None)
-    server = Server([], env)
+    server = Server(["--model-name", "demo"] if VENV_MODELS else [], env)
     try:
         server.wait_ready("")
         yield server
