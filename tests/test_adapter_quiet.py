@@ -46,3 +46,27 @@ def test_the_process_warning_settings_are_put_back():
     finally:
         logging.captureWarnings(False)
     assert warnings.showwarning is shown
+
+
+def test_other_warnings_of_the_model_are_still_shown():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with deepaas_code():
+            warnings.warn("weights from another version", UserWarning, stacklevel=1)
+            warnings.warn("old", DeprecationWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["weights from another version"]
+
+
+def test_logging_capture_is_as_it_was():
+    """Importing deepaas turns logging's capture of warnings on; it is off
+    again after, in logging's own state too, so that a later
+    captureWarnings(True) still works."""
+    assert getattr(logging, "_warnings_showwarning", None) is None
+    with deepaas_code():
+        pass
+    assert getattr(logging, "_warnings_showwarning", None) is None
+    logging.captureWarnings(True)
+    try:
+        assert warnings.showwarning is not logging._warnings_showwarning  # type: ignore[attr-defined]
+    finally:
+        logging.captureWarnings(False)

@@ -16,8 +16,8 @@ used, so that nothing but deepserve's classes crosses between processes.
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +30,20 @@ LOG = logging.getLogger(__name__)
 _COMBINED = "DeepaasUploadedFile"
 
 
-@functools.cache
+_lock = threading.Lock()
+_chosen: list[type[UploadedFile]] = []
+
+
 def upload_class() -> type[UploadedFile]:
-    """The class file arguments are handed to DEEPaaS-style models in."""
+    """The class file arguments are handed to DEEPaaS-style models in;
+    chosen once per process (one class, so that pickling finds it)."""
+    with _lock:
+        if not _chosen:
+            _chosen.append(_choose())
+        return _chosen[0]
+
+
+def _choose() -> type[UploadedFile]:
     try:
         with deepaas_code():
             from deepaas.model.v2 import wrapper

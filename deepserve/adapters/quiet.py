@@ -12,35 +12,54 @@ a warning about a release deepserve does not install (it keeps
 
 :func:`deepaas_code` wraps the import of such a package and the reading of
 its declarations. It imports ``deepaas`` first (where installed), silently,
-so that its changes come before, not over, the filters that hide
-deprecations (as Python's defaults do outside ``__main__``) and marshmallow
-4's; the process's warning filters and ``showwarning`` are put back as they
-were afterwards. Any other warning the model raises is still shown.
+undoing what that import changes, so that the model's own import of it
+finds it imported and changes nothing; deprecations (marshmallow 4's
+among them) are hidden meanwhile, as Python's defaults hide them outside
+``__main__``, and the warning filters and ``showwarning`` are put back as
+they were afterwards. Any other warning the model raises is still shown.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import warnings
 from collections.abc import Iterator
 
 from marshmallow.warnings import Marshmallow4Warning
 
 
-@contextlib.contextmanager
-def deepaas_code() -> Iterator[None]:
-    """Around importing a DEEPaaS-style model and reading its fields."""
+def _import_deepaas() -> None:
+    """Import deepaas, if installed, with none of its warnings shown and
+    none of its changes to warnings left behind."""
+    capturing = _capturing()
     with warnings.catch_warnings():  # restores filters and showwarning
-        # deepaas.config makes the changes; the rest of deepaas imports
-        # webargs and apispec, which warn. Not installed, or broken:
-        # files.py says so when it matters.
+        # deepaas.config changes the filters halfway through the import;
+        # the rest of deepaas imports webargs and apispec, which warn. Not
+        # installed, or broken: files.py says so when it matters.
         for module in ("deepaas.config", "deepaas.model.v2.wrapper"):
             warnings.simplefilter("ignore")
             with contextlib.suppress(Exception):
                 importlib.import_module(module)
-        # Over what deepaas put first: deprecations hidden, as Python's own
-        # defaults hide them outside __main__.
+        if not capturing:
+            # deepaas.config called logging.captureWarnings(True): undo it in
+            # logging too, or a later captureWarnings(True) would do nothing.
+            logging.captureWarnings(False)
+
+
+def _capturing() -> bool:
+    """Whether logging captures warnings now."""
+    return getattr(logging, "_warnings_showwarning", None) is not None
+
+
+@contextlib.contextmanager
+def deepaas_code() -> Iterator[None]:
+    """Around importing a DEEPaaS-style model and reading its fields."""
+    _import_deepaas()
+    with warnings.catch_warnings():  # restores filters and showwarning
+        # Deprecations hidden, as Python's own defaults hide them outside
+        # __main__ (and deepaas, imported by the model, would show them).
         for category in (DeprecationWarning, PendingDeprecationWarning):
             warnings.simplefilter("ignore", category)
         warnings.simplefilter("ignore", Marshmallow4Warning)
