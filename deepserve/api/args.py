@@ -217,7 +217,8 @@ async def parse(
     if errors:
         raise BadInput(f"Invalid arguments: {', '.join(sorted(errors))}", errors=errors)
     kwargs.update(loaded)
-    return kwargs, (None if accept is _ABSENT else str(accept))
+    # A JSON null is no preference, not the type "None".
+    return kwargs, (None if accept is _ABSENT or accept is None else str(accept))
 
 
 _ABSENT = object()

@@ -8,6 +8,7 @@ import json
 import mimetypes
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,28 +72,42 @@ class Offer:
         """
         if argument is not None and argument.strip():
             wanted = _bare(argument)
-            choice = Choice(self.default) if wanted == "*/*" else self._match(wanted)
+            choice = None
+            if wanted == "*/*":
+                choice = Choice(self.default)
+            elif _MEDIA_RANGE.fullmatch(wanted):
+                choice = self._match(wanted, ())
             if choice is None:
                 raise BadInput(
                     f"Invalid arguments: {ACCEPT}",
                     errors={ACCEPT: [f"Must be one of: {', '.join(self.types)}."]},
                 )
             return choice
-        for media_range, _q in _parse_accept(header or ""):
-            if media_range == "*/*":
+        ranges = _parse_accept(header or "")
+        # Types the client refused (q=0) are not chosen for a broader range.
+        refused = tuple(r for r, q in ranges if q == 0)
+        for media_range, q in ranges:
+            if q == 0:
+                continue
+            if media_range == "*/*" and not any(
+                covers(r, self.default) for r in refused
+            ):
                 return Choice(self.default)
-            choice = self._match(media_range)
+            choice = self._match(media_range, refused)
             if choice is not None:
                 return choice
         return Choice(self.default)
 
-    def _match(self, wanted: str) -> Choice | None:
+    def _match(self, wanted: str, refused: tuple[str, ...]) -> Choice | None:
         """The offered type ``wanted`` names: the same type first, then one
-        that a wildcard on either side covers."""
+        that a wildcard on either side covers, none that ``refused`` (the
+        ranges a header gave q=0) covers."""
         for offered in self.types:
-            if offered.lower() == wanted:
+            if _bare(offered) == wanted:
                 return Choice(offered)
         for offered in self.types:
+            if any(covers(r, offered) for r in refused):
+                continue
             if covers(offered, wanted):
                 concrete = None if "*" in wanted else wanted
                 return Choice(offered, concrete)
@@ -143,7 +158,6 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"GIF87a", "image/gif"),
     (0, b"GIF89a", "image/gif"),
     (8, b"WEBP", "image/webp"),
-    (0, b"BM", "image/bmp"),
     (0, b"II*\x00", "image/tiff"),
     (0, b"MM\x00*", "image/tiff"),
     (0, b"%PDF-", "application/pdf"),
@@ -153,8 +167,27 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"fLaC", "audio/flac"),
     (0, b"OggS", "audio/ogg"),
     (0, b"ID3", "audio/mpeg"),
-    (4, b"ftyp", "video/mp4"),
 )
+#: ISO base media files (``ftyp`` at byte 4): the major brand says which.
+_BRANDS = {
+    b"avif": "image/avif",
+    b"avis": "image/avif",
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"mif1": "image/heif",
+    b"M4A ": "audio/mp4",
+    b"M4B ": "audio/mp4",
+    b"qt  ": "video/quicktime",
+    b"3gp4": "video/3gpp",
+    b"3gp5": "video/3gpp",
+    b"isom": "video/mp4",
+    b"iso2": "video/mp4",
+    b"mp41": "video/mp4",
+    b"mp42": "video/mp4",
+    b"M4V ": "video/mp4",
+    b"avc1": "video/mp4",
+    b"dash": "video/mp4",
+}
 
 
 def sniff(head: bytes) -> str | None:
@@ -165,6 +198,11 @@ def sniff(head: bytes) -> str | None:
             if offset == 8 and head[:4] != b"RIFF":
                 continue
             return media_type
+    if head[4:8] == b"ftyp":
+        return _BRANDS.get(head[8:12])
+    # BMP: "BM", the file size, then four reserved bytes that are zero.
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":
+        return "image/bmp"
     return None
 
 
@@ -187,8 +225,12 @@ def covers(media_range: str, media_type: str) -> bool:
     r_major, _, r_minor = _bare(media_range).partition("/")
     t_major, _, t_minor = _bare(media_type).partition("/")
     if r_major == "*":
-        return True
+        return r_minor == "*"
     return r_major == t_major and r_minor in ("*", t_minor)
+
+
+#: A media type or range, without parameters (RFC 9110's tokens).
+_MEDIA_RANGE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
 
 
 def _bare(media_type: str) -> str:
@@ -197,11 +239,15 @@ def _bare(media_type: str) -> str:
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
-    """Media ranges with q > 0, best first (stable for equal q)."""
+    """Well-formed media ranges with their q, best first (stable for equal
+    q); malformed items are skipped."""
     ranges: list[tuple[str, float]] = []
     for item in header.split(","):
         media, *params = (p.strip() for p in item.split(";"))
-        if not media:
+        media = media.lower()
+        if not _MEDIA_RANGE.fullmatch(media) or (
+            media.startswith("*/") and (media != "*/*")
+        ):
             continue
         q = 1.0
         for param in params:
@@ -211,14 +257,14 @@ def _parse_accept(header: str) -> list[tuple[str, float]]:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        if q > 0:
-            ranges.append((media.lower(), q))
+        ranges.append((media, max(q, 0.0)))
     ranges.sort(key=lambda r: -r[1])
     return ranges
 
 
 def is_json(media_type: str) -> bool:
-    return media_type == JSON or media_type.endswith("+json")
+    bare = _bare(media_type)
+    return bare == JSON or bare.endswith("+json")
 
 
 def dumps(data: Any) -> str:
@@ -234,11 +280,23 @@ def render(
 ) -> web.Response | FileBody:
     """Build the response for what ``predict`` returned."""
     body = encode(result, media_type, model=model, schema=schema)
-    if isinstance(body, bytes):
-        return web.Response(body=body, content_type=media_type)
+    if isinstance(body, FileBody):
+        return body
     if isinstance(body, str):
-        return web.Response(text=body, content_type=media_type)
-    return body
+        charset = _charset(media_type) or "utf-8"
+        body = body.encode(charset, errors="replace")
+        if ";" not in media_type:
+            return web.Response(body=body, content_type=media_type, charset=charset)
+    # A type the model wrote with parameters goes out as it wrote it.
+    return web.Response(body=body, headers={"Content-Type": media_type})
+
+
+def _charset(media_type: str) -> str | None:
+    for param in media_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or None
+    return None
 
 
 def encode(

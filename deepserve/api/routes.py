@@ -99,7 +99,7 @@ class Handlers:
                 max_upload=self.settings.upload_max_size,
             )
             choice = ops.offer.negotiate(
-                argument=accept, header=request.headers.get("Accept")
+                argument=accept, header=", ".join(request.headers.getall("Accept", []))
             )
             if ops.predict.accept is not None:
                 kwargs[media.ACCEPT] = choice.offered

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import json
 import logging
 import zipfile
 from typing import Any
@@ -362,6 +363,13 @@ def test_where_the_accept_argument_is_read(location, expected):
         (b"XXXX\x00\x00\x00\x00WEBP", None),  # not RIFF
         (b"PK\x03\x04", "application/zip"),
         (b"\x00\x00\x00\x18ftypmp42", "video/mp4"),
+        (b"\x00\x00\x00\x1cftypavif", "image/avif"),
+        (b"\x00\x00\x00\x18ftypheic", "image/heic"),
+        (b"\x00\x00\x00\x20ftypM4A ", "audio/mp4"),
+        (b"\x00\x00\x00\x14ftypqt  ", "video/quicktime"),
+        (b"\x00\x00\x00\x14ftypzzzz", None),  # a brand we do not know
+        (b"BM6\x00\x0c\x00\x00\x00\x00\x006\x00", "image/bmp"),
+        (b"BMW was here", None),
         (b"%PDF-1.4", "application/pdf"),
         (b"", None),
         (b"plain text", None),
@@ -369,3 +377,60 @@ def test_where_the_accept_argument_is_read(location, expected):
 )
 def test_sniff(head, expected):
     assert media.sniff(head) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["*", "*/png", "image", "image/png\r\nX-Evil: 1", "a b/c"]
+)
+def test_a_malformed_accept_argument_is_422(bad):
+    with pytest.raises(BadInput) as err:
+        offer("application/json", "image/*").negotiate(argument=bad, header=None)
+    assert list(err.value.errors) == ["accept"]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        # Refused types are not chosen for a range that covers them.
+        ("image/*, image/png;q=0", media.Choice("image/jpeg")),
+        ("*/*, application/json;q=0", media.Choice("image/png")),
+        # Malformed items are skipped, the rest still counts.
+        ("*/png, image, image/jpeg;q=0.5", media.Choice("image/jpeg")),
+        ("\r\n, ,;q=1", media.Choice("application/json")),
+    ],
+)
+def test_refused_and_malformed_header_items(header, expected):
+    o = offer("application/json", "image/png", "image/jpeg")
+    assert o.negotiate(argument=None, header=header) == expected
+
+
+def test_an_offered_type_with_parameters_is_sent_as_written():
+    o = offer("text/csv; charset=latin-1", "application/json")
+    choice = o.negotiate(argument="text/csv", header=None)
+    assert choice == media.Choice("text/csv; charset=latin-1")
+    response = media.render("é,1\n", choice.media_type(""), model="m", schema=None)
+    assert response.headers["Content-Type"] == "text/csv; charset=latin-1"
+    assert response.body == "é,1\n".encode("latin-1")
+    json_with_charset = media.render(
+        {"a": 1}, "application/json; charset=utf-8", model="m", schema=None
+    )
+    assert json.loads(json_with_charset.body) == {
+        "status": "OK",
+        "predictions": {"a": 1},
+    }
+
+
+async def test_every_accept_header_line_counts(client):
+    resp = await post(
+        client,
+        "wildcard",
+        headers=[("Accept", "text/html"), ("Accept", "application/zip")],
+    )
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "application/zip"
+
+
+async def test_a_json_null_accept_is_no_preference(client):
+    resp = await post(client, json={"accept": None}, headers={"Accept": "text/plain"})
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "text/plain"
