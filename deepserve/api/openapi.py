@@ -50,8 +50,10 @@ class _Converter(OpenAPIConverter):
     deepserve supports: 3.3 (what DEEPaaS 2.x installs) writes ``int32``
     and ``float`` formats that newer releases dropped (a Python ``int`` or
     ``float`` has neither bound), and leaves out what newer releases say of
-    unknown keys and of a ``Dict``'s values. The document is the same with
-    both."""
+    unknown keys, of a ``Dict``'s values and of ``None`` among a nullable
+    field's choices. The document is the same with both for the fields
+    DEEPaaS models declare; rarer ones (``TimeDelta``, ``IP``, ``Enum``,
+    ``Pluck``) are described in more detail by 6.x."""
 
     def field2property(self, field: fields.Field) -> dict[str, Any]:
         with warnings.catch_warnings():
@@ -64,6 +66,14 @@ class _Converter(OpenAPIConverter):
             and "format" not in field.metadata
         ):
             del prop["format"]
+        enum = prop.get("enum")
+        if (
+            field.allow_none
+            and "enum" not in field.metadata
+            and isinstance(enum, list)
+            and None not in enum
+        ):
+            enum.append(None)  # the choices of a nullable field, as 6.x says
         values = getattr(field, "value_field", None)
         if isinstance(field, fields.Dict) and "additionalProperties" not in prop:
             prop["additionalProperties"] = (

@@ -216,3 +216,47 @@ def test_accept_declared_in_the_body_is_documented_there():
             "application/json",
         ]
         assert "text" in schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        (mf.Int(load_default=3), {"type": "integer", "default": 3}),
+        (mf.Float(), {"type": "number"}),
+        (
+            mf.Str(load_default=None, validate=validate.OneOf(["a", "b"])),
+            {
+                "type": "string",
+                "default": None,
+                "nullable": True,
+                "enum": ["a", "b", None],
+            },
+        ),
+        (
+            mf.Str(allow_none=True, metadata={"enum": ["x"]}),
+            {"type": "string", "nullable": True, "enum": ["x"]},
+        ),
+        (
+            mf.Dict(keys=mf.Str(), values=mf.Int()),
+            {"type": "object", "additionalProperties": {"type": "integer"}},
+        ),
+        (mf.Dict(), {"type": "object", "additionalProperties": {}}),
+        (
+            mf.Nested({"n": mf.Int(required=True)}),
+            {
+                "type": "object",
+                "properties": {"n": {"type": "integer"}},
+                "required": ["n"],
+                "additionalProperties": False,
+            },
+        ),
+        (
+            mf.List(mf.Float(), load_default=list),
+            {"type": "array", "items": {"type": "number"}},
+        ),
+    ],
+)
+def test_field_descriptions_are_the_same_on_every_apispec(field, expected):
+    """CI runs this on apispec 6.x and, in the DEEPaaS venv, on 3.3."""
+    b = openapi._Builder()
+    assert b.prop(field) == expected
