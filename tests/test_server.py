@@ -294,3 +294,23 @@ def test_json_logs_carry_request_ids(serve):
     assert model_line["message"] == "sleeping 0.0 s"
     assert model_line["request_id"] == "req-1234.abc"
     assert any(r["message"] == "SIGTERM received: shutting down" for r in records)
+
+
+def test_tokens_in_the_query_string_never_reach_the_log(serve, tmp_path):
+    """A client that sends its token in the query string is refused (401),
+    and the access log shows the request without the token."""
+    token = "Tok-" + "9" * 30
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    server = serve(["--auth-token-file", str(token_file)], split=True)
+    server.wait_live()
+    for query in (f"token={token}", f"access_token={token}&x=1", f"text={token}"):
+        status, body, _ = call(
+            f"{server.base}/v2/models/slow/predict/?{query}", method="POST"
+        )
+        assert status == 401, body
+    server.stop()
+    assert token not in server.stderr and token not in server.output
+    access = [line for line in server.stderr.splitlines() if "predict/?" in line]
+    assert len(access) == 3, server.stderr
+    assert all("REDACTED" in line for line in access)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from deepserve.api import (
+    access,
     auth,
     cors,
     docs,
@@ -77,6 +78,7 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
         ],
     )
     app[IN_FLIGHT] = in_flight
+    app[access.SECRETS] = frozenset(settings.auth_tokens)
     requestids.install(app)
     cors.add_signals(app, settings)
     ops = model_ops(registry)
