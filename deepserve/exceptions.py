@@ -83,6 +83,16 @@ class MalformedRequest(DeepserveError):
     """The request body cannot be read (bad JSON, broken multipart)."""
 
 
+class InsufficientStorage(DeepserveError):
+    """The disk filled up while a request's upload was written to it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Not enough disk space to receive the upload; nothing was kept "
+            "(the server's upload directory is full)"
+        )
+
+
 class PayloadTooLarge(DeepserveError):
     """The request body is larger than the configured limit.
 

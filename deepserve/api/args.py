@@ -11,13 +11,15 @@ The plugin's fields are never modified: validation runs on copies.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import marshmallow
@@ -27,7 +29,12 @@ from marshmallow import fields as mf
 from multidict import MultiDict, MultiMapping
 
 from deepserve.api.media import ACCEPT
-from deepserve.exceptions import BadInput, MalformedRequest, PayloadTooLarge
+from deepserve.exceptions import (
+    BadInput,
+    InsufficientStorage,
+    MalformedRequest,
+    PayloadTooLarge,
+)
 from deepserve.model import UploadedFile
 
 Location = Literal["query", "form", "files", "headers", "json"]
@@ -315,6 +322,8 @@ async def _read_body(
             data = json.loads(raw) if raw.strip() else {}
         except ValueError as err:
             raise MalformedRequest(f"The JSON body is not valid JSON: {err}") from None
+        except RecursionError:
+            raise MalformedRequest("The JSON body is nested too deeply") from None
         if not isinstance(data, dict):
             raise MalformedRequest("The JSON body must be an object of arguments")
         body.json = data
@@ -373,11 +382,12 @@ async def _read_multipart(
                     continue
                 # The client's filename is metadata only: the file is
                 # written under a name of our own making.
-                path = uploads.new_path()
-                with open(path, "wb") as out:
-                    while chunk := await part.read_chunk(CHUNK):
-                        count(len(chunk))
-                        out.write(chunk)
+                with _disk_full_is_507():
+                    path = uploads.new_path()
+                    with open(path, "wb") as out:
+                        while chunk := await part.read_chunk(CHUNK):
+                            count(len(chunk))
+                            out.write(chunk)
                 body.files[name] = UploadedFile(
                     name=name,
                     filename=path,
@@ -397,6 +407,19 @@ async def _read_multipart(
         # HttpProcessingError: a part's headers are not valid HTTP headers.
         reason = getattr(err, "message", None) or err
         raise MalformedRequest(f"The multipart body cannot be read: {reason}") from None
+
+
+@contextlib.contextmanager
+def _disk_full_is_507() -> Iterator[None]:
+    """A full disk (or quota) while an upload is written: a 507 the client
+    can act on, not a 500; the request's files are removed by its
+    :class:`Uploads`, as for any other error."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage() from None
+        raise
 
 
 async def _drain(part: BodyPartReader, count: Any) -> None:

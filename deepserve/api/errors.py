@@ -28,6 +28,7 @@ STATUS: dict[type[exc.DeepserveError], int] = {
     exc.TagExists: 409,
     exc.JobNotFound: 404,
     exc.PayloadTooLarge: 413,
+    exc.InsufficientStorage: 507,
     exc.BadInput: 422,
     exc.BadTag: 422,
     exc.WrongModule: 422,

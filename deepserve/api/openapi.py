@@ -11,7 +11,7 @@ import marshmallow
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.openapi import OpenAPIConverter
-from marshmallow import fields
+from marshmallow import fields, validate
 from marshmallow.warnings import Marshmallow4Warning
 
 import deepserve
@@ -128,6 +128,7 @@ class _Builder:
             del result["required"]
         if result.get("type") == "file":
             result["type"] = "string"
+        _unchecked_enum(field, result)
         return result
 
     def parameters(self, args: ArgSpec, where: str) -> list[dict[str, Any]]:
@@ -173,6 +174,24 @@ class _Builder:
             return None
         required = any(f.required for f in multipart.values())
         return {"required": required, "content": content}
+
+
+def _unchecked_enum(field: fields.Field, prop: dict[str, Any]) -> None:
+    """An ``enum=`` given only as DEEPaaS-style metadata is not validated
+    (DEEPaaS does not check it either): say the values, without the
+    ``enum`` that would claim the server refuses others."""
+    values = field.metadata.get("enum")
+    if values is None or any(isinstance(v, validate.OneOf) for v in field.validators):
+        return
+    prop.pop("enum", None)
+    listed = ", ".join(str(v) for v in values)
+    note = f"Suggested values: {listed} (others are accepted too)."
+    described = str(prop.get("description", "")).strip()
+    if described and not described.endswith((".", "!", "?")):
+        described += "."
+    prop["description"] = f"{described} {note}".strip()
+    if values and "example" not in prop and "default" not in prop:
+        prop["example"] = values[0]
 
 
 def _int_param(name: str, description: str, minimum: int) -> dict[str, Any]:
@@ -428,7 +447,7 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
         "parameters": params,
         "responses": {
             "200": {"description": "The prediction", "content": content},
-            **errors(400, 404, 413, 422, 500, 501, 503, 504),
+            **errors(400, 404, 413, 422, 500, 501, 503, 504, 507),
         },
     }
     body = b.request_body(args)
@@ -472,7 +491,7 @@ def _add_training(
         "parameters": b.parameters(args, "query") + b.parameters(args, "headers"),
         "responses": {
             **_ok("Training", "The training started"),
-            **errors(400, 404, 413, 422, 501, 503),
+            **errors(400, 404, 413, 422, 501, 503, 507),
         },
     }
     body = b.request_body(args)
@@ -526,6 +545,11 @@ def _add_training(
             "delete": {
                 "tags": [tag],
                 "summary": "Cancel a running training",
+                "description": (
+                    "Stops the training (its process is terminated) and keeps "
+                    "its record, now 'cancelled', with its output so far. A "
+                    "training that already ended is answered as it is."
+                ),
                 "operationId": f"{ops.name}.cancel_training",
                 "responses": {
                     **_ok("Training", "The training, cancelled"),

@@ -59,9 +59,14 @@ async def test_old_style_arguments_are_documented(spec):
     assert params["text"]["description"] == "Some text"
     assert params["text"]["schema"]["default"] == "hello"
     assert params["count"]["schema"]["type"] == "integer"
-    assert params["mode"]["schema"]["enum"] == [
-        "echo", "badrequest", "crash", "exit", "sleep"
-    ]  # fmt: skip
+    # enum= as DEEPaaS metadata is not checked (nor by DEEPaaS): the values
+    # are suggested, not claimed as the only ones.
+    assert "enum" not in params["mode"]["schema"]
+    assert params["mode"]["description"] == (
+        "What to do. Suggested values: echo, badrequest, crash, exit, sleep "
+        "(others are accepted too)."
+    )
+    assert params["mode"]["schema"]["default"] == "echo"
     assert params["tags"]["schema"]["type"] == "array"
     assert params["tags"]["explode"] is True
     # The file is in the multipart body, as a binary string: Swagger UI
@@ -233,8 +238,14 @@ def test_accept_declared_in_the_body_is_documented_there():
             },
         ),
         (
+            # enum as metadata only: not checked, so not claimed.
             mf.Str(allow_none=True, metadata={"enum": ["x"]}),
-            {"type": "string", "nullable": True, "enum": ["x"]},
+            {
+                "type": "string",
+                "nullable": True,
+                "description": "Suggested values: x (others are accepted too).",
+                "example": "x",
+            },
         ),
         (
             mf.Dict(keys=mf.Str(), values=mf.Int()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -316,6 +317,22 @@ async def test_malformed_json_body_is_400(client):
         headers={"Content-Type": "application/json"},
     )
     await assert_error(resp, 400)
+
+
+async def test_json_body_nested_too_deeply_is_400_without_a_traceback(client, caplog):
+    """100,000 levels in 200 KB: the parser gives up with RecursionError,
+    which is no decode error to it; a 500 and a logged traceback per
+    request before (cheap log flooding)."""
+    depth = 100_000
+    body = '{"text": ' + "[" * depth + "]" * depth + "}"
+    resp = await client.post(
+        "/v2/models/oldstyle/predict/",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    err = await assert_error(resp, 400)
+    assert err["message"] == "The JSON body is nested too deeply"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_json_body_that_is_a_list_is_400(client):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -347,3 +349,44 @@ async def test_hostile_filenames_sent_back_are_made_safe(client, case):
     assert "/" not in header
     assert not any(ord(c) < 32 or ord(c) == 127 for c in header)
     assert len(header) < 300
+
+
+# -- a full disk ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB file system (tmpfs) to upload into: it fills up for real.
+    Needs root (CI runs as root); skipped, saying so, elsewhere."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_an_upload_that_fills_the_disk_is_507_and_leaves_nothing(
+    aiohttp_client, registry, tiny_disk, caplog
+):
+    client = await aiohttp_client(
+        create_app(registry, ApiSettings(upload_dir=str(tiny_disk)))
+    )
+    resp = await client.post(PREDICT, data=upload(os.urandom(1024 * 1024)))
+    body = await assert_error(resp, 507)
+    assert "disk space" in body["message"]
+    assert list(tiny_disk.iterdir()) == []
+    # The operator hears of it: one line, no traceback.
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "disk space" in logged.getMessage() and logged.exc_info is None
+    # Space is back: the next upload that fits goes through.
+    resp = await client.post(PREDICT, data=upload(b"x" * 1000))
+    assert resp.status == 200, await resp.text()
+    assert list(tiny_disk.iterdir()) == []
