@@ -320,6 +320,16 @@ job_opts = [
         min=0,
         help="Days finished trainings are kept. 0 keeps them forever.",
     ),
+    cfg.StrOpt(
+        "recovery-file",
+        help=(
+            "Where the ends of trainings that the database could not take "
+            "(locked, unreachable) before the server stopped are written; the "
+            "next start records them. Default: next to an SQLite database "
+            "(FILE.recovery.jsonl), else "
+            "$XDG_DATA_HOME/deepserve/jobs-recovery.jsonl."
+        ),
+    ),
 ]
 
 #: Prefix of the config file sections holding one model's executor options.
@@ -431,13 +441,26 @@ def _job_settings(values: Any, environ: Mapping[str, str]) -> JobSettings:
             f"[{JOBS_GROUP}] heartbeat-timeout ({values.heartbeat_timeout:g}) must "
             f"exceed heartbeat-interval ({values.heartbeat_interval:g})"
         )
+    database = job_database_url(values.database, environ)
     return JobSettings(
-        database=job_database_url(values.database, environ),
+        database=database,
         max_log_bytes=values.max_log_size,
         heartbeat_interval=values.heartbeat_interval,
         heartbeat_timeout=values.heartbeat_timeout,
         retention_days=values.retention_days,
+        recovery_file=str(Path(values.recovery_file).expanduser().absolute())
+        if values.recovery_file
+        else recovery_file_for(database, environ),
     )
+
+
+def recovery_file_for(database: str, environ: Mapping[str, str]) -> str:
+    """The default recovery file: beside an SQLite file, else in the data
+    directory."""
+    prefix = "sqlite:///"
+    if database.startswith(prefix) and len(database) > len(prefix):
+        return database[len(prefix) :] + ".recovery.jsonl"
+    return str(_data_home(environ) / "deepserve" / "jobs-recovery.jsonl")
 
 
 def job_database_url(value: str | None, environ: Mapping[str, str]) -> str:
@@ -449,11 +472,15 @@ def job_database_url(value: str | None, environ: Mapping[str, str]) -> str:
     if value:
         path = Path(value).expanduser()
     else:
-        data_home = environ.get("XDG_DATA_HOME") or str(
-            Path(environ.get("HOME") or Path.home()) / ".local" / "share"
-        )
-        path = Path(data_home) / "deepserve" / "jobs.sqlite"
+        path = _data_home(environ) / "deepserve" / "jobs.sqlite"
     return f"sqlite:///{path.absolute()}"
+
+
+def _data_home(environ: Mapping[str, str]) -> Path:
+    return Path(
+        environ.get("XDG_DATA_HOME")
+        or Path(environ.get("HOME") or Path.home()) / ".local" / "share"
+    )
 
 
 def _security(conf: cfg.ConfigOpts, environ: Mapping[str, str]) -> dict[str, Any]:

@@ -42,6 +42,8 @@ CANCEL_WAIT = 10.0
 CANCEL_POLL = 0.2
 #: Seconds between two writes of a running training's output.
 FLUSH_INTERVAL = 0.5
+#: Tries to store a training's last output before its end is recorded.
+CLOSE_ATTEMPTS = 3
 #: What a stopped training's record says.
 STOP_MESSAGES = {
     "cancelled": "Cancelled by a client",
@@ -86,11 +88,21 @@ class _Output:
     async def flush(self) -> None:
         async with self._lock:
             if self._started is not None:
-                started, self._started = self._started, None
-                await self._store.mark_started(self._job_id, started)
+                await self._store.mark_started(self._job_id, self._started)
+                self._started = None
             entries, self._entries = list(self._entries), collections.deque()
             dropped, self._dropped, self._size = self._dropped, 0, 0
-            await self._store.append_logs(self._job_id, entries, dropped=dropped)
+            try:
+                await self._store.append_logs(self._job_id, entries, dropped=dropped)
+            except BaseException:
+                # Not stored: back before what came meanwhile, within the
+                # bound, for the next flush.
+                newer = list(self._entries)
+                self._entries, self._size = collections.deque(), 0
+                self._dropped += dropped
+                for entry in [*entries, *newer]:
+                    self.output(entry.stream, entry.text, entry.level, entry.time)
+                raise
 
     async def _flush_often(self) -> None:
         while True:
@@ -103,10 +115,22 @@ class _Output:
                 )
 
     async def close(self) -> None:
-        """Store what is left."""
+        """Store what is left, trying a few times over a busy database."""
         self._flusher.cancel()
         await asyncio.gather(self._flusher, return_exceptions=True)
-        await self.flush()
+        for attempt in range(CLOSE_ATTEMPTS):
+            try:
+                await self.flush()
+                return
+            except JobStoreError as exc:
+                if attempt == CLOSE_ATTEMPTS - 1:
+                    LOG.error(
+                        "Cannot store the last output of training %s: %s",
+                        self._job_id,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(FLUSH_INTERVAL)
 
 
 @dataclasses.dataclass(eq=False)
@@ -323,10 +347,12 @@ class ServedModel:
             LOG.exception("Training %s of model '%s' failed", job.id, self.name)
         finally:
             try:
+                # Its output first (a client that sees the end finds all of
+                # it), then the end, which the store records whatever the
+                # output's fate: it retries until written, or keeps the end
+                # in its recovery file when it closes first.
                 await training.output.close()
                 await self.store.finish(job.id, status, result=result, message=message)
-            except JobStoreError as exc:
-                LOG.error("Cannot record the end of training %s: %s", job.id, exc)
             finally:
                 self._running.pop(job.id, None)
                 if cleanup is not None:

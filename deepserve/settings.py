@@ -87,6 +87,10 @@ class JobSettings:
     heartbeat_timeout: float = 30.0
     #: Days a finished job is kept; 0 keeps jobs forever.
     retention_days: float = 0.0
+    #: Where the ends of trainings that the database could not take before
+    #: the server stopped are written, to be recorded at the next start;
+    #: ``None``: nowhere (they are logged).
+    recovery_file: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -22,7 +22,8 @@ def test_defaults_match_deepaas():
     # Only the job database differs: a file for the server, memory for code.
     assert dataclasses.replace(s, jobs=JobSettings()) == ServerSettings()
     assert s.jobs == JobSettings(
-        database="sqlite:////home/someone/.local/share/deepserve/jobs.sqlite"
+        database="sqlite:////home/someone/.local/share/deepserve/jobs.sqlite",
+        recovery_file="/home/someone/.local/share/deepserve/jobs.sqlite.recovery.jsonl",
     )
     assert (s.listen_ip, s.listen_port) == ("127.0.0.1", 5000)
     assert s.executor.workers == 1 and s.executor.warm is True
@@ -274,6 +275,7 @@ def test_jobs_section_of_a_config_file(tmp_path):
         "heartbeat_interval = 1\n"
         "heartbeat_timeout = 3.5\n"
         "retention_days = 30\n"
+        f"recovery_file = {tmp_path / 'ends.jsonl'}\n"
     )
     s = load(["--config-file", str(conf)])
     assert s.jobs == JobSettings(
@@ -282,6 +284,7 @@ def test_jobs_section_of_a_config_file(tmp_path):
         heartbeat_interval=1.0,
         heartbeat_timeout=3.5,
         retention_days=30.0,
+        recovery_file=str(tmp_path / "ends.jsonl"),
     )
 
 
@@ -301,3 +304,27 @@ def test_job_options_in_help():
     for option in ("--jobs-database", "--jobs-max-log-size", "--jobs-retention-days"):
         assert option in result.stdout
     assert "(default: 1048576)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--jobs-database", "/srv/jobs.db"], "/srv/jobs.db.recovery.jsonl"),
+        (
+            ["--jobs-database", "postgresql://u@h/db"],
+            "/data/deepserve/jobs-recovery.jsonl",
+        ),
+        (
+            [
+                "--jobs-database",
+                "postgresql://u@h/db",
+                "--jobs-recovery-file",
+                "/r.jsonl",
+            ],
+            "/r.jsonl",
+        ),
+    ],
+)
+def test_the_recovery_file(args, expected):
+    s = load(args, {"HOME": "/home/someone", "XDG_DATA_HOME": "/data"})
+    assert s.jobs.recovery_file == expected

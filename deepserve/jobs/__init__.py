@@ -14,7 +14,8 @@ are never touched.
 
 The modules: :mod:`~deepserve.jobs.records` (the values recorded),
 :mod:`~deepserve.jobs.schema` (tables, engine set-up and migrations),
-:mod:`~deepserve.jobs.database` (every read and write, blocking) and
+:mod:`~deepserve.jobs.database` (every read and write, blocking),
+:mod:`~deepserve.jobs.recovery` (the ends kept for the next start) and
 :mod:`~deepserve.jobs.store` (:class:`JobStore`, the asynchronous API).
 """
 

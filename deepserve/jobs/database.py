@@ -21,6 +21,7 @@ from deepserve.jobs.records import (
     JobPage,
     LogEntry,
     LogPage,
+    TrainingEnd,
     TrainingJob,
 )
 from deepserve.jobs.schema import jobs_table, logs_table
@@ -91,6 +92,30 @@ class JobDatabase:
                     heartbeat=now,
                 )
             )
+
+    def recover(self, ends: list[TrainingEnd]) -> int:
+        """Record ends kept in a recovery file by a server that stopped
+        before the database took them, over ``running`` or the
+        ``interrupted`` a sweep or shutdown wrote meanwhile, whichever
+        server owns the job now. How many jobs were updated."""
+        j = jobs_table.c
+        done = 0
+        with self.engine.begin() as conn:
+            for end in ends:
+                result = conn.execute(
+                    jobs_table.update()
+                    .where(j.id == end.job_id, j.status.in_(("running", "interrupted")))
+                    .values(
+                        status=end.status,
+                        result=None if end.result is None else _dumps(end.result),
+                        error=end.message,
+                        finished=end.when,
+                        duration=end.when - j.created,
+                        heartbeat=end.when,
+                    )
+                )
+                done += int(result.rowcount or 0)
+        return done
 
     def get(self, model: str, job_id: str) -> TrainingJob:
         """:raises JobNotFound: when ``model`` has no such job."""

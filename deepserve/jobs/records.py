@@ -40,6 +40,18 @@ class TrainingJob:
     log_dropped: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingEnd:
+    """How a training ended, until the database has it."""
+
+    job_id: str
+    status: str
+    result: Any
+    message: str | None
+    #: When it ended (seconds since the epoch).
+    when: float
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LogEntry:
     """One line of a job's output, or one of its log records.

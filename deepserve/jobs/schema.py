@@ -7,9 +7,11 @@ refuses one newer than this code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ LOG = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
 #: Seconds SQLite waits for another writer before giving up.
 SQLITE_BUSY_TIMEOUT = 15.0
+#: How long a call made for a client waits for a locked SQLite database
+#: before the client gets a 503 with Retry-After (see :func:`busy_timeout`).
+QUICK_BUSY_TIMEOUT = 1.0
 
 meta = sa.MetaData()
 schema_table = sa.Table(
@@ -161,7 +166,32 @@ def make_engine(url_text: str) -> tuple[sa.Engine, int]:
             f"Cannot create the directory of job database '{url_text}': {exc}"
         ) from exc
     sa.event.listen(engine, "connect", _sqlite_setup)
+    sa.event.listen(engine, "checkout", _sqlite_checkout)
     return engine, 4
+
+
+_busy = threading.local()
+
+
+@contextlib.contextmanager
+def busy_timeout(seconds: float) -> Iterator[None]:
+    """How long the calls this thread makes wait for a locked SQLite
+    database, in this block (others: :data:`SQLITE_BUSY_TIMEOUT`)."""
+    before = getattr(_busy, "seconds", None)
+    _busy.seconds = seconds
+    try:
+        yield
+    finally:
+        _busy.seconds = before
+
+
+def _sqlite_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    seconds = getattr(_busy, "seconds", None) or SQLITE_BUSY_TIMEOUT
+    if record.info.get("busy_timeout") != seconds:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        cursor.close()
+        record.info["busy_timeout"] = seconds
 
 
 def _sqlite_setup(dbapi_conn: Any, _record: Any) -> None:

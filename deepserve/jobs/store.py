@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -19,12 +20,30 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from deepserve.exceptions import JobStoreError
+from deepserve.jobs import recovery
 from deepserve.jobs.database import JobDatabase, storable
-from deepserve.jobs.records import STATUSES, JobPage, LogEntry, LogPage, TrainingJob
-from deepserve.jobs.schema import make_engine, migrate
+from deepserve.jobs.records import (
+    STATUSES,
+    JobPage,
+    LogEntry,
+    LogPage,
+    TrainingEnd,
+    TrainingJob,
+)
+from deepserve.jobs.schema import (
+    QUICK_BUSY_TIMEOUT,
+    SQLITE_BUSY_TIMEOUT,
+    busy_timeout,
+    make_engine,
+    migrate,
+)
 from deepserve.settings import JobSettings
 
 LOG = logging.getLogger(__name__)
+
+#: The first pause before recording a training's end again, and the longest.
+RETRY_FIRST = 0.2
+RETRY_MAX = 5.0
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -57,6 +76,9 @@ class JobStore:
         #: Called with a live job's id when another server asks to cancel it.
         self._on_cancel: list[Callable[[str], None]] = []
         self._cancel_seen: set[str] = set()
+        #: Ends of this server's jobs the database has not taken yet.
+        self._ending: dict[str, TrainingEnd] = {}
+        self._closing = asyncio.Event()
 
     @property
     def opened(self) -> bool:
@@ -76,20 +98,24 @@ class JobStore:
             max_workers=threads, thread_name_prefix="deepserve-jobs"
         )
         try:
-            await self._run_with(migrate, engine)
+            await self._run_with(SQLITE_BUSY_TIMEOUT, migrate, engine)
         except BaseException:
             self._pool.shutdown(wait=False)
             self._pool = None
             engine.dispose()
             raise
         self._db = JobDatabase(engine, owner=self.owner, settings=self.settings)
+        await self._replay()
         lost = await self._run(JobDatabase.sweep, frozenset(self._live))
         if lost:
             LOG.warning("Marked %d orphaned training(s) interrupted", lost)
         self._beating = asyncio.get_running_loop().create_task(self._beat_forever())
 
     async def close(self) -> None:
-        """Mark this server's still running jobs ``interrupted`` and disconnect."""
+        """Record the ends still waiting for the database (or keep them in
+        the recovery file), mark this server's still running jobs
+        ``interrupted`` and disconnect."""
+        self._closing.set()
         if self._beating is not None:
             self._beating.cancel()
             await asyncio.gather(self._beating, return_exceptions=True)
@@ -97,9 +123,14 @@ class JobStore:
         if self._db is None:
             return
         try:
+            await self._last_ends()
             left = await self._run(JobDatabase.interrupt_own)
             if left:
                 LOG.warning("Marked %d running training(s) interrupted", left)
+        except JobStoreError as exc:
+            LOG.error(
+                "Cannot mark this server's running trainings interrupted: %s", exc
+            )
         finally:
             engine, self._db = self._db.engine, None
             pool, self._pool = self._pool, None
@@ -114,7 +145,7 @@ class JobStore:
 
     async def add(self, job: TrainingJob) -> None:
         """Record a new running job of this server."""
-        await self._run(JobDatabase.add, job)
+        await self._ask(JobDatabase.add, job)
         self._live.add(job.id)
 
     async def mark_started(self, job_id: str, when: float | None = None) -> None:
@@ -129,24 +160,107 @@ class JobStore:
         result: Any = None,
         message: str | None = None,
     ) -> None:
-        """Record how a job of this server ended."""
+        """Record how a job of this server ended.
+
+        A database that is locked or unreachable loses nothing: the end is
+        tried again, with a growing pause, until it is written, and the job
+        stays alive (heartbeat) meanwhile. If the store closes first, the
+        end goes to the recovery file, which the next :meth:`open` records.
+        """
         if status not in STATUSES or status == "running":
             raise ValueError(f"not a final status: {status!r}")
-        try:
-            if message is not None:
-                message = storable(message)
-            await self._run(
-                JobDatabase.finish, job_id, status, result, message, time.time()
-            )
-        finally:
-            # Even when the end cannot be recorded: its heartbeat stops, so
-            # the job ends up ``interrupted`` instead of running forever.
+        if message is not None:
+            message = storable(message)
+        end = TrainingEnd(job_id, status, result, message, time.time())
+        self._ending[job_id] = end
+        pause = RETRY_FIRST
+        while job_id in self._ending and not self._closing.is_set():
+            try:
+                await self._run(
+                    JobDatabase.finish,
+                    end.job_id,
+                    end.status,
+                    end.result,
+                    end.message,
+                    end.when,
+                )
+            except JobStoreError as exc:
+                if pause == RETRY_FIRST:
+                    LOG.warning(
+                        "Cannot record the end of training %s yet (%s); trying "
+                        "again until it is recorded",
+                        job_id,
+                        exc,
+                    )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), pause)
+                pause = min(pause * 2, RETRY_MAX)
+            else:
+                if pause != RETRY_FIRST:
+                    LOG.info("Recorded the end of training %s", job_id)
+                self._ending.pop(job_id, None)
+        if job_id not in self._ending:  # recorded, here or by close()
             self._live.discard(job_id)
             self._cancel_seen.discard(job_id)
 
+    async def _last_ends(self) -> None:
+        """At close: one more try for each end still waiting, then the
+        recovery file for those the database still does not take."""
+        for job_id, end in list(self._ending.items()):
+            try:
+                await self._run(
+                    JobDatabase.finish,
+                    end.job_id,
+                    end.status,
+                    end.result,
+                    end.message,
+                    end.when,
+                )
+            except JobStoreError:
+                continue
+            self._ending.pop(job_id, None)
+        if not self._ending:
+            return
+        ends = list(self._ending.values())
+        path = self.settings.recovery_file
+        if path is None:
+            for end in ends:
+                LOG.error("The end of training %s is lost: %s", end.job_id, end)
+        else:
+            try:
+                await asyncio.to_thread(recovery.save, path, ends)
+            except OSError as exc:
+                LOG.error("Cannot write %s (%s); lost: %s", path, exc, ends)
+            else:
+                LOG.warning(
+                    "Kept the end of %d training(s) in %s; the next start records them",
+                    len(ends),
+                    path,
+                )
+        self._ending.clear()
+
+    async def _replay(self) -> None:
+        """Record the ends a stopped server kept in the recovery file."""
+        path = self.settings.recovery_file
+        if path is None:
+            return
+        ends = [
+            e
+            for e in await asyncio.to_thread(recovery.load, path)
+            if e.status in STATUSES and e.status != "running"
+        ]
+        if ends:
+            try:
+                done = await self._run(JobDatabase.recover, ends)
+            except JobStoreError as exc:
+                LOG.error("Cannot record the trainings kept in %s yet: %s", path, exc)
+                return
+            LOG.warning("Recorded the end of %d training(s) kept in %s", done, path)
+        await asyncio.to_thread(recovery.remove, path)
+
     async def get(self, model: str, job_id: str) -> TrainingJob:
         """:raises JobNotFound: when ``model`` has no such job."""
-        return await self._run(JobDatabase.get, model, job_id)
+        return await self._ask(JobDatabase.get, model, job_id)
 
     async def list_jobs(
         self,
@@ -157,11 +271,11 @@ class JobStore:
         offset: int = 0,
     ) -> JobPage:
         """``model``'s jobs, oldest first, optionally of one status."""
-        return await self._run(JobDatabase.list_jobs, model, status, limit, offset)
+        return await self._ask(JobDatabase.list_jobs, model, status, limit, offset)
 
     async def count_by_status(self) -> dict[tuple[str, str], int]:
         """How many jobs each model has in each status: ``{(model, status): n}``."""
-        return await self._run(JobDatabase.count_by_status)
+        return await self._ask(JobDatabase.count_by_status)
 
     # -- output -------------------------------------------------------------
 
@@ -183,7 +297,7 @@ class JobStore:
 
         :raises JobNotFound: when ``model`` has no such job.
         """
-        return await self._run(JobDatabase.logs, model, job_id, since, limit)
+        return await self._ask(JobDatabase.logs, model, job_id, since, limit)
 
     async def request_cancel(self, model: str, job_id: str) -> bool:
         """Ask whichever server runs a job to cancel it (it does at its next
@@ -191,7 +305,7 @@ class JobStore:
 
         :raises JobNotFound: when ``model`` has no such job.
         """
-        return await self._run(JobDatabase.request_cancel, model, job_id)
+        return await self._ask(JobDatabase.request_cancel, model, job_id)
 
     def on_cancel_request(self, handler: Callable[[str], None]) -> None:
         """Call ``handler(job_id)``, once, when a client asked another server
@@ -229,19 +343,69 @@ class JobStore:
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        """``fn(database, *args, **kwargs)`` in the store's threads."""
+        """``fn(database, *args, **kwargs)`` in the store's threads, waiting
+        as long as background work may for a locked database."""
         if self._db is None:
             raise JobStoreError("The training-job store is not open")
-        return await self._run_with(fn, self._db, *args, **kwargs)
+        return await self._run_with(SQLITE_BUSY_TIMEOUT, fn, self._db, *args, **kwargs)
+
+    async def _ask(
+        self,
+        fn: Callable[Concatenate[JobDatabase, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """As :meth:`_run`, for a client waiting: a locked database is a
+        :class:`JobStoreError` (a 503 with Retry-After) after
+        :data:`QUICK_BUSY_TIMEOUT`, not after the full busy timeout."""
+        if self._db is None:
+            raise JobStoreError("The training-job store is not open")
+        return await self._run_with(QUICK_BUSY_TIMEOUT, fn, self._db, *args, **kwargs)
 
     async def _run_with(
-        self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+        self, wait: float, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
         if self._pool is None:
             raise JobStoreError("The training-job store is not open")
         loop = asyncio.get_running_loop()
-        call = functools.partial(fn, *args, **kwargs)
+        call = functools.partial(_waiting, wait, fn, *args, **kwargs)
         try:
             return await loop.run_in_executor(self._pool, call)
         except sa.exc.SQLAlchemyError as exc:
-            raise JobStoreError(f"The training-job database failed: {exc}") from exc
+            raise _failure(exc) from exc
+
+
+def _waiting(
+    wait: float, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    with busy_timeout(wait):
+        return fn(*args, **kwargs)
+
+
+def _failure(exc: sa.exc.SQLAlchemyError) -> JobStoreError:
+    """The error a client may see: what happened, never the statement or
+    its parameters (training arguments among them); the driver's own
+    one-line reason goes to the log."""
+    orig = getattr(exc, "orig", None)
+    reason = str(orig if orig is not None else type(exc).__name__).strip()
+    reason = reason.splitlines()[0] if reason else type(exc).__name__
+    busy = _busy(exc, reason)
+    # A lock is ordinary (callers say what waits on it); anything else is
+    # worth an operator's look.
+    LOG.log(
+        logging.DEBUG if busy else logging.WARNING,
+        "Training-job database: %s: %s",
+        type(orig or exc).__name__,
+        reason,
+    )
+    if busy:
+        error = JobStoreError("The training-job database is busy; try again shortly")
+        error.retry_after = 1
+        return error
+    return JobStoreError("The training-job database failed; the server's log says why")
+
+
+def _busy(exc: sa.exc.SQLAlchemyError, reason: str) -> bool:
+    """A lock held by someone else: SQLite's, or PostgreSQL's (55P03)."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code == "55P03" or "locked" in reason.lower()
