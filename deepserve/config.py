@@ -134,6 +134,26 @@ server_opts = [
             "trainings with 503. A second signal ends the wait at once."
         ),
     ),
+    cfg.FloatOpt(
+        "header-timeout",
+        default=ServerSettings.header_timeout,
+        min=0.1,
+        help=(
+            "Seconds a client has to send a request's headers, counted from "
+            "its first byte (or from connecting); past it the connection is "
+            "closed. Bounds slow-header (slowloris) clients; request bodies "
+            "and idle keep-alive connections have their own limits."
+        ),
+    ),
+    cfg.IntOpt(
+        "max-connections",
+        default=ServerSettings.max_connections,
+        min=1,
+        help=(
+            "Connections served at once; one more is answered 503 with "
+            "Retry-After and closed. Keep it below the open-file limit."
+        ),
+    ),
     cfg.BoolOpt(
         "debug",
         short="d",
@@ -425,6 +445,8 @@ def load(
         access_log=conf.access_log,
         log_format=conf.log_format,
         shutdown_grace=conf.shutdown_grace,
+        header_timeout=conf.header_timeout,
+        max_connections=conf.max_connections,
         model_names=names,
         store_root=store_root(conf.model_store, environ),
         api=api,

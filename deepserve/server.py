@@ -99,6 +99,7 @@ async def serve(
         # What web.run_app uses; an AppRunner's own default keeps idle
         # connections for an hour.
         keepalive_timeout=KEEPALIVE,
+        limits=protocol.Limits(settings.header_timeout, settings.max_connections),
     )
     try:
         await runner.setup()  # opens the app's cleanup_ctx: the job store...

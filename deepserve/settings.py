@@ -105,6 +105,11 @@ class ServerSettings:
     log_format: LogFormat = "text"
     #: Seconds requests in progress get to finish once a shutdown begins.
     shutdown_grace: float = 30.0
+    #: Seconds a client has to send a request's headers, from its first
+    #: byte (or from connecting); past it the connection is closed.
+    header_timeout: float = 20.0
+    #: Connections served at once; more are answered 503 and closed.
+    max_connections: int = 1000
     #: Models to serve; empty means every model found.
     model_names: tuple[str, ...] = ()
     #: Root directory of the model store that store tags are looked up in.

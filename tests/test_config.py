@@ -328,3 +328,11 @@ def test_job_options_in_help():
 def test_the_recovery_file(args, expected):
     s = load(args, {"HOME": "/home/someone", "XDG_DATA_HOME": "/data"})
     assert s.jobs.recovery_file == expected
+
+
+def test_connection_limits():
+    s = load(["--header-timeout", "2.5", "--max-connections", "8"])
+    assert (s.header_timeout, s.max_connections) == (2.5, 8)
+    assert (load([]).header_timeout, load([]).max_connections) == (20.0, 1000)
+    with pytest.raises(SystemExit):
+        load(["--max-connections", "0"])

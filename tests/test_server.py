@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -314,3 +315,100 @@ def test_tokens_in_the_query_string_never_reach_the_log(serve, tmp_path):
     access = [line for line in server.stderr.splitlines() if "predict/?" in line]
     assert len(access) == 3, server.stderr
     assert all("REDACTED" in line for line in access)
+
+
+# -- slow and many clients ------------------------------------------------------
+
+
+@pytest.fixture
+def sockets() -> Iterator[Any]:
+    """Connect raw sockets to a server; all closed at the end."""
+    opened: list[socket.socket] = []
+
+    def connect(server: Server) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        opened.append(sock)
+        return sock
+
+    yield connect
+    for sock in opened:
+        sock.close()
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bytes | None:
+    """What the server sent before closing within ``within`` s; None if the
+    connection is still open then."""
+    sock.settimeout(within)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_slow_headers_are_cut_off_and_others_keep_being_served(serve, sockets):
+    """Slowloris: headers a byte at a time, and a connection that sends
+    nothing. Both are closed after --header-timeout; a normal client is
+    served all along; a slow body is not a slow header."""
+    server = serve(["--header-timeout", "1.5"])
+    server.wait_ready()
+    slow = sockets(server)
+    slow.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+    silent = sockets(server)
+    started = time.monotonic()
+    for _ in range(4):  # 2 s of dribbling, past the timeout
+        try:
+            slow.sendall(b"X")
+        except OSError:
+            break
+        status, _, _ = call(server.base + "/v2/")
+        assert status == 200
+        time.sleep(0.5)
+    assert closed_by_server(slow, within=5) is not None
+    assert closed_by_server(silent, within=5) is not None
+    assert time.monotonic() - started < 10
+    # Fast headers, then a body that takes longer than the header timeout.
+    body = json.dumps({"seconds": 0}).encode()
+    patient = sockets(server)
+    patient.sendall(
+        b"POST /v2/models/slow/predict/ HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    time.sleep(2.5)
+    patient.sendall(body)
+    answer = closed_by_server(patient, within=10)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 200"), answer
+    server.stop()
+    assert "no request headers within 1.5 s" in server.output
+
+
+def test_connections_past_the_limit_get_a_503(serve, sockets):
+    server = serve(["--max-connections", "3", "--header-timeout", "60"])
+    server.wait_ready()
+    held = [sockets(server) for _ in range(3)]
+    time.sleep(0.3)
+    extra = sockets(server)
+    answer = closed_by_server(extra, within=5)
+    assert answer is not None, "the fourth connection was kept open"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503")
+    assert b"Retry-After: 1" in head
+    assert json.loads(body)["message"] == "Too many connections; retry later"
+    for sock in held:
+        sock.close()
+    # Once they are gone, connections are served again.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            status, _, _ = call(server.base + "/v2/")
+        except OSError:
+            status = 0
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200
