@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import logging
@@ -390,3 +391,67 @@ async def test_an_upload_that_fills_the_disk_is_507_and_leaves_nothing(
     resp = await client.post(PREDICT, data=upload(b"x" * 1000))
     assert resp.status == 200, await resp.text()
     assert list(tiny_disk.iterdir()) == []
+
+
+# -- hostile bodies -------------------------------------------------------------
+
+
+def gzip_bomb(prefix: bytes, size: int, suffix: bytes) -> bytes:
+    """``prefix``, ``size`` zero bytes and ``suffix``, gzipped (tiny)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9) as gz:
+        gz.write(prefix)
+        chunk = b"0" * (1024 * 1024)
+        for _ in range(size // len(chunk)):
+            gz.write(chunk)
+        gz.write(suffix)
+    return out.getvalue()
+
+
+async def test_a_gzipped_json_bomb_is_413_before_it_is_inflated(small_client):
+    bomb = gzip_bomb(b'{"text": "', 64 * 1024 * 1024, b'"}')
+    assert len(bomb) < 200 * 1024
+    resp = await small_client.post(
+        PREDICT,
+        data=bomb,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    await assert_error(resp, 413)
+
+
+async def test_a_gzipped_multipart_bomb_is_413_and_leaves_no_file(
+    small_client, tmp_path
+):
+    head = (
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="data"; filename="bomb.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    bomb = gzip_bomb(head, 64 * 1024 * 1024, f"\r\n--{BOUNDARY}--\r\n".encode())
+    resp = await small_client.post(
+        PREDICT,
+        data=bomb,
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Encoding": "gzip",
+        },
+    )
+    await assert_error(resp, 413)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_unterminated_multipart_body_is_400_and_leaves_no_file(
+    upload_client, tmp_path
+):
+    body = (
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="data"; filename="cut.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + os.urandom(4096)  # no closing boundary: the body just ends
+    resp = await upload_client.post(
+        PREDICT,
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    await assert_error(resp, 400)
+    assert list(tmp_path.iterdir()) == []
