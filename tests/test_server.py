@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.conftest import subprocess_env, write_dist
 from tests.servers import Server, children, gone
 
 #: How long a test waits for something a server does.
@@ -412,3 +412,48 @@ def test_connections_past_the_limit_get_a_503(serve, sockets):
             break
         time.sleep(0.2)
     assert status == 200
+
+
+def test_temporary_files_a_model_writes_per_prediction_do_not_pile_up(
+    tmp_path, sockets
+):
+    """The DEEPaaS demo pattern: a temp file per prediction, returned;
+    archives built next to a TemporaryDirectory left behind; intermediate
+    files. After hundreds of predictions the temporary directory is as
+    empty as it started, and every answer was whole."""
+    site = write_dist(
+        tmp_path / "site",
+        "tempfiles",
+        {"tempfiles": ("deepaas.v2.model", "fake_tempfiles")},
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**subprocess_env(site), "TMPDIR": str(temp)}
+    server = Server(["--model-name", "tempfiles", "--workers", "2"], env)
+    try:
+        server.wait_ready()
+        url = server.base + "/v2/models/tempfiles/predict/"
+
+        def predict(kind: str) -> None:
+            request = urllib.request.Request(f"{url}?kind={kind}", method="POST")
+            if kind == "zip":
+                request.add_header("Accept", "application/zip")
+            elif kind == "json":
+                request.add_header("Accept", "application/json")
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                body = resp.read()
+            if kind == "file":
+                assert body == b"payload " * 1000
+            elif kind == "zip":
+                assert body.startswith(b"PK\x03\x04")
+            else:
+                assert json.loads(body)["predictions"]["temp_dir"].startswith(str(temp))
+
+        kinds = ["file", "zip", "json"] * 100
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(predict, kinds))
+        # The last answers' spaces go right after they were sent.
+        wait_until(lambda: os.listdir(temp) == [], "the temporary directory to empty")
+    finally:
+        server.stop()
+    assert os.listdir(temp) == []

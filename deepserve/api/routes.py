@@ -11,6 +11,7 @@ from aiohttp import web
 from deepserve.api import args, media, pagination
 from deepserve.api.openapi import ModelOps
 from deepserve.exceptions import ModelNotFound, NotSupported
+from deepserve.executors import callspace
 from deepserve.jobs import STATUSES, LogPage
 from deepserve.model import UploadedFile
 from deepserve.runtime import Registry, ServedModel, TrainingJob
@@ -90,6 +91,7 @@ class Handlers:
             raise NotSupported(served.name, "predict")
         served.admit()
         uploads = args.Uploads(self.settings.upload_dir)
+        result: Any = None
         try:
             kwargs, accept = await args.parse(
                 request,
@@ -116,6 +118,9 @@ class Handlers:
             return response
         finally:
             uploads.cleanup()
+            # A file the model returned from its call space: sent, or never
+            # to be (an error); either way the space goes.
+            callspace.release(result)
 
     async def start_training(self, request: web.Request) -> web.Response:
         served, ops = self._model(request)

@@ -41,7 +41,7 @@ from deepserve.exceptions import (
     NotRunning,
     WorkerDied,
 )
-from deepserve.executors import JobWatch, describe, start_failure, within
+from deepserve.executors import JobWatch, callspace, describe, start_failure, within
 from deepserve.executors import capture as capture_mod
 from deepserve.executors import worker as worker_main
 from deepserve.loader import ModelRef
@@ -276,6 +276,9 @@ def _reap(proc: SpawnProcess) -> None:
     if proc.exitcode is None:
         proc.kill()
         proc.join()
+    if proc.pid is not None:
+        # A worker killed or dead mid-call leaves its call space behind.
+        callspace.sweep(proc.pid)
 
 
 def _settle(

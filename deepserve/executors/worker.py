@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -23,6 +24,7 @@ from typing import Any
 
 from deepserve import adapters, logs
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
+from deepserve.executors import callspace
 from deepserve.executors import capture as output
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
@@ -87,6 +89,19 @@ def main(
     _serve(conn, model, ref.name, output.flush if capture is not None else None)
 
 
+#: The calls made in a call space of their own (see callspace.py).
+SPACED = frozenset({"predict", "predict_batch"})
+
+
+def _call(model: Model, method: Method, kwargs: Any, base: str) -> Any:
+    """One call; a prediction's temporary files go to a call space."""
+    if method not in SPACED:
+        return model.call(method, kwargs)
+    with callspace.space(base) as path:
+        result = model.call(method, kwargs)
+    return callspace.settle(method, result, path)
+
+
 def _serve(
     conn: Connection,
     model: Model,
@@ -102,6 +117,8 @@ def _serve(
         collections.deque()
     )
     cancelled: set[int] = set()
+    # Before any call changes it: where this worker's call spaces go.
+    base = os.path.realpath(tempfile.gettempdir())
 
     def take(message: Any) -> bool:
         if message is None:
@@ -130,7 +147,7 @@ def _serve(
             continue
         token = logs.REQUEST_ID.set(request_id)
         try:
-            result = model.call(method, kwargs)
+            result = _call(model, method, kwargs, base)
         except DeepserveError as exc:
             _after(after_call)
             _send(conn, ERR, exc)
