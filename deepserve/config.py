@@ -8,6 +8,7 @@ config files and scripts keep working. ``list_opts`` feeds
 from __future__ import annotations
 
 import copy
+import hashlib
 import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -476,13 +477,17 @@ def _job_settings(values: Any, environ: Mapping[str, str]) -> JobSettings:
     )
 
 
-def recovery_file_for(database: str, environ: Mapping[str, str]) -> str:
-    """The default recovery file: beside an SQLite file, else in the data
-    directory."""
-    prefix = "sqlite:///"
-    if database.startswith(prefix) and len(database) > len(prefix):
-        return database[len(prefix) :] + ".recovery.jsonl"
-    return str(_data_home(environ) / "deepserve" / "jobs-recovery.jsonl")
+def recovery_file_for(database: str, environ: Mapping[str, str]) -> str | None:
+    """The default recovery file: beside an SQLite file; in the data
+    directory, named after the database, for others; none for a database
+    in memory."""
+    scheme, sep, rest = database.partition(":///")
+    if scheme.split("+")[0] == "sqlite":
+        if not sep or not rest or rest == ":memory:":
+            return None
+        return rest + ".recovery.jsonl"
+    digest = hashlib.sha256(database.encode()).hexdigest()[:12]
+    return str(_data_home(environ) / "deepserve" / f"jobs-recovery-{digest}.jsonl")
 
 
 def job_database_url(value: str | None, environ: Mapping[str, str]) -> str:

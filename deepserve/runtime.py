@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -44,6 +45,8 @@ CANCEL_POLL = 0.2
 FLUSH_INTERVAL = 0.5
 #: Tries to store a training's last output before its end is recorded.
 CLOSE_ATTEMPTS = 3
+#: Longest wait for a running training's freshest output in a logs read.
+FRESH_WAIT = 1.0
 #: What a stopped training's record says.
 STOP_MESSAGES = {
     "cancelled": "Cancelled by a client",
@@ -94,7 +97,7 @@ class _Output:
             dropped, self._dropped, self._size = self._dropped, 0, 0
             try:
                 await self._store.append_logs(self._job_id, entries, dropped=dropped)
-            except BaseException:
+            except JobStoreError:
                 # Not stored: back before what came meanwhile, within the
                 # bound, for the next flush.
                 newer = list(self._entries)
@@ -166,6 +169,8 @@ class ServedModel:
         self._store: JobStore | None = None
         #: Trainings running in this server, by id.
         self._running: dict[str, _Training] = {}
+        #: Trainings that ended and are storing their output and end.
+        self._endings: set[asyncio.Future[None]] = set()
         #: Stops asked for through another server, until they are done.
         self._stopping: set[asyncio.Task[None]] = set()
         #: Predictions accepted and not yet answered.
@@ -346,17 +351,28 @@ class ServedModel:
             message = f"{type(exc).__name__}: {exc}"
             LOG.exception("Training %s of model '%s' failed", job.id, self.name)
         finally:
-            try:
-                # Its output first (a client that sees the end finds all of
-                # it), then the end, which the store records whatever the
-                # output's fate: it retries until written, or keeps the end
-                # in its recovery file when it closes first.
-                await training.output.close()
-                await self.store.finish(job.id, status, result=result, message=message)
-            finally:
-                self._running.pop(job.id, None)
-                if cleanup is not None:
-                    cleanup()
+            # The store has the end from here on, whatever happens to this
+            # task (a second cancel, a shutdown): it records it, or keeps it
+            # in its recovery file when it closes first.
+            self.store.expect(job.id, status, result=result, message=message)
+            ending = asyncio.ensure_future(self._end(training, cleanup))
+            self._endings.add(ending)
+            ending.add_done_callback(self._endings.discard)
+            await asyncio.shield(ending)
+
+    async def _end(
+        self, training: _Training, cleanup: Callable[[], None] | None
+    ) -> None:
+        """A training's last output, then its end (which the store has):
+        in a task of its own, never cancelled with the training's."""
+        try:
+            # Output first: a client that sees the end finds all of it.
+            await training.output.close()
+            await self.store.record(training.job.id)
+        finally:
+            self._running.pop(training.job.id, None)
+            if cleanup is not None:
+                cleanup()
 
     async def jobs(
         self, *, status: str | None = None, limit: int | None = None, offset: int = 0
@@ -378,7 +394,12 @@ class ServedModel:
         """
         running = self._running.get(job_id)
         if running is not None:
-            await running.output.flush()  # the freshest lines, not 0.5 s old
+            # The freshest lines, not 0.5 s old; but a client never waits
+            # long for them: over a locked database, what is stored.
+            with contextlib.suppress(asyncio.TimeoutError, JobStoreError):
+                await asyncio.wait_for(
+                    asyncio.shield(running.output.flush()), FRESH_WAIT
+                )
         return await self.store.logs(self.name, job_id, since=since, limit=limit)
 
     async def cancel(self, job_id: str) -> TrainingJob:
@@ -412,6 +433,10 @@ class ServedModel:
         if running:
             LOG.info("Stopping %d training(s) of model '%s'", len(running), self.name)
         await asyncio.gather(*(self._stop(t, "interrupted") for t in running))
+        if self._endings:
+            # Their output and ends, stored; over a locked database the
+            # store's close keeps the ends in its recovery file.
+            await asyncio.wait(set(self._endings), timeout=CANCEL_WAIT)
 
     async def _stop(self, training: _Training, why: str) -> None:
         task = training.task

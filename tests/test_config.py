@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -311,8 +312,16 @@ def test_job_options_in_help():
     [
         (["--jobs-database", "/srv/jobs.db"], "/srv/jobs.db.recovery.jsonl"),
         (
+            # Named after the database: two deployments never share one.
             ["--jobs-database", "postgresql://u@h/db"],
-            "/data/deepserve/jobs-recovery.jsonl",
+            "/data/deepserve/jobs-recovery-"
+            + hashlib.sha256(b"postgresql://u@h/db").hexdigest()[:12]
+            + ".jsonl",
+        ),
+        (["--jobs-database", "sqlite:///:memory:"], None),
+        (
+            ["--jobs-database", "sqlite+pysqlite:////srv/j.db"],
+            "/srv/j.db.recovery.jsonl",
         ),
         (
             [

@@ -191,3 +191,50 @@ async def test_a_training_request_over_a_locked_database_is_a_503(
         lock.close()
         await registry.close()
         await jobs.close()
+
+
+async def test_an_end_taken_after_close_goes_to_the_recovery_file(settings, store):
+    job = new_job()
+    await store.add(job)
+    await store.close()
+    store.expect(job.id, "done", result={"late": True})
+    (line,) = Path(settings.recovery_file or "").read_text().splitlines()
+    assert json.loads(line)["result"] == {"late": True}
+
+
+async def test_a_cancelled_recording_keeps_the_end_for_close(
+    settings, lock, short_busy_wait
+):
+    first = JobStore(settings)
+    await first.open()
+    job = new_job()
+    await first.add(job)
+    lock.take()
+    recording = asyncio.create_task(first.finish(job.id, "done", result=7))
+    await asyncio.sleep(0.8)
+    recording.cancel()  # a second cancel of the training, a shutdown...
+    with pytest.raises(asyncio.CancelledError):
+        await recording
+    await first.close()
+    (line,) = Path(settings.recovery_file or "").read_text().splitlines()
+    assert json.loads(line)["result"] == 7
+
+
+async def test_a_result_json_cannot_hold_is_stored_as_text(store):
+    job = new_job()
+    await store.add(job)
+    await store.finish(job.id, "done", result={(1, 2): "tuple key"})
+    recorded = await store.get("m", job.id)
+    assert recorded.status == "done"
+    assert recorded.result == "{(1, 2): 'tuple key'}"
+
+
+def test_the_recovery_file_survives_a_torn_line_and_is_taken_atomically(tmp_path):
+    path = tmp_path / "ends.jsonl"
+    path.write_text('{"job_id": "torn", "sta')  # a write cut short
+    end = TrainingEnd("j1", "done", {"a": 1}, None, 1.0)
+    assert recovery.save(str(path), [end]) == 1
+    taken = recovery.take(str(path))
+    assert taken is not None and not path.exists()
+    assert recovery.load(taken) == [end]  # the torn line skipped, logged
+    assert recovery.take(str(path)) is None

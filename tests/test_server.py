@@ -454,6 +454,15 @@ def test_temporary_files_a_model_writes_per_prediction_do_not_pile_up(
             list(pool.map(predict, kinds))
         # The last answers' spaces go right after they were sent.
         wait_until(lambda: os.listdir(temp) == [], "the temporary directory to empty")
+        # A client that leaves before its file is ready: nobody sends it,
+        # and its space goes all the same.
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(
+                urllib.request.Request(f"{url}?kind=file&seconds=1", method="POST"),
+                timeout=0.3,
+            )
+        time.sleep(1.5)
+        wait_until(lambda: os.listdir(temp) == [], "the abandoned space to go")
     finally:
         server.stop()
     assert os.listdir(temp) == []

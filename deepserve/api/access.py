@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -54,10 +54,28 @@ def redact(path_qs: str, secrets: Collection[str] = ()) -> str:
         if not eq:
             continue
         name = unquote_plus(key).strip().lower()
-        if name in SENSITIVE or (secrets and unquote_plus(value) in secrets):
+        if _sensitive(name) or (secrets and _holds(value, secrets)):
             pairs[i] = f"{key}={REDACTED}"
             changed = True
     return f"{path}{sep}{'&'.join(pairs)}" if changed else path_qs
+
+
+#: Parts of a parameter name that say its value is a credential.
+_SENSITIVE_PARTS = (
+    "token", "secret", "passw", "pwd", "key", "auth", "sig", "session",
+    "credential", "jwt", "cookie",
+)  # fmt: skip
+
+
+def _sensitive(name: str) -> bool:
+    return name in SENSITIVE or any(part in name for part in _SENSITIVE_PARTS)
+
+
+def _holds(value: str, secrets: Collection[str]) -> bool:
+    """Whether a raw query value contains a configured token, decoded
+    either way (a '+' may be a plus or a space)."""
+    decoded = {value, unquote_plus(value), unquote(value)}
+    return any(secret and secret in text for secret in secrets for text in decoded)
 
 
 def _secrets(request: web.BaseRequest) -> frozenset[str]:

@@ -320,10 +320,15 @@ async def _read_body(
         raw = await _whole(request.read(), limits)
         try:
             data = json.loads(raw) if raw.strip() else {}
+            deep = _too_deep(data)
         except ValueError as err:
             raise MalformedRequest(f"The JSON body is not valid JSON: {err}") from None
         except RecursionError:
-            raise MalformedRequest("The JSON body is nested too deeply") from None
+            deep = True  # deeper than the parser goes
+        if deep:
+            raise MalformedRequest(
+                f"The JSON body is nested too deeply (over {MAX_JSON_DEPTH} levels)"
+            )
         if not isinstance(data, dict):
             raise MalformedRequest("The JSON body must be an object of arguments")
         body.json = data
@@ -331,6 +336,23 @@ async def _read_body(
 
 
 _T = TypeVar("_T")
+
+#: Deepest JSON body read: deeper ones could not even be handed to a worker
+#: (pickle recurses too), and no model's arguments need more.
+MAX_JSON_DEPTH = 100
+
+
+def _too_deep(data: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
 
 
 async def _whole(reading: Awaitable[_T], limits: _Limits) -> _T:

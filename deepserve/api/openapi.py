@@ -547,8 +547,11 @@ def _add_training(
                 "summary": "Cancel a running training",
                 "description": (
                     "Stops the training (its process is terminated) and keeps "
-                    "its record, now 'cancelled', with its output so far. A "
-                    "training that already ended is answered as it is."
+                    "its record, 'cancelled', with its output so far. A "
+                    "training another replica runs is stopped at that "
+                    "replica's next heartbeat; the answer may still say "
+                    "'running' then. A training that already ended is "
+                    "answered as it is."
                 ),
                 "operationId": f"{ops.name}.cancel_training",
                 "responses": {

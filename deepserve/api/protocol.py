@@ -82,8 +82,12 @@ class RequestHandler(web.RequestHandler):
                 )
                 assert isinstance(transport, asyncio.WriteTransport)
                 transport.write(TOO_MANY_RESPONSE)
-                self.force_close()
-                transport.close()
+                self.force_close()  # reads nothing more
+                # Closing at once, with the request unread, would make the
+                # kernel reset the connection and the client lose the 503.
+                if transport.can_write_eof():
+                    transport.write_eof()
+                asyncio.get_running_loop().call_later(1.0, transport.close)
                 return
         self._arm_header_timer()
 
@@ -185,6 +189,17 @@ class Server(web.Server):
         return RequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+#: What the header timeout reads on aiohttp's connection handler.
+_COUNTERS = ("_request_count", "_messages", "_request_in_progress")
+
+
+def _counters_present() -> bool:
+    slots: set[str] = set()
+    for cls in web.RequestHandler.__mro__:
+        slots.update(getattr(cls, "__slots__", ()))
+    return all(name in slots for name in _COUNTERS)
+
+
 class AppRunner(web.AppRunner):
     """:class:`aiohttp.web.AppRunner` serving through :class:`Server`.
 
@@ -195,7 +210,16 @@ class AppRunner(web.AppRunner):
         self, app: web.Application, *, limits: Limits | None = None, **kwargs: Any
     ) -> None:
         super().__init__(app, **kwargs)
-        self._limits = limits or Limits()
+        limits = limits or Limits()
+        if limits.header_timeout is not None and not _counters_present():
+            # Without them every connection would look idle: better no
+            # header timeout than one that cuts requests in progress.
+            LOG.warning(
+                "This aiohttp release lacks the counters the header timeout "
+                "reads; connections get no header timeout"
+            )
+            limits = dataclasses.replace(limits, header_timeout=None)
+        self._limits = limits
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()

@@ -24,7 +24,7 @@ from deepserve.exceptions import (
     DeepserveError,
     NotRunning,
 )
-from deepserve.executors import Executor, JobWatch, within
+from deepserve.executors import Executor, JobWatch, callspace, within
 from deepserve.model import Method
 
 #: Used when neither the config nor the model sets them.
@@ -275,8 +275,14 @@ class BatchingExecutor:
                 outcomes: list[Outcome] = [(False, error)] * len(batch)
             else:
                 outcomes = split(self._model, results, len(batch))
+                if isinstance(results, list | tuple) and len(results) != len(batch):
+                    # It broke its contract: nobody sends any of its files.
+                    for result in results:
+                        callspace.release(result)
             for item, (ok, value) in zip(batch, outcomes, strict=True):
                 if not item.wanted:
+                    if ok:
+                        callspace.release(value)  # its caller left
                     continue
                 if ok:
                     item.future.set_result(value)

@@ -59,11 +59,14 @@ def space(base: str) -> Iterator[str]:
 def settle(method: str, result: Any, path: str) -> Any:
     """What the server gets of a call made in the space at ``path``; the
     space is kept only for files the server still has to send."""
-    if method == "predict_batch" and isinstance(result, list):
-        result = [_own_space(item, path) for item in result]
-    elif _inside(_file_of(result), path):
-        return result  # released by the server once sent
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        if method == "predict_batch" and isinstance(result, list | tuple):
+            result = [_own_space(item, path) for item in result]
+        elif _inside(_file_of(result), path):
+            return result  # released by the server once sent
+    finally:
+        if not _inside(_file_of(result), path):
+            shutil.rmtree(path, ignore_errors=True)
     return result
 
 

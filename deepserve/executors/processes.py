@@ -182,6 +182,10 @@ class _Worker:
             return
         call = self.pending.popleft()
         if kind == worker_main.OK:
+            if call.answer.done():
+                # Its caller left (a client that disconnected): nobody
+                # will send the file it may have returned.
+                callspace.release(payload)
             _settle(call.answer, payload)
         elif kind == worker_main.SKIPPED:
             call.answer.cancel()

@@ -73,6 +73,9 @@ def main(
         if log_format == "text":
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.basicConfig(level=log_level, handlers=[handler])
+    # Before the model can change it: where this worker's call spaces go,
+    # the directory the server looks in to remove them.
+    base = os.path.realpath(tempfile.gettempdir())
     try:
         model = adapters.build(ref)
         if warm:
@@ -86,7 +89,7 @@ def main(
     if capture is not None:
         output.flush()  # what warm() printed comes before the training's
     _send(conn, READY, os.getpid())
-    _serve(conn, model, ref.name, output.flush if capture is not None else None)
+    _serve(conn, model, ref.name, base, output.flush if capture is not None else None)
 
 
 #: The calls made in a call space of their own (see callspace.py).
@@ -106,6 +109,7 @@ def _serve(
     conn: Connection,
     model: Model,
     name: str,
+    base: str,
     after_call: Callable[[], None] | None = None,
 ) -> None:
     """Answer calls in order until the pipe closes.
@@ -117,8 +121,6 @@ def _serve(
         collections.deque()
     )
     cancelled: set[int] = set()
-    # Before any call changes it: where this worker's call spaces go.
-    base = os.path.realpath(tempfile.gettempdir())
 
     def take(message: Any) -> bool:
         if message is None:

@@ -40,13 +40,31 @@ def save(path: str, ends: Iterable[TrainingEnd]) -> int:
     if not lines:
         return 0
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        os.write(fd, "".join(lines).encode())
+        data = "".join(lines).encode()
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # after a torn last line, a line of our own
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
     return len(lines)
+
+
+def take(path: str) -> str | None:
+    """Move the file at ``path`` aside, atomically, for one server to read:
+    ends a stopping replica appends meanwhile start a new file. The name it
+    now has, or None when there is none."""
+    taken = f"{path}.{os.getpid()}.replaying"
+    try:
+        os.rename(path, taken)
+    except FileNotFoundError:
+        return None
+    return taken
 
 
 def load(path: str) -> list[TrainingEnd]:

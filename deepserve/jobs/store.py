@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from deepserve.jobs.schema import (
     make_engine,
     migrate,
 )
+from deepserve.model import json_default
 from deepserve.settings import JobSettings
 
 LOG = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class JobStore:
         self.owner = owner or new_owner()
         self._db: JobDatabase | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        #: Threads for the calls clients wait on, so that background work
+        #: waiting on a lock never queues them.
+        self._quick: concurrent.futures.ThreadPoolExecutor | None = None
         self._beating: asyncio.Task[None] | None = None
         #: Jobs this server runs and has not recorded the end of: the only
         #: ones its heartbeat keeps alive.
@@ -94,14 +99,24 @@ class JobStore:
             schema is newer than this server understands.
         """
         engine, threads = make_engine(self.settings.database)
+        self._closing = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="deepserve-jobs"
+        )
+        # One connection, one thread (an in-memory database): shared.
+        self._quick = (
+            self._pool
+            if threads == 1
+            else concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="deepserve-jobs-quick"
+            )
         )
         try:
             await self._run_with(SQLITE_BUSY_TIMEOUT, migrate, engine)
         except BaseException:
             self._pool.shutdown(wait=False)
-            self._pool = None
+            self._quick.shutdown(wait=False)
+            self._pool = self._quick = None
             engine.dispose()
             raise
         self._db = JobDatabase(engine, owner=self.owner, settings=self.settings)
@@ -134,11 +149,13 @@ class JobStore:
         finally:
             engine, self._db = self._db.engine, None
             pool, self._pool = self._pool, None
-            assert pool is not None
+            quick, self._quick = self._quick, None
+            assert pool is not None and quick is not None
             # First let the calls still in the store's threads end (a
             # heartbeat cancelled above may still run there): disposing of
             # the engine closes only the connections not in use.
             await asyncio.to_thread(pool.shutdown, wait=True)
+            await asyncio.to_thread(quick.shutdown, wait=True)
             await asyncio.to_thread(engine.dispose)
 
     # -- records ------------------------------------------------------------
@@ -152,7 +169,7 @@ class JobStore:
         """The job's model is built and its training begins."""
         await self._run(JobDatabase.mark_started, job_id, when or time.time())
 
-    async def finish(
+    def expect(
         self,
         job_id: str,
         status: str,
@@ -160,30 +177,35 @@ class JobStore:
         result: Any = None,
         message: str | None = None,
     ) -> None:
-        """Record how a job of this server ended.
-
-        A database that is locked or unreachable loses nothing: the end is
-        tried again, with a growing pause, until it is written, and the job
-        stays alive (heartbeat) meanwhile. If the store closes first, the
-        end goes to the recovery file, which the next :meth:`open` records.
-        """
+        """Take how a job of this server ended, at once: from here on it is
+        not lost, whatever happens to the caller. :meth:`record` writes it;
+        :meth:`close` keeps it in the recovery file if it is still waiting
+        then, and after the close it goes to that file at once."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"not a final status: {status!r}")
         if message is not None:
             message = storable(message)
-        end = TrainingEnd(job_id, status, result, message, time.time())
+        end = TrainingEnd(
+            job_id, status, _jsonable(job_id, result), message, time.time()
+        )
+        if self._closing.is_set():
+            self._keep([end])
+            return
         self._ending[job_id] = end
+
+    async def record(self, job_id: str) -> None:
+        """Write the end :meth:`expect` took: tried again, with a growing
+        pause, until written (the job stays alive, its heartbeat refreshed,
+        meanwhile), or until the store closes and keeps it."""
         pause = RETRY_FIRST
-        while job_id in self._ending and not self._closing.is_set():
+        while (end := self._ending.get(job_id)) is not None:
+            if self._closing.is_set():
+                return  # close() keeps it
             try:
                 await self._run(
                     JobDatabase.finish,
-                    end.job_id,
-                    end.status,
-                    end.result,
-                    end.message,
-                    end.when,
-                )
+                    end.job_id, end.status, end.result, end.message, end.when,
+                )  # fmt: skip
             except JobStoreError as exc:
                 if pause == RETRY_FIRST:
                     LOG.warning(
@@ -198,65 +220,92 @@ class JobStore:
             else:
                 if pause != RETRY_FIRST:
                     LOG.info("Recorded the end of training %s", job_id)
-                self._ending.pop(job_id, None)
-        if job_id not in self._ending:  # recorded, here or by close()
-            self._live.discard(job_id)
-            self._cancel_seen.discard(job_id)
+                if self._ending.get(job_id) is end:
+                    del self._ending[job_id]
+        self._live.discard(job_id)
+        self._cancel_seen.discard(job_id)
+
+    async def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: Any = None,
+        message: str | None = None,
+    ) -> None:
+        """Record how a job of this server ended: :meth:`expect`, then
+        :meth:`record`."""
+        self.expect(job_id, status, result=result, message=message)
+        await self.record(job_id)
 
     async def _last_ends(self) -> None:
-        """At close: one more try for each end still waiting, then the
-        recovery file for those the database still does not take."""
+        """At close: one more, short, try for each end still waiting, then
+        the recovery file for those the database does not take."""
         for job_id, end in list(self._ending.items()):
             try:
-                await self._run(
+                await self._ask(
                     JobDatabase.finish,
-                    end.job_id,
-                    end.status,
-                    end.result,
-                    end.message,
-                    end.when,
-                )
-            except JobStoreError:
+                    end.job_id, end.status, end.result, end.message, end.when,
+                )  # fmt: skip
+            except Exception as exc:
+                LOG.debug("Last try for training %s failed: %s", job_id, exc)
                 continue
-            self._ending.pop(job_id, None)
-        if not self._ending:
-            return
+            if self._ending.get(job_id) is end:
+                del self._ending[job_id]
         ends = list(self._ending.values())
+        if ends:
+            self._keep(ends)
+            for end in ends:
+                if self._ending.get(end.job_id) is end:
+                    del self._ending[end.job_id]
+
+    def _keep(self, ends: list[TrainingEnd]) -> None:
+        """Put ends in the recovery file (blocking: a few lines, fsynced)."""
         path = self.settings.recovery_file
         if path is None:
             for end in ends:
                 LOG.error("The end of training %s is lost: %s", end.job_id, end)
-        else:
-            try:
-                await asyncio.to_thread(recovery.save, path, ends)
-            except OSError as exc:
-                LOG.error("Cannot write %s (%s); lost: %s", path, exc, ends)
-            else:
-                LOG.warning(
-                    "Kept the end of %d training(s) in %s; the next start records them",
-                    len(ends),
-                    path,
-                )
-        self._ending.clear()
+            return
+        try:
+            recovery.save(path, ends)
+        except OSError as exc:
+            LOG.error("Cannot write %s (%s); lost: %s", path, exc, ends)
+            return
+        LOG.warning(
+            "Kept the end of %d training(s) in %s; the next start records them",
+            len(ends),
+            path,
+        )
 
     async def _replay(self) -> None:
         """Record the ends a stopped server kept in the recovery file."""
         path = self.settings.recovery_file
         if path is None:
             return
+        taken = await asyncio.to_thread(recovery.take, path)
+        if taken is None:
+            return
         ends = [
             e
-            for e in await asyncio.to_thread(recovery.load, path)
+            for e in await asyncio.to_thread(recovery.load, taken)
             if e.status in STATUSES and e.status != "running"
         ]
-        if ends:
-            try:
-                done = await self._run(JobDatabase.recover, ends)
-            except JobStoreError as exc:
-                LOG.error("Cannot record the trainings kept in %s yet: %s", path, exc)
-                return
-            LOG.warning("Recorded the end of %d training(s) kept in %s", done, path)
-        await asyncio.to_thread(recovery.remove, path)
+        try:
+            done = await self._run(JobDatabase.recover, ends) if ends else 0
+        except JobStoreError as exc:
+            LOG.error("Cannot record the trainings kept in %s yet: %s", path, exc)
+            await asyncio.to_thread(recovery.save, path, ends)  # for next time
+            await asyncio.to_thread(recovery.remove, taken)
+            return
+        LOG.warning("Recorded the end of %d training(s) kept in %s", done, path)
+        if done < len(ends):
+            LOG.warning(
+                "%d kept end(s) matched no running or interrupted training of "
+                "this database (another deployment's file?): %s",
+                len(ends) - done,
+                ", ".join(e.job_id for e in ends),
+            )
+        await asyncio.to_thread(recovery.remove, taken)
 
     async def get(self, model: str, job_id: str) -> TrainingJob:
         """:raises JobNotFound: when ``model`` has no such job."""
@@ -365,14 +414,30 @@ class JobStore:
     async def _run_with(
         self, wait: float, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
-        if self._pool is None:
+        pool = self._quick if wait == QUICK_BUSY_TIMEOUT else self._pool
+        if pool is None:
             raise JobStoreError("The training-job store is not open")
         loop = asyncio.get_running_loop()
         call = functools.partial(_waiting, wait, fn, *args, **kwargs)
         try:
-            return await loop.run_in_executor(self._pool, call)
+            return await loop.run_in_executor(pool, call)
         except sa.exc.SQLAlchemyError as exc:
             raise _failure(exc) from exc
+
+
+def _jsonable(job_id: str, result: Any) -> Any:
+    """``result`` as JSON will store it (checked once, here); a result JSON
+    cannot hold (a dict with tuple keys, say) is kept as its text."""
+    try:
+        return json.loads(json.dumps(result, default=json_default))
+    except (TypeError, ValueError, RecursionError) as exc:
+        LOG.error(
+            "The result of training %s cannot be stored as JSON (%s); its text "
+            "is stored instead",
+            job_id,
+            exc,
+        )
+        return str(result)
 
 
 def _waiting(

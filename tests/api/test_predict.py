@@ -331,8 +331,25 @@ async def test_json_body_nested_too_deeply_is_400_without_a_traceback(client, ca
         headers={"Content-Type": "application/json"},
     )
     err = await assert_error(resp, 400)
-    assert err["message"] == "The JSON body is nested too deeply"
+    assert err["message"] == "The JSON body is nested too deeply (over 100 levels)"
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(("depth", "status"), [(99, 200), (101, 400), (700, 400)])
+async def test_json_nesting_is_capped_below_what_a_worker_can_take(
+    client, depth, status
+):
+    """700 levels parse, but the arguments could not be pickled to a worker
+    (a 500): the cap answers 400 first. Under it, the model gets the data."""
+    body = '{"tags": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    resp = await client.post(
+        "/v2/models/oldstyle/predict/",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status in (status, 422), await resp.text()
+    if status == 400:
+        await assert_error(resp, 400)
 
 
 async def test_json_body_that_is_a_list_is_400(client):

@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 
 from marshmallow import fields, validate
 
@@ -24,10 +25,12 @@ def get_predict_args():
         "accept": fields.Str(
             load_default="application/octet-stream", validate=validate.OneOf(TYPES)
         ),
+        "seconds": fields.Float(load_default=0.0),
     }
 
 
-def predict(kind, accept):
+def predict(kind, accept, seconds):
+    time.sleep(seconds)
     if kind == "file":
         fd, path = tempfile.mkstemp(suffix=".bin")
         with os.fdopen(fd, "wb") as f:
