@@ -466,3 +466,40 @@ def test_temporary_files_a_model_writes_per_prediction_do_not_pile_up(
     finally:
         server.stop()
     assert os.listdir(temp) == []
+
+
+def _alive(pid: int) -> bool:
+    return not gone(pid)
+
+
+@pytest.mark.parametrize("how", ["cancel", "shutdown"])
+def test_what_a_stopped_training_started_stops_with_it(tmp_path, how):
+    """The AI4OS demo app's training starts tensorboard: cancelling the
+    training, or stopping the server while it runs, stops that too (the
+    job's process leads a process group of its own)."""
+    site = write_dist(
+        tmp_path / "site", "spawner", {"spawner": ("deepaas.v2.model", "fake_spawner")}
+    )
+    pidfile = tmp_path / "helper.pid"
+    server = Server(["--model-name", "spawner"], subprocess_env(site))
+    helper = 0
+    try:
+        server.wait_ready()
+        base = server.base + "/v2/models/spawner/train/"
+        query = urllib.parse.urlencode({"pidfile": str(pidfile)})
+        status, job, _ = call(f"{base}?{query}", method="POST")
+        assert status == 200, job
+        wait_until(pidfile.exists, "the helper to start")
+        helper = int(pidfile.read_text())
+        assert _alive(helper)
+        if how == "cancel":
+            status, job, _ = call(base + job["uuid"], method="DELETE")
+            assert status == 200 and job["status"] == "cancelled", job
+        else:
+            server.stop()
+            assert server.proc.returncode == 0
+        wait_until(lambda: not _alive(helper), "the helper to stop")
+    finally:
+        server.stop()
+        if helper and _alive(helper):
+            os.kill(helper, signal.SIGKILL)

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -98,8 +99,11 @@ class _Worker:
         warm: bool,
         listener: _Listener | None = None,
         capture: capture_mod.Capture | None = None,
+        *,
+        own_group: bool = False,
     ) -> None:
         self.model = ref.name
+        self._own_group = own_group
         self._loop = asyncio.get_running_loop()
         self._listener = listener
         self.ready: asyncio.Future[int] = self._loop.create_future()
@@ -118,6 +122,7 @@ class _Worker:
                 logging.getLogger().level,
                 logs.current_format(),
                 capture,
+                own_group,
             ),
             name=f"deepserve-worker[{ref.name}]",
         )
@@ -234,11 +239,16 @@ class _Worker:
                 return f"killed by signal {-code}"
         return f"exited with code {code}"
 
-    def kill(self) -> None:
-        """Terminate the worker now (SIGTERM, then SIGKILL), without waiting."""
+    def kill(self, *, with_children: bool = False) -> None:
+        """Terminate the worker now (SIGTERM, then SIGKILL), without waiting;
+        ``with_children``: its whole process group too, when it leads one."""
+        group = with_children and self._own_group
         if self.process.exitcode is None:
-            self.process.terminate()
-        self._loop.run_in_executor(None, _reap, self.process)
+            if group and self.process.pid is not None:
+                _signal_group(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.terminate()
+        self._loop.run_in_executor(None, _reap, self.process, group)
 
     async def wait_gone(self) -> None:
         await self._loop.run_in_executor(None, _reap, self.process)
@@ -275,7 +285,15 @@ def _kill_leftovers() -> None:
             proc.join(TERMINATE_GRACE)
 
 
-def _reap(proc: SpawnProcess) -> None:
+def _reap(proc: SpawnProcess, group: bool = False) -> None:
+    if group and proc.pid is not None:
+        # Wait for the leader without reaping it: while it is not reaped,
+        # its pid, the group's id, is nobody else's; then what is left of
+        # the group (what the training started) is killed.
+        deadline = time.monotonic() + TERMINATE_GRACE
+        while time.monotonic() < deadline and not _exited(proc.pid):
+            time.sleep(0.05)
+        _signal_group(proc.pid, signal.SIGKILL)
     proc.join(TERMINATE_GRACE)
     if proc.exitcode is None:
         proc.kill()
@@ -283,6 +301,21 @@ def _reap(proc: SpawnProcess) -> None:
     if proc.pid is not None:
         # A worker killed or dead mid-call leaves its call space behind.
         callspace.sweep(proc.pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, without reaping it."""
+    try:
+        return (
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        )
+    except ChildProcessError:
+        return True  # reaped already
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def _settle(
@@ -546,6 +579,7 @@ class JobRunner:
                 self._ref,
                 self._warm,
                 capture=reader.child if reader is not None else None,
+                own_group=True,
             )
         except BaseException:
             if reader is not None:
@@ -554,21 +588,27 @@ class JobRunner:
         if reader is not None:
             reader.start()
         self._running.add(worker)
+        cancelled = False
         try:
             await worker.ready
             if watch is not None:
                 watch.started()
             return await worker.request(method, kwargs)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             self._running.discard(worker)
             # Finished, failed or cancelled, the job's process goes: a
-            # cancelled training must really stop.
-            worker.kill()
+            # cancelled training must really stop, with what it started
+            # (processes a training that ended left running are its own,
+            # as under DEEPaaS).
+            worker.kill(with_children=cancelled)
             if reader is not None:
                 reader.close()
 
     async def close(self) -> None:
         running = list(self._running)
         for w in running:
-            w.kill()
+            w.kill(with_children=True)
         await asyncio.gather(*(w.wait_gone() for w in running))

@@ -54,12 +54,17 @@ def main(
     log_level: int,
     log_format: LogFormat = "text",
     capture: output.Capture | None = None,
+    own_group: bool = False,
 ) -> None:
     """Build the model and answer calls.
 
     :param capture: where a job process sends its output and log records;
         without it the worker writes to the server's own stdout and stderr.
+    :param own_group: lead a process group (a session) of its own, so that
+        the processes a training starts stop with it when it is cancelled.
     """
+    if own_group:
+        os.setsid()
     _exit_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the server decides when
     # workers stop, so they must not die mid-call with a traceback.
