@@ -64,6 +64,17 @@ def is_file_tuple(value: Any) -> bool:
     )
 
 
+def as_returned_file(value: Any, filename: str | None = None) -> ReturnedFile:
+    """A file tuple (see :func:`is_file_tuple`) as deepserve's
+    :class:`ReturnedFile`, its fields kept; ``filename`` replaces its path."""
+    return ReturnedFile(
+        name=getattr(value, "name", None),
+        filename=filename if filename is not None else value.filename,
+        content_type=getattr(value, "content_type", None),
+        original_filename=getattr(value, "original_filename", None),
+    )
+
+
 class BaseModel(abc.ABC):  # noqa: B024 - every method is optional
     """Base class for models; inheriting from it is optional.
 

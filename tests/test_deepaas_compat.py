@@ -226,15 +226,22 @@ async def test_the_server_log_is_free_of_deprecation_noise(
     assert "Warning" not in server.output, server.output
 
 
-def test_call_help_is_quiet() -> None:
+def deepserve_call(*args: str, cwd: Path | None = None) -> Any:
+    """``deepserve call --model-name ai4os_like ARGS``, as a user runs it:
+    the package found through its pip-installed entry point."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [str(DEEPSERVE), "call", "--model-name", MODEL, "predict", "--help"],
+    return subprocess.run(
+        [str(DEEPSERVE), "call", "--model-name", MODEL, *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_call_help_is_quiet() -> None:
+    result = deepserve_call("predict", "--help")
     assert result.returncode == 0, result.stderr
     assert "--input_file" in result.stdout
     assert "Warning" not in result.stderr, result.stderr
@@ -243,28 +250,17 @@ def test_call_help_is_quiet() -> None:
 def test_deepserve_call_hands_deepaas_classes(tmp_path: Path) -> None:
     image = tmp_path / "in.png"
     image.write_bytes(PNG)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    argv = [str(DEEPSERVE), "call", "--model-name", MODEL, "predict"]
-    result = subprocess.run(
-        [*argv, "--input_file", str(image), "--label", "cli"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = deepserve_call(
+        "predict", "--input_file", str(image), "--label", "cli", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["upload_class"] == "deepserve.adapters.files.DeepaasUploadedFile"
     assert answer["filename"] == "in.png"
     out = tmp_path / "out.png"
-    result = subprocess.run(
-        [*argv, "--input_file", str(image), "--accept", "image/png", "-o", str(out)],
-        env=env,
+    result = deepserve_call(
+        "predict", "--input_file", str(image), "--accept", "image/png", "-o", str(out),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == PNG

@@ -22,7 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from deepserve.adapters.quiet import deepaas_code
-from deepserve.model import ReturnedFile, UploadedFile, is_file_tuple
+from deepserve.model import (
+    ReturnedFile,
+    UploadedFile,
+    as_returned_file,
+    is_file_tuple,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -110,9 +115,4 @@ def returned(result: Any) -> Any:
     :class:`~deepserve.model.ReturnedFile`."""
     if type(result) is ReturnedFile or not is_file_tuple(result):
         return result
-    return ReturnedFile(
-        name=getattr(result, "name", None),
-        filename=result.filename,
-        content_type=getattr(result, "content_type", None),
-        original_filename=getattr(result, "original_filename", None),
-    )
+    return as_returned_file(result)

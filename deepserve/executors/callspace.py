@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from deepserve.model import ReturnedFile, is_file_tuple
+from deepserve.model import as_returned_file, is_file_tuple
 
 PREFIX = "deepserve-call-"
 
@@ -110,12 +110,7 @@ def _own_space(item: Any, batch_space: str) -> Any:
     target = os.path.join(own, os.path.basename(file))
     shutil.copyfile(file, target)  # a copy: two items may share one file
     if is_file_tuple(item):
-        return ReturnedFile(
-            name=getattr(item, "name", None),
-            filename=target,
-            content_type=getattr(item, "content_type", None),
-            original_filename=getattr(item, "original_filename", None),
-        )
+        return as_returned_file(item, target)
     return pathlib.Path(target)
 
 

@@ -202,10 +202,7 @@ class JobStore:
             if self._closing.is_set():
                 return  # close() keeps it
             try:
-                await self._run(
-                    JobDatabase.finish,
-                    end.job_id, end.status, end.result, end.message, end.when,
-                )  # fmt: skip
+                await self._write(end, quick=False)
             except JobStoreError as exc:
                 if pause == RETRY_FIRST:
                     LOG.warning(
@@ -243,10 +240,7 @@ class JobStore:
         the recovery file for those the database does not take."""
         for job_id, end in list(self._ending.items()):
             try:
-                await self._ask(
-                    JobDatabase.finish,
-                    end.job_id, end.status, end.result, end.message, end.when,
-                )  # fmt: skip
+                await self._write(end, quick=True)
             except Exception as exc:
                 LOG.debug("Last try for training %s failed: %s", job_id, exc)
                 continue
@@ -258,6 +252,18 @@ class JobStore:
             for end in ends:
                 if self._ending.get(end.job_id) is end:
                     del self._ending[end.job_id]
+
+    async def _write(self, end: TrainingEnd, *, quick: bool) -> None:
+        """One try at writing an end; ``quick``: waiting briefly on a lock."""
+        run = self._ask if quick else self._run
+        await run(
+            JobDatabase.finish,
+            end.job_id,
+            end.status,
+            end.result,
+            end.message,
+            end.when,
+        )
 
     def _keep(self, ends: list[TrainingEnd]) -> None:
         """Put ends in the recovery file (blocking: a few lines, fsynced)."""
