@@ -1,27 +1,18 @@
-"""The ``deepserve`` command; the one place where everything is put together."""
+"""The ``deepserve`` command: finds the subcommand and hands it the rest.
+
+Each subcommand's module is imported only when that command runs, so
+``deepserve --version`` and ``deepserve models list`` do not pay for the
+server's imports (aiohttp, SQLAlchemy, oslo.config).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import signal
+import importlib
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-
-from aiohttp import web
+from collections.abc import Sequence
 
 import deepserve
-from deepserve import adapters, cli_models, config, loader, logs, server
-from deepserve.api import create_app
-from deepserve.exceptions import ConfigError, LoaderError
-from deepserve.jobs import JobStore
-from deepserve.runtime import Registry, ServedModel
-from deepserve.settings import ServerSettings
-from deepserve.shell import main as call
-from deepserve.store import Store
-
-LOG = logging.getLogger("deepserve")
+from deepserve import console
 
 USAGE = """\
 usage: deepserve [--version] [--help] COMMAND [ARGS]
@@ -34,139 +25,45 @@ commands:
   call     run a model's get_metadata, warm, predict or train without a server
 """
 
-BANNER = """\
-deepserve {version} is serving: {models}
-{docs}
-    API specification: {base}/swagger.json
-          V2 endpoint: {base}/v2/
-"""
+#: Each command and the ``module:function`` that runs it with the rest of
+#: the command line, returning the exit status.
+COMMANDS = {
+    "run": "deepserve.cli_run:main",
+    "models": "deepserve.cli_models:main",
+    "call": "deepserve.shell:main",
+}
+
+_OPTIONS = ("--version", "--help", "-h")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:
+        print(USAGE, end="", file=sys.stderr)
+        return console.USAGE
+    first = args[0]
+    if first in ("-h", "--help", "help"):
         print(USAGE, end="")
-        return 0 if args else 2
-    if args[0] == "--version":
+        return 0
+    if first == "--version":
         print(f"deepserve {deepserve.__version__}")
         return 0
-    command = COMMANDS.get(args[0])
-    if command is None:
-        print(f"deepserve: error: unknown command '{args[0]}'\n", file=sys.stderr)
-        print(USAGE, end="", file=sys.stderr)
-        return 2
-    return command(args[1:])
-
-
-def run(argv: Sequence[str]) -> int:
-    """``deepserve run``: serve models until interrupted."""
-    try:
-        settings, debug = config.load(argv, os.environ)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    logs.configure(
-        level=logging.DEBUG if debug else logging.INFO,
-        log_format=settings.log_format,
-    )
-    if settings.api.debug_endpoint:
-        LOG.warning(
-            "The debug endpoint is ON: /v2/debug/ shows the server's log to anyone "
-            "who can reach it. Turn it off once you are done debugging."
+    target = COMMANDS.get(first)
+    if target is None:
+        kind, choices = (
+            ("option", _OPTIONS) if first.startswith("-") else ("command", COMMANDS)
         )
-    try:
-        registry = build_registry(settings)
-    except LoaderError as exc:
-        LOG.debug("Start-up failed", exc_info=True)
-        return _fail(str(exc))
-    app = create_app(registry, settings.api)
-
-    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        # server.serve starts the registry once the socket listens (probes
-        # answer while models warm); it stops here, after the requests in
-        # progress ended, and before the contexts appended earlier close:
-        # trainings first (running jobs recorded as interrupted), then
-        # the workers.
-        try:
-            yield
-        finally:
-            LOG.debug("Stopping the trainings and the models' workers")
-            await registry.close()
-
-    async def job_store(_app: web.Application) -> AsyncIterator[None]:
-        # Open before the models start and closed after they stop, so that
-        # trainings stopped by the shutdown are recorded.
-        await registry.jobs.open()
-        try:
-            yield
-        finally:
-            await registry.jobs.close()
-
-    app.cleanup_ctx.append(job_store)
-    app.cleanup_ctx.append(lifecycle)
-    banner = _banner(settings, list(registry))
-    status = asyncio.run(
-        server.serve(
-            app,
-            registry,
-            settings,
-            # Called once the socket listens: the banner tells the truth.
-            announce=lambda: print(banner, flush=True),
-            fail=_fail,
+        hint = console.did_you_mean(first, choices) or (
+            f"commands: {', '.join(COMMANDS)}; try 'deepserve --help'"
         )
-    )
-    # The loop and its signal handlers are gone: a late signal must not
-    # interrupt the interpreter's exit with a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return console.error(
+            "deepserve", f"unknown {kind} '{first}'", hint=hint, status=console.USAGE
+        )
+    module, _, function = target.partition(":")
+    command = getattr(importlib.import_module(module), function)
+    status: int = command(args[1:])
     return status
 
-
-def build_registry(settings: ServerSettings) -> Registry:
-    """Find, import and wrap the models named in ``settings``.
-
-    :raises LoaderError: with one line naming the model, the problem and the
-        models that are available.
-    """
-    available = loader.discover(loader.installed_entry_points())
-    refs = loader.select(
-        available, settings.model_names, store=Store(settings.store_root)
-    )
-    served = []
-    for ref in refs:
-        try:
-            model = adapters.build(ref)
-        except LoaderError as exc:
-            raise LoaderError(
-                f"{exc} (available models: {loader.describe(available)})"
-            ) from exc
-        served.append(ServedModel.create(ref, model, settings.executor_for(ref.name)))
-    for name in set(settings.model_executors) - {ref.name for ref in refs}:
-        LOG.warning("Config section [model:%s] names a model that is not served", name)
-    return Registry(served, jobs=JobStore(settings.jobs))
-
-
-def _banner(settings: ServerSettings, names: list[str]) -> str:
-    host = settings.listen_ip
-    if ":" in host:
-        host = f"[{host}]"
-    base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
-    docs = f"\n    API documentation: {base}/api" if settings.api.doc_endpoint else ""
-    return BANNER.format(
-        version=deepserve.__version__, models=", ".join(names), base=base, docs=docs
-    )
-
-
-def _fail(message: str) -> int:
-    one_line = " ".join(message.split())
-    print(f"deepserve: error: {one_line}", file=sys.stderr)
-    return 1
-
-
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "run": run,
-    "call": call,
-    "models": cli_models.main,
-}
 
 if __name__ == "__main__":
     sys.exit(main())

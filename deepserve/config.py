@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import posixpath
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
 import deepserve
+from deepserve import console
 from deepserve.exceptions import ConfigError
 from deepserve.settings import (
     ApiSettings,
@@ -378,23 +380,109 @@ def _model_opts() -> list[cfg.Opt]:
     return opts
 
 
+class _Options(cfg.ConfigOpts):
+    """oslo.config's option registry, reporting the command line's mistakes
+    as :class:`~deepserve.console.UsageError` instead of printing them and
+    exiting, and ``--help`` as :mod:`deepserve.config_help` writes it.
+
+    oslo.config has no hooks for either: this overrides two of its private
+    methods, present from 8.8 (DEEPaaS 2.x's pin) to the newest release and
+    exercised by the tests in both.
+    """
+
+    def _parse_cli_opts(self, args: Sequence[str]) -> Any:
+        parser: Any = self._oparser
+        parser.error = self._argparse_error
+        parser.print_help = self._print_help
+        return super()._parse_cli_opts(args)
+
+    def _argparse_error(self, message: str) -> NoReturn:
+        parser: Any = self._oparser
+        known = [
+            option for action in parser._actions for option in action.option_strings
+        ]
+        unknown = message.partition("unrecognized arguments: ")[2].split()
+        if unknown:
+            word = unknown[0].partition("=")[0]
+            raise console.UsageError(
+                f"unknown option {word}"
+                if word.startswith("-")
+                else f"unexpected argument '{word}'",
+                hint=console.did_you_mean(word, known),
+            )
+        raise console.UsageError(message)
+
+    def _print_help(self, file: Any = None) -> None:
+        from deepserve import config_help
+
+        parser: Any = self._oparser
+        text = config_help.render(self, parser.prog)
+        print(text, end="", file=file or sys.stdout)
+
+    def _validate_cli_options(self, namespace: Any) -> None:
+        # oslo.config's own version writes to stderr and exits (with status
+        # 0 on 8.8); same checks, reported as errors that name the option.
+        for opt, group in self._all_cli_opts():
+            group_name = group.name if group else None
+            try:
+                value, loc = opt._get_from_namespace(namespace, group_name)
+            except KeyError:
+                continue
+            value = self._substitute(value, group=group, namespace=namespace)
+            try:
+                self._convert_value(value, opt)
+            except ValueError:
+                cli_name = opt.name if group is None else f"{group.name}-{opt.name}"
+                problem = _invalid_value(opt, value)
+                location = getattr(loc, "location", None)
+                if location == cfg.Locations.command_line:
+                    raise console.UsageError(
+                        f"argument --{cli_name}: {problem}",
+                        hint=_value_hint(opt, value),
+                    ) from None
+                where = getattr(loc, "detail", None) or "a config file"
+                raise ConfigError(
+                    f"[{group_name or 'DEFAULT'}] {opt.dest} in {where}: {problem}"
+                ) from None
+
+
+def _invalid_value(opt: cfg.Opt, value: Any) -> str:
+    """``invalid value 'x': expected ...`` for ``opt``'s type."""
+    shown = value if not isinstance(value, list) else ",".join(map(str, value))
+    kind = opt.type
+    choices = getattr(kind, "choices", None)
+    low, high = getattr(kind, "min", None), getattr(kind, "max", None)
+    if choices:
+        expected = "one of " + ", ".join(str(c) for c in choices)
+    elif isinstance(kind, types.Port):
+        expected = f"a port number from {low} to {high}"
+    elif isinstance(kind, types.Boolean):
+        expected = "true or false"
+    elif isinstance(kind, types.Integer | types.Float):
+        expected = "an integer" if isinstance(kind, types.Integer) else "a number"
+        if low is not None and high is not None:
+            expected += f" from {low:g} to {high:g}"
+        elif low is not None:
+            expected += f" >= {low:g}"
+        elif high is not None:
+            expected += f" <= {high:g}"
+    else:
+        expected = f"a {type(kind).__name__.lower()}"
+    return f"invalid value '{shown}': expected {expected}"
+
+
+def _value_hint(opt: cfg.Opt, value: Any) -> str:
+    choices = getattr(opt.type, "choices", None)
+    if choices and isinstance(value, str):
+        return console.did_you_mean(value, [str(c) for c in choices])
+    return ""
+
+
 def new_conf() -> cfg.ConfigOpts:
-    """A fresh option registry; ``--help`` shows every option's default."""
-    conf = cfg.ConfigOpts()
-    for opt in [*server_opts, *executor_opts, *security_opts]:
-        shown = copy.copy(opt)
-        default = opt.default
-        if isinstance(default, list):
-            default = ",".join(default) or "(none)"
-        elif default is None or default == "":
-            default = "(none)"
-        shown.help = f"{opt.help} (default: {default})"
-        conf.register_cli_opt(shown)
-    for opt in job_opts:
-        shown = copy.copy(opt)
-        if opt.default is not None:  # the database's default is in its help
-            shown.help = f"{opt.help} (default: {opt.default})"
-        conf.register_cli_opt(shown, group=JOBS_GROUP)
+    """A fresh option registry (``--help``: :mod:`deepserve.config_help`)."""
+    conf = _Options()
+    conf.register_cli_opts([*server_opts, *executor_opts, *security_opts])
+    conf.register_cli_opts(job_opts, group=JOBS_GROUP)
     return conf
 
 
@@ -408,8 +496,10 @@ def load(
     """Parse ``argv`` and config files into settings.
 
     :returns: the settings, and whether debug logging was asked for.
-    :raises ConfigError: when a value is invalid.
-    :raises SystemExit: for ``--help``, ``--version`` and unknown options.
+    :raises UsageError: when the command line is wrong (an unknown option,
+        an invalid value).
+    :raises ConfigError: when a config file is wrong.
+    :raises SystemExit: after ``--help`` and ``--version`` (status 0).
     """
     conf = new_conf()
     try:

@@ -40,7 +40,15 @@ class ConfigError(DeepserveError):
 
 
 class LoaderError(DeepserveError):
-    """A model could not be found or imported at start-up."""
+    """A model could not be found or imported at start-up.
+
+    :param hint: a line for the person at the terminal, e.g. a suggestion
+        for a mistyped model name.
+    """
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class ModelNotFound(DeepserveError, KeyError):

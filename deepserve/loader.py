@@ -16,6 +16,7 @@ from typing import Protocol
 
 import importlib_metadata
 
+from deepserve.console import did_you_mean
 from deepserve.exceptions import DeepserveError, LoaderError
 from deepserve.store import Store
 
@@ -110,7 +111,7 @@ def select(
     """
     if not requested:
         if not available:
-            LOG.warning("No model installed; serving the bundled demo model")
+            LOG.info("%s", _demo_notice(store))
             return [DEMO]
         return [available[name] for name in sorted(available)]
     chosen: list[ModelRef] = []
@@ -125,9 +126,13 @@ def select(
             where = f"entry point groups {', '.join(GROUPS)}"
             if store is not None:
                 where += f" or in the model store at {store.root}"
+            tags = _stored(store)
+            names = dict.fromkeys(tag.partition(":")[0] for tag in tags)
+            candidates = [*available, DEMO.name, *names, *tags]
             raise LoaderError(
                 f"Model '{name}' not found in {where}; available models: "
-                f"{describe(available)}"
+                f"{describe(available, store)}",
+                hint=did_you_mean(name, candidates),
             )
         if ref in chosen:
             continue
@@ -159,8 +164,46 @@ def _from_store(store: Store, tag: str) -> ModelRef | None:
     return ModelRef(name, str(stored.tag), STORE, str(store.root))
 
 
-def describe(available: Mapping[str, ModelRef]) -> str:
-    return ", ".join(sorted(available)) or "(none installed)"
+#: Stored tags named in a list of available models, at most.
+LISTED_TAGS = 10
+
+
+def describe(available: Mapping[str, ModelRef], store: Store | None = None) -> str:
+    """The models one may name: the installed ones, the bundled demo and
+    the stored ones (up to :data:`LISTED_TAGS` tags, newest first)."""
+    names = [*sorted(available)]
+    if DEMO.name not in available:
+        names.append(f"{DEMO.name} (bundled)")
+    tags = _stored(store)
+    names += tags[:LISTED_TAGS]
+    if len(tags) > LISTED_TAGS:
+        names.append(f"and {len(tags) - LISTED_TAGS} more in the model store")
+    return ", ".join(names)
+
+
+def _stored(store: Store | None) -> list[str]:
+    """Tags of the stored models, newest first; none when unreadable."""
+    if store is None:
+        return []
+    try:
+        entries = store.list()
+    except (OSError, DeepserveError) as exc:
+        LOG.debug("Cannot list the model store at %s: %s", store.root, exc)
+        return []
+    entries.sort(key=lambda m: m.info.created, reverse=True)
+    return [str(m.tag) for m in entries]
+
+
+def _demo_notice(store: Store | None) -> str:
+    stored = _stored(store)
+    if not stored:
+        return "No model installed; serving the bundled demo model"
+    shown = ", ".join(stored[:3]) + (", ..." if len(stored) > 3 else "")
+    return (
+        f"No model named and none installed; serving the bundled demo model. "
+        f"The model store holds {len(stored)} ({shown}): name them with "
+        f"--model-name to serve them"
+    )
 
 
 def import_target(ref: ModelRef) -> object:

@@ -45,13 +45,124 @@ def test_help_lists_every_option_with_default(fake_site):
     assert result.returncode == 0
     for option in (
         "--listen-ip", "--listen-port", "--base-path", "--model-name", "--workers",
-        "--warm", "--client-max-size", "--train-endpoint", "--predict-endpoint",
-        "--doc-endpoint", "--debug-endpoint", "--config-file",
+        "--[no]warm", "--client-max-size", "--[no]train-endpoint",
+        "--[no]predict-endpoint", "--[no]doc-endpoint", "--[no]debug-endpoint",
+        "--config-file", "--jobs-database",
     ):  # fmt: skip
         assert option in result.stdout
     assert "(default: 5000)" in result.stdout
     assert "(default: 127.0.0.1)" in result.stdout
+    assert "(default: on)" in result.stdout and "(default: off)" in result.stdout
     assert result.stdout.count("(default:") >= 12
+    assert "(none)" not in result.stdout  # no default is said as "(none)"
+
+
+def test_help_groups_options_in_sections_and_each_boolean_once(fake_site):
+    out = run(["run", "--help"], subprocess_env(fake_site)).stdout
+    assert out.startswith("usage: deepserve run [OPTIONS]\n")
+    titles = [line for line in out.splitlines() if line and line[0] not in " u"]
+    sections = [t for t in titles if t.endswith(":")]
+    assert sections == [
+        "models:", "server:", "endpoints:", "workers:", "security:",
+        "training jobs:", "logging:", "config files and help:",
+    ]  # fmt: skip
+    # oslo.config's negations are folded into --[no]NAME; nothing is left
+    # over for an "other options" section.
+    assert "--nowarm" not in out and "--noaccess-log" not in out
+    assert "other options" not in out and "shell_completion" not in out
+    workers = out.split("\nworkers:\n")[1].split("\n\n")[0]
+    assert "--executor {process,thread,inline}" in workers
+    assert "-p, --workers N" in workers
+    assert "Choices: text: one human-readable line per record" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (
+            ["--listen-port", "notaport"],
+            "argument --listen-port: invalid value 'notaport': expected a port "
+            "number from 0 to 65535",
+            "Try 'deepserve run --help' for help.",
+        ),
+        (
+            ["--workers", "0"],
+            "argument --workers: invalid value '0': expected an integer >= 1",
+            "Try 'deepserve run --help' for help.",
+        ),
+        (
+            ["--executor", "proces"],
+            "argument --executor: invalid value 'proces': expected one of "
+            "process, thread, inline",
+            "did you mean 'process'?",
+        ),
+        (
+            ["--jobs-heartbeat-interval", "soon"],
+            "argument --jobs-heartbeat-interval: invalid value 'soon': expected "
+            "a number >= 0.1",
+            "Try 'deepserve run --help' for help.",
+        ),
+        (
+            ["--listen_port", "8000"],
+            "unknown option --listen_port",
+            "did you mean '--listen-port'?",
+        ),
+        (["--wrokers=2"], "unknown option --wrokers", "did you mean '--workers'?"),
+        (["--bogus"], "unknown option --bogus", "Try 'deepserve run --help' for help."),
+        (
+            ["--listen-port"],
+            "argument --listen-port: expected one argument",
+            "Try 'deepserve run --help' for help.",
+        ),
+    ],
+)
+def test_command_line_mistakes_are_usage_errors(fake_site, args, message, hint):
+    result = run(["run", *args], subprocess_env(fake_site))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [f"deepserve run: error: {message}", hint]
+
+
+def test_a_bad_value_in_a_config_file_names_the_file(fake_site, tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text("[DEFAULT]\nlisten_port = eighty\n")
+    result = run(["run", "--config-file", str(conf)], subprocess_env(fake_site))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"deepserve run: error: [DEFAULT] listen_port in {conf}: invalid value "
+        "'eighty': expected a port number from 0 to 65535"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (["runn"], "unknown command 'runn'", "did you mean 'run'?"),
+        (["model", "list"], "unknown command 'model'", "did you mean 'models'?"),
+        (["--verison"], "unknown option '--verison'", "did you mean '--version'?"),
+        (
+            ["fly"],
+            "unknown command 'fly'",
+            "commands: run, models, call; try 'deepserve --help'",
+        ),
+    ],
+)
+def test_unknown_commands_get_suggestions(fake_site, args, message, hint):
+    result = run(args, subprocess_env(fake_site))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"deepserve: error: {message}", hint]
+
+
+def test_errors_are_red_on_a_terminal_only(fake_site):
+    env = subprocess_env(fake_site)
+    plain = run(["runn"], env)
+    assert "\033[" not in plain.stderr  # a pipe: no colour
+    env["FORCE_COLOR"] = "1"
+    forced = run(["runn"], env)
+    assert "\033[1;31merror:\033[0m" in forced.stderr
+    env["NO_COLOR"] = "1"
+    env.pop("FORCE_COLOR")
+    assert "\033[" not in run(["runn"], env).stderr
 
 
 def test_top_level_usage_and_version(fake_site):
@@ -62,16 +173,39 @@ def test_top_level_usage_and_version(fake_site):
     assert run(["--version"], env).stdout.startswith("deepserve ")
     unknown = run(["fly"], env)
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+    assert "\033[" not in unknown.stderr
 
 
-def test_missing_model_is_one_line_error(fake_site):
-    result = run(["run", "--model-name", "nope"], subprocess_env(fake_site))
-    assert result.returncode != 0
+def test_missing_model_is_one_line_error(fake_site, tmp_path):
+    env = subprocess_env(fake_site)
+    env["DEEPSERVE_HOME"] = str(tmp_path)  # an empty store
+    result = run(["run", "--model-name", "nope"], env)
+    assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "'nope'" in lines[0]
+    assert lines[0].startswith("deepserve run: error: Model 'nope' not found")
     names = ", ".join(sorted([*GOOD_MODELS, *VENV_MODELS]))
-    assert f"available models: {names}" in lines[0]
+    assert lines[0].endswith(f"available models: {names}, demo (bundled)")
+
+
+def test_mistyped_model_name_gets_a_suggestion_among_stored_tags(fake_site, tmp_path):
+    import fake_stored
+
+    from deepserve import picklable_model
+    from deepserve.store import Store
+
+    store = Store(tmp_path / "models")
+    saved = picklable_model.save_model("iris_clf", fake_stored.Scaler(2.0), store=store)
+    env = subprocess_env(fake_site)
+    env["DEEPSERVE_HOME"] = str(tmp_path)
+    result = run(["run", "--model-name", "iris_cfl"], env)
+    assert result.returncode == 1
+    message, hint = result.stderr.splitlines()
+    names = ", ".join(sorted([*GOOD_MODELS, *VENV_MODELS]))
+    assert message.endswith(f"available models: {names}, demo (bundled), {saved.tag}")
+    assert hint == "did you mean 'iris_clf'?"
+    typo = run(["run", "--model-name", "dmeo"], env)
+    assert typo.stderr.splitlines()[1] == "did you mean 'demo'?"
 
 
 def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
@@ -87,7 +221,7 @@ def test_package_that_fails_to_import_stops_startup(fake_site, tmp_path):
         assert "'broken'" in lines[0]
         assert "ImportError: this package needs a library" in lines[0]
         names = ", ".join(sorted([*GOOD_MODELS, "broken", *VENV_MODELS]))
-        assert f"available models: {names}" in lines[0]
+        assert f"available models: {names}, demo (bundled)" in lines[0]
 
 
 def test_serves_model_named_in_deepaas_env_and_stops_cleanly(serve, fake_site):
@@ -134,6 +268,52 @@ def test_demo_model_when_nothing_is_installed(serve):
     server.stop()
 
 
+def _bare_env(tmp_path: Path) -> dict[str, str]:
+    """No model installed, and a home of its own: a first start."""
+    env = dict(os.environ)
+    for var in ("PYTHONPATH", "DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL"):
+        env.pop(var, None)
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    env["DEEPSERVE_HOME"] = str(tmp_path / "home")
+    return env
+
+
+@pytest.mark.skipif(bool(VENV_MODELS), reason="a model is installed in this venv")
+def test_first_start_prints_the_banner_and_no_warnings(serve, tmp_path):
+    env = _bare_env(tmp_path)
+    server = serve([], env)
+    out = server.stop()
+    assert server.proc.returncode == 0, out
+    lines = out.splitlines()
+    noisy = [line for line in lines if " WARNING " in line or "igrat" in line]
+    assert noisy == [], out
+    assert lines[0].endswith(
+        "INFO deepserve.loader: No model installed; serving the bundled demo model"
+    )
+    assert "deepserve 0.1.0 is serving: demo" in out
+    assert (tmp_path / "data" / "deepserve" / "jobs.sqlite").is_file()
+
+
+@pytest.mark.skipif(bool(VENV_MODELS), reason="a model is installed in this venv")
+def test_demo_notice_says_what_the_store_holds(serve, tmp_path, fake_site):
+    import fake_stored
+
+    from deepserve import picklable_model
+    from deepserve.store import Store
+
+    env = _bare_env(tmp_path)
+    store = Store(tmp_path / "home" / "models")
+    saved = picklable_model.save_model("scaler", fake_stored.Scaler(2.0), store=store)
+    server = serve([], env)
+    out = server.stop()
+    assert "No model installed" not in out
+    assert (
+        "No model named and none installed; serving the bundled demo model. The "
+        f"model store holds 1 ({saved.tag}): name them with --model-name to serve "
+        "them" in out
+    )
+
+
 def test_ctrl_c_stops_server_and_workers_without_traceback(serve, fake_site):
     server = serve(["--model-name", "classy", "--workers", "2"])
     workers = children(server.proc.pid)  # workers and multiprocessing's tracker
@@ -163,7 +343,7 @@ def test_model_whose_warm_fails_stops_startup_with_one_line(fake_site, tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        "deepserve: error: Model 'cold' failed to start: RuntimeError: no weights"
+        "deepserve run: error: Model 'cold' failed to start: RuntimeError: no weights"
     ]
 
 
@@ -178,5 +358,5 @@ def test_port_in_use_is_a_one_line_error(fake_site):
         )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"deepserve: error: cannot listen on 127.0.0.1:{port}: ")
+    assert line.startswith(f"deepserve run: error: cannot listen on 127.0.0.1:{port}: ")
     assert "address already in use" in line.lower()

@@ -1,4 +1,5 @@
-"""The one-way import rules of ARCHITECTURE.md, checked on the source."""
+"""The one-way import rules of doc/architecture.rst, checked on the source,
+and the commands' promise to import only what they use."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "demo": set(),
     "__init__": set(),
+    # What the commands write for people: errors, suggestions, colour.
+    "console": set(),
     # Request-id tagging and log formats: used by workers, api and cli.
     "logs": {"settings"},
-    "config": {"settings", "exceptions", "__init__"},
+    "config": {"settings", "exceptions", "__init__", "console", "config_help"},
+    "config_help": set(),
     # The model store, and the user-facing modules in front of it.
     "store": {"exceptions", "model", "settings", "__init__"},
     "models": {"exceptions", "model", "settings", "__init__", "store"},
@@ -31,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"exceptions", "model", "settings"},
 }
 _BELOW = {"exceptions", "model", "settings", "logs", "store"}
-ALLOWED["loader"] = _BELOW
+ALLOWED["loader"] = _BELOW | {"console"}
 ALLOWED["adapters"] = ALLOWED["loader"] | {"loader"}
 ALLOWED["executors"] = ALLOWED["adapters"] | {"adapters"}
 ALLOWED["runtime"] = ALLOWED["executors"] | {"executors", "jobs"}
@@ -39,19 +43,18 @@ ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "__init__"}
 # Runs the app: listening, start-up, signals, graceful shutdown.
 ALLOWED["server"] = ALLOWED["api"] | {"api"}
 # deepserve call: the command line's in-process sibling of the server.
-ALLOWED["shell"] = ALLOWED["api"] | {"api", "config"}
-ALLOWED["cli_models"] = {"exceptions", "store", "models"}
-ALLOWED["cli"] = ALLOWED["server"] | {
-    "server",
-    "config",
-    "shell",
-    "cli_models",
-}
+ALLOWED["shell"] = ALLOWED["api"] | {"api", "config", "console"}
+ALLOWED["cli_models"] = {"exceptions", "store", "models", "console"}
+# deepserve run: the composition root.
+ALLOWED["cli_run"] = ALLOWED["server"] | {"server", "config", "console"}
+# The dispatcher imports its commands by name, when one runs.
+ALLOWED["cli"] = {"__init__", "console"}
 # A client talks to a server over HTTP only: none of the server's layers.
 ALLOWED["client"] = {"exceptions", "__init__"}
 
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
-                "executors", "runtime", "store", "models", "logs", "jobs"}  # fmt: skip
+                "executors", "runtime", "store", "models", "logs", "jobs",
+                "console", "config_help", "cli", "cli_models"}  # fmt: skip
 
 
 def layer(path: Path) -> str:
@@ -94,9 +97,46 @@ def test_imports_flow_one_way(path: Path) -> None:
 
 def test_importing_the_package_has_no_side_effects() -> None:
     code = (
-        "import logging, sys; import deepserve.cli, deepserve.api;"
+        "import logging, sys; import deepserve.cli_run, deepserve.api;"
         "assert not logging.getLogger().handlers;"
         "assert 'deepserve.demo' not in sys.modules; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+#: Modules a command that does not serve must not import: each costs
+#: tenths of a second at start-up on a small machine.
+HEAVY = ("aiohttp", "sqlalchemy", "marshmallow", "apispec", "oslo_config", "numpy")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["deepserve.cli", "deepserve.cli_models", "deepserve.console"],
+)
+def test_light_commands_import_nothing_heavy(module: str) -> None:
+    code = (
+        f"import sys, {module};"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"{module} imports {out.stdout.strip()}"
+
+
+def test_version_and_models_list_run_without_heavy_imports(tmp_path: Path) -> None:
+    # The real commands, with the import system watching: nothing heavy
+    # is imported on the way to their output.
+    code = (
+        "import sys, runpy;"
+        "from deepserve import cli;"
+        "status = cli.main(sys.argv[1:]);"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}));"
+        "print('HEAVY', heavy, file=sys.stderr); sys.exit(status)"
+    )
+    for argv in (["--version"], ["models", "--store", str(tmp_path), "list"]):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert "HEAVY []" in out.stderr, (argv, out.stderr)

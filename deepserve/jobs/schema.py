@@ -236,12 +236,22 @@ def _migrate_once(engine: sa.Engine) -> None:
                     f"({SCHEMA_VERSION}): upgrade deepserve, or use another database"
                 )
             for step in range(version, SCHEMA_VERSION):
-                LOG.info("Migrating the job database to schema version %d", step + 1)
+                LOG.debug("Migrating the job database to schema version %d", step + 1)
                 MIGRATIONS[step](conn)
             if version == 0:
                 conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
             elif version < SCHEMA_VERSION:
                 conn.execute(schema_table.update().values(version=SCHEMA_VERSION))
+        # A new database is no news; an upgrade of one that holds jobs is.
+        if version == 0:
+            LOG.debug("Created the job database %s", engine.url.render_as_string())
+        elif version < SCHEMA_VERSION:
+            LOG.info(
+                "Upgraded the job database %s from schema version %d to %d",
+                engine.url.render_as_string(),
+                version,
+                SCHEMA_VERSION,
+            )
     except sa.exc.SQLAlchemyError as exc:
         raise JobStoreError(
             f"Cannot open job database {engine.url.render_as_string()}: {exc}"

@@ -1,0 +1,139 @@
+"""``deepserve run``: the one place where a server is put together.
+
+Config, loader, adapters, executors, runtime and API meet here and nowhere
+else (the composition root); :mod:`deepserve.cli` runs it for ``deepserve
+run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+
+import deepserve
+from deepserve import adapters, config, console, loader, logs, server
+from deepserve.api import create_app
+from deepserve.exceptions import ConfigError, LoaderError
+from deepserve.jobs import JobStore
+from deepserve.runtime import Registry, ServedModel
+from deepserve.settings import ServerSettings
+from deepserve.store import Store
+
+LOG = logging.getLogger("deepserve")
+
+PROG = "deepserve run"
+
+BANNER = """\
+deepserve {version} is serving: {models}
+{docs}
+    API specification: {base}/swagger.json
+          V2 endpoint: {base}/v2/
+"""
+
+
+def main(argv: Sequence[str]) -> int:
+    """``deepserve run``: serve models until interrupted."""
+    try:
+        settings, debug = config.load(argv, os.environ)
+    except console.UsageError as exc:
+        return console.usage_error(PROG, exc)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    logs.configure(
+        level=logging.DEBUG if debug else logging.INFO,
+        log_format=settings.log_format,
+    )
+    if settings.api.debug_endpoint:
+        LOG.warning(
+            "The debug endpoint is ON: /v2/debug/ shows the server's log to anyone "
+            "who can reach it. Turn it off once you are done debugging."
+        )
+    try:
+        registry = build_registry(settings)
+    except LoaderError as exc:
+        LOG.debug("Start-up failed", exc_info=True)
+        return console.error(PROG, str(exc), hint=exc.hint)
+    app = create_app(registry, settings.api)
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        # server.serve starts the registry once the socket listens (probes
+        # answer while models warm); it stops here, after the requests in
+        # progress ended, and before the contexts appended earlier close:
+        # trainings first (running jobs recorded as interrupted), then
+        # the workers.
+        try:
+            yield
+        finally:
+            LOG.debug("Stopping the trainings and the models' workers")
+            await registry.close()
+
+    async def job_store(_app: web.Application) -> AsyncIterator[None]:
+        # Open before the models start and closed after they stop, so that
+        # trainings stopped by the shutdown are recorded.
+        await registry.jobs.open()
+        try:
+            yield
+        finally:
+            await registry.jobs.close()
+
+    app.cleanup_ctx.append(job_store)
+    app.cleanup_ctx.append(lifecycle)
+    banner = _banner(settings, list(registry))
+    status = asyncio.run(
+        server.serve(
+            app,
+            registry,
+            settings,
+            # Called once the socket listens: the banner tells the truth.
+            announce=lambda: print(banner, flush=True),
+            fail=_fail,
+        )
+    )
+    # The loop and its signal handlers are gone: a late signal must not
+    # interrupt the interpreter's exit with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return status
+
+
+def build_registry(settings: ServerSettings) -> Registry:
+    """Find, import and wrap the models named in ``settings``.
+
+    :raises LoaderError: with one line naming the model, the problem and the
+        models that are available.
+    """
+    available = loader.discover(loader.installed_entry_points())
+    store = Store(settings.store_root)
+    refs = loader.select(available, settings.model_names, store=store)
+    served = []
+    for ref in refs:
+        try:
+            model = adapters.build(ref)
+        except LoaderError as exc:
+            raise LoaderError(
+                f"{exc} (available models: {loader.describe(available, store)})"
+            ) from exc
+        served.append(ServedModel.create(ref, model, settings.executor_for(ref.name)))
+    for name in set(settings.model_executors) - {ref.name for ref in refs}:
+        LOG.warning("Config section [model:%s] names a model that is not served", name)
+    return Registry(served, jobs=JobStore(settings.jobs))
+
+
+def _banner(settings: ServerSettings, names: list[str]) -> str:
+    host = settings.listen_ip
+    if ":" in host:
+        host = f"[{host}]"
+    base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
+    docs = f"\n    API documentation: {base}/api" if settings.api.doc_endpoint else ""
+    return BANNER.format(
+        version=deepserve.__version__, models=", ".join(names), base=base, docs=docs
+    )
+
+
+def _fail(message: str) -> int:
+    return console.error(PROG, message)
