@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deepserve import config
+from deepserve import config, config_help, console
 from deepserve.exceptions import ConfigError
 from deepserve.settings import JobSettings, ServerSettings
 
@@ -88,11 +88,66 @@ def test_config_file(tmp_path):
     assert s.listen_port == 7000
 
 
-@pytest.mark.parametrize("bad", [["--workers", "0"], ["--listen-port", "70000"]])
-def test_invalid_values_are_refused(bad, capsys):
-    with pytest.raises(SystemExit) as exc:
+@pytest.mark.parametrize(
+    ("bad", "message", "hint"),
+    [
+        (
+            ["--workers", "0"],
+            "argument --workers: invalid value '0': expected an integer >= 1",
+            "",
+        ),
+        (
+            ["--listen-port", "70000"],
+            "argument --listen-port: invalid value '70000': expected a port "
+            "number from 0 to 65535",
+            "",
+        ),
+        (
+            ["--log-format", "jsno"],
+            "argument --log-format: invalid value 'jsno': expected one of text, json",
+            "did you mean 'json'?",
+        ),
+        (
+            ["--jobs-retention-days=-1"],
+            "argument --jobs-retention-days: invalid value '-1': expected a "
+            "number >= 0",
+            "",
+        ),
+        (
+            ["--max-qeue", "3"],
+            "unknown option --max-qeue",
+            "did you mean '--max-queue'?",
+        ),
+        (["extra"], "unexpected argument 'extra'", ""),
+    ],
+)
+def test_command_line_mistakes_raise_usage_errors(bad, message, hint, capsys):
+    # On oslo.config 8.8 (DEEPaaS's pin) as on the newest: nothing printed,
+    # no SystemExit, one error naming the option.
+    with pytest.raises(console.UsageError) as exc:
         load(bad)
-    assert exc.value.code != 0
+    assert (exc.value.message, exc.value.hint) == (message, hint)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_help_is_written_in_sections(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: deepserve run [OPTIONS]")
+    assert "\nworkers:\n" in out and "  --[no]warm " in out
+    assert "--nowarm" not in out and "other options" not in out
+    # Every option of the sections is registered: none is listed that the
+    # command line would refuse.
+    conf = config.new_conf()
+    conf([], project="deepserve", use_env=False, default_config_files=[])
+    registered = {
+        config_help.cli_name(opt, group) for opt, group in conf._all_cli_opts()
+    }
+    listed = {name for _, names in config_help.SECTIONS for name in names}
+    assert listed <= registered
+    assert registered - listed == set(config_help.HIDDEN) & registered
 
 
 def test_base_path_must_be_absolute():
@@ -166,7 +221,7 @@ def test_executor_defaults_and_command_line():
 
 
 def test_unknown_executor_is_refused():
-    with pytest.raises(SystemExit):
+    with pytest.raises(console.UsageError, match="expected one of process, thread"):
         load(["--executor", "gpu"])
 
 
@@ -343,5 +398,5 @@ def test_connection_limits():
     s = load(["--header-timeout", "2.5", "--max-connections", "8"])
     assert (s.header_timeout, s.max_connections) == (2.5, 8)
     assert (load([]).header_timeout, load([]).max_connections) == (20.0, 1000)
-    with pytest.raises(SystemExit):
+    with pytest.raises(console.UsageError, match="--max-connections: invalid value"):
         load(["--max-connections", "0"])
