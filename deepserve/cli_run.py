@@ -2,27 +2,27 @@
 
 Config, loader, adapters, executors, runtime and API meet here and nowhere
 else (the composition root); :mod:`deepserve.cli` runs it for ``deepserve
-run``.
+run``. The server's layers are imported once the command line is known to
+be good, so ``--help`` and a mistyped option answer at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Sequence
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 import deepserve
-from deepserve import adapters, config, console, loader, logs, server
-from deepserve.api import create_app
+from deepserve import config, console, loader, logs
 from deepserve.exceptions import ConfigError, LoaderError
-from deepserve.jobs import JobStore
-from deepserve.runtime import Registry, ServedModel
-from deepserve.settings import ServerSettings
-from deepserve.store import Store
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from deepserve.runtime import Registry
+    from deepserve.settings import ServerSettings
 
 LOG = logging.getLogger("deepserve")
 
@@ -58,6 +58,15 @@ def main(argv: Sequence[str]) -> int:
     except LoaderError as exc:
         LOG.debug("Start-up failed", exc_info=True)
         return console.error(PROG, str(exc), hint=exc.hint)
+    return _serve(registry, settings)
+
+
+def _serve(registry: Registry, settings: ServerSettings) -> int:
+    import asyncio
+
+    from deepserve import server
+    from deepserve.api import create_app
+
     app = create_app(registry, settings.api)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -107,6 +116,11 @@ def build_registry(settings: ServerSettings) -> Registry:
     :raises LoaderError: with one line naming the model, the problem and the
         models that are available.
     """
+    from deepserve import adapters
+    from deepserve.jobs import JobStore
+    from deepserve.runtime import Registry, ServedModel
+    from deepserve.store import Store
+
     available = loader.discover(loader.installed_entry_points())
     store = Store(settings.store_root)
     refs = loader.select(available, settings.model_names, store=store)
