@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import marshmallow
@@ -15,6 +16,7 @@ from marshmallow import fields, validate
 from marshmallow.warnings import Marshmallow4Warning
 
 import deepserve
+from deepserve import exceptions as exc
 from deepserve.api import health, schemas
 from deepserve.api.args import ArgSpec, external_name, is_multiple, location_of
 from deepserve.api.media import ACCEPT, JSON, Offer, is_json
@@ -107,11 +109,18 @@ class _Builder:
             plugins=[self.plugin],
             info={"description": DESCRIPTION},
         )
+        #: The error statuses the operations refer to.
+        self.error_codes: set[int] = set()
 
     @property
     def converter(self) -> OpenAPIConverter:
         assert self.plugin.converter is not None  # set by APISpec
         return self.plugin.converter
+
+    def errors(self, *codes: int) -> dict[str, Any]:
+        """References to the shared error responses of ``codes``."""
+        self.error_codes.update(codes)
+        return error_refs(*codes)
 
     def json_schema(self, schema: type[marshmallow.Schema]) -> dict[str, Any]:
         result: dict[str, Any] = self.converter.schema2jsonschema(schema())  # type: ignore[no-untyped-call]
@@ -247,16 +256,159 @@ RETRY_AFTER = {
 }
 
 
+#: The error responses operations share: status -> (name under
+#: ``components/responses``, description). Each is declared once there and
+#: referred to by every operation that may answer it.
+ERROR_RESPONSES: dict[int, tuple[str, str]] = {
+    400: (
+        "BadRequest",
+        "Bad Request: the body cannot be read (invalid JSON, a JSON body "
+        "that is not an object, a broken multipart body)",
+    ),
+    401: (
+        "Unauthorized",
+        "Unauthorized: no bearer token, or one the server does not accept",
+    ),
+    404: ("NotFound", "Not Found: no such model (or training)"),
+    413: (
+        "PayloadTooLarge",
+        "Request Entity Too Large: the body, or its files, exceed a size "
+        "limit ('limit' says it, in bytes)",
+    ),
+    422: (
+        "UnprocessableEntity",
+        "Unprocessable Entity: arguments missing or invalid ('errors' names "
+        "each field and its problems)",
+    ),
+    500: (
+        "InternalServerError",
+        "Internal Server Error: the model raised an exception ('error_type' "
+        "and 'detail' say which), returned something its schema or media type "
+        "does not allow, or deepserve failed",
+    ),
+    501: (
+        "NotImplemented",
+        "Not Implemented: the model does not implement this operation",
+    ),
+    503: (
+        "ServiceUnavailable",
+        "Service Unavailable: the model cannot take the request now (a worker "
+        "died, the model is starting, its queue is full, the training store "
+        "is unavailable, the server is shutting down); the message says why",
+    ),
+    504: (
+        "GatewayTimeout",
+        "Gateway Timeout: the model did not answer within its deadline",
+    ),
+    507: (
+        "InsufficientStorage",
+        "Insufficient Storage: no disk space left to receive the upload",
+    ),
+}
+
+_CODES = {name: code for code, (name, _) in ERROR_RESPONSES.items()}
+
+#: The challenge sent with a 401.
+WWW_AUTHENTICATE = {
+    "description": (
+        'The scheme to use: Bearer realm="deepserve", with '
+        'error="invalid_token" when the token sent is wrong'
+    ),
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+#: The model the error examples name.
+EXAMPLE_MODEL = "my-model"
+
+#: One case of each error status, as the exception deepserve raises for it
+#: (given the body size limit): the source of the responses' examples.
+_EXAMPLES: dict[int, Callable[[int], exc.DeepserveError]] = {
+    400: lambda _: exc.MalformedRequest("The JSON body must be an object of arguments"),
+    401: lambda _: exc.Unauthorized(invalid=False),
+    404: lambda _: exc.ModelNotFound("nope"),
+    413: lambda limit: exc.PayloadTooLarge(limit),
+    422: lambda _: exc.BadInput(
+        "Invalid arguments: text", {"text": ["Missing data for required field."]}
+    ),
+    500: lambda _: exc.ModelFailed(
+        EXAMPLE_MODEL, "ValueError", "could not convert string to float: 'abc'"
+    ),
+    501: lambda _: exc.NotSupported(EXAMPLE_MODEL, "train"),
+    503: lambda _: exc.Overloaded(EXAMPLE_MODEL, 8),
+    504: lambda _: exc.DeadlineExceeded(EXAMPLE_MODEL, 30),
+    507: lambda _: exc.InsufficientStorage(),
+}
+#: What an error body may say besides its code, title and message.
+_EXTRAS = ("model", "errors", "limit", "error_type", "detail")
+
+
+def error_example(code: int, body_limit: int) -> dict[str, Any]:
+    """The body deepserve answers for one case of error status ``code``."""
+    error = _EXAMPLES[code](body_limit)
+    body: dict[str, Any] = {
+        "code": code,
+        "title": http.HTTPStatus(code).phrase,
+        "message": error.message,
+    }
+    for key in _EXTRAS:
+        if getattr(error, key, None) is not None:
+            body[key] = getattr(error, key)
+    return body
+
+
+def error_response(code: int, settings: ApiSettings | None = None) -> dict[str, Any]:
+    """The shared response of error status ``code``: its description, the
+    :class:`~deepserve.api.schemas.Error` body with an example, and its
+    headers."""
+    limit = (settings or ApiSettings()).client_max_size
+    response: dict[str, Any] = {
+        "description": ERROR_RESPONSES[code][1],
+        "content": {JSON: {"schema": ERROR_REF, "example": error_example(code, limit)}},
+    }
+    if code == 503:
+        response["headers"] = {"Retry-After": RETRY_AFTER}
+    elif code == 401:
+        response["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
+    return response
+
+
+def error_refs(*codes: int) -> dict[str, Any]:
+    """An operation's error responses: references to the shared ones, which
+    :func:`declare_errors` adds to the document."""
+    return {
+        str(code): {"$ref": f"#/components/responses/{ERROR_RESPONSES[code][0]}"}
+        for code in codes
+    }
+
+
+def declare_errors(
+    doc: dict[str, Any], codes: Iterable[int], settings: ApiSettings | None = None
+) -> None:
+    """Declare the shared error responses of ``codes`` in ``doc``, once
+    each, in the order of their status codes."""
+    declared = doc.setdefault("components", {}).setdefault("responses", {})
+    for code in sorted(set(codes)):
+        declared.setdefault(ERROR_RESPONSES[code][0], error_response(code, settings))
+    doc["components"]["responses"] = dict(
+        # Others' responses (none yet) after these.
+        sorted(declared.items(), key=lambda item: _CODES.get(item[0], 1000))
+    )
+
+
+def refer_errors(doc: dict[str, Any], *codes: int) -> dict[str, Any]:
+    """References to the shared error responses of ``codes``, declared in
+    ``doc`` if they are not yet: for what adds operations to a built
+    document (authentication's ``401``)."""
+    declare_errors(doc, codes)
+    return error_refs(*codes)
+
+
 def errors(*codes: int) -> dict[str, Any]:
-    documented: dict[str, Any] = {}
-    for code in codes:
-        documented[str(code)] = {
-            "description": http.HTTPStatus(code).phrase,
-            "content": {JSON: {"schema": ERROR_REF}},
-        }
-        if code == 503:
-            documented[str(code)]["headers"] = {"Retry-After": RETRY_AFTER}
-    return documented
+    """Error responses written out in full (authentication's ``401`` still
+    is). Prefer :func:`refer_errors`."""
+    return {str(code): error_response(code) for code in codes}
 
 
 def _ok(schema_ref: str, description: str = "Success") -> dict[str, Any]:
@@ -338,6 +490,7 @@ def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
     for ops in models:
         _add_model(b, ops, settings)
     doc: dict[str, Any] = b.spec.to_dict()
+    declare_errors(doc, b.error_codes, settings)
     if settings.base_path:
         doc["servers"] = [{"url": settings.base_path}]
     return doc
@@ -387,7 +540,7 @@ def _add_health(b: _Builder, names: list[str]) -> None:
             "the model is still warming, or the server is shutting down",
         )
         ready["get"]["operationId"] = f"{name}.ready"
-        ready["get"]["responses"].update(errors(404))
+        ready["get"]["responses"].update(b.errors(404))
         b.spec.path(f"/v2/models/{name}/ready", operations=ready)
 
 
@@ -402,7 +555,7 @@ def _add_model(b: _Builder, ops: ModelOps, settings: ApiSettings) -> None:
                 "tags": [tag],
                 "summary": f"Metadata of model '{ops.name}'",
                 "operationId": f"{ops.name}.metadata",
-                "responses": {**_ok("ModelMeta"), **errors(404)},
+                "responses": {**_ok("ModelMeta"), **b.errors(404)},
             }
         },
     )
@@ -447,7 +600,7 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
         "parameters": params,
         "responses": {
             "200": {"description": "The prediction", "content": content},
-            **errors(400, 404, 413, 422, 500, 501, 503, 504, 507),
+            **b.errors(400, 404, 413, 422, 500, 501, 503, 504, 507),
         },
     }
     body = b.request_body(args)
@@ -491,7 +644,7 @@ def _add_training(
         "parameters": b.parameters(args, "query") + b.parameters(args, "headers"),
         "responses": {
             **_ok("Training", "The training started"),
-            **errors(400, 404, 413, 422, 501, 503, 507),
+            **b.errors(400, 404, 413, 422, 501, 503, 507),
         },
     }
     body = b.request_body(args)
@@ -510,7 +663,7 @@ def _add_training(
                 }
             },
         },
-        **errors(404, 422, 503),
+        **b.errors(404, 422, 503),
     }
     b.spec.path(
         f"{base}/train/",
@@ -540,7 +693,7 @@ def _add_training(
                 "tags": [tag],
                 "summary": "Status and result of a training",
                 "operationId": f"{ops.name}.training",
-                "responses": {**_ok("Training"), **errors(404)},
+                "responses": {**_ok("Training"), **b.errors(404)},
             },
             "delete": {
                 "tags": [tag],
@@ -556,7 +709,7 @@ def _add_training(
                 "operationId": f"{ops.name}.cancel_training",
                 "responses": {
                     **_ok("Training", "The training, cancelled"),
-                    **errors(404),
+                    **b.errors(404),
                 },
             },
         },
@@ -577,7 +730,7 @@ def _add_training(
                 "parameters": LOG_PARAMS,
                 "responses": {
                     **_ok("TrainingLogs"),
-                    **errors(404, 422, 503),
+                    **b.errors(404, 422, 503),
                 },
             }
         },

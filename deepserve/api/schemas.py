@@ -17,6 +17,9 @@ class Error(Schema):
     model = fields.Str(metadata={"description": "The model involved"})
     error_type = fields.Str(metadata={"description": "Type of the model's exception"})
     detail = fields.Str(metadata={"description": "The model's own error message"})
+    limit = fields.Int(
+        metadata={"description": "The size limit exceeded, in bytes (413)"}
+    )
 
 
 class Link(Schema):
