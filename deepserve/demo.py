@@ -1,8 +1,9 @@
 """The bundled demo model, served when no other model is installed.
 
 It is a complete module model: metadata, warm, prediction arguments with an
-optional file upload and content negotiation, and a training that takes time
-and can be cancelled. Read it as an example of the model API.
+optional file upload and content negotiation, a response schema, and a
+training that takes time and can be cancelled. Read it as an example of the
+model API.
 """
 
 from __future__ import annotations
@@ -60,6 +61,76 @@ def get_predict_args() -> dict[str, fields.Field]:
             metadata={"description": "Media type of the response."},
         ),
     }
+
+
+#: The prediction's JSON answer. Declared, it is what the server sends as it
+#: is (without DEEPaaS's ``{"status": "OK", "predictions": ...}`` envelope),
+#: after checking that ``predict`` returned what it says; and the OpenAPI
+#: document describes it, so Swagger UI shows this example: what ``predict``
+#: answers for the default text, with ``upper`` and a file ``notes.txt``
+#: holding that text and a newline.
+schema = {
+    "text": fields.Str(
+        required=True,
+        metadata={"description": "The text described.", "example": "Hello, deepserve!"},
+    ),
+    "characters": fields.Int(
+        required=True,
+        metadata={"description": "Its length, in characters.", "example": 17},
+    ),
+    "words": fields.Int(
+        required=True,
+        metadata={
+            "description": "How many words it has (separated by whitespace).",
+            "example": 2,
+        },
+    ),
+    "warmed": fields.Bool(
+        required=True,
+        metadata={"description": "Whether warm() ran first.", "example": True},
+    ),
+    "upper": fields.Str(
+        metadata={
+            "description": "The text in capitals (when 'upper' is true).",
+            "example": "HELLO, DEEPSERVE!",
+        }
+    ),
+    "file": fields.Nested(
+        {
+            "original_filename": fields.Str(
+                required=True,
+                allow_none=True,
+                metadata={
+                    "description": "Its name on the client's side.",
+                    "example": "notes.txt",
+                },
+            ),
+            "content_type": fields.Str(
+                required=True,
+                allow_none=True,
+                metadata={
+                    "description": "The media type the client declared.",
+                    "example": "text/plain",
+                },
+            ),
+            "size": fields.Int(
+                required=True,
+                metadata={"description": "Its size, in bytes.", "example": 18},
+            ),
+            "sha256": fields.Str(
+                required=True,
+                metadata={
+                    "description": "Its SHA-256 digest, in hexadecimal.",
+                    "example": (
+                        "217daa76f288f545d55d906caa9e997d"
+                        "863b3148b8a8492e46ab30da703eb4e0"
+                    ),
+                },
+            ),
+        },
+        metadata={"description": "The uploaded file (when 'data' is sent)."},
+    ),
+}
 
 
 def predict(**kwargs: Any) -> Any:

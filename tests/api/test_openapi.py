@@ -6,12 +6,13 @@ import json
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
 from marshmallow import fields as mf
 from marshmallow import validate
 from openapi_spec_validator import validate as validate_spec
 
-from deepserve.api import create_app, openapi
+from deepserve.api import create_app, openapi, schemas
 from deepserve.api.args import ArgSpec
 from deepserve.api.media import Offer
 from deepserve.api.openapi import ModelOps
@@ -30,6 +31,30 @@ async def spec(client):
 
 def op(spec, path, method="post"):
     return spec["paths"][path][method]
+
+
+def resolve(spec, item):
+    """``item``, or what its ``$ref`` points to in ``spec``."""
+    if "$ref" not in item:
+        return item
+    found = spec
+    for part in item["$ref"].removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
+def operations(spec):
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield path, method, operation
+
+
+def example_of(schema):
+    """The example a schema gives, assembled from its properties' examples."""
+    if "properties" in schema:
+        return {k: example_of(v) for k, v in schema["properties"].items()}
+    return schema["example"]
 
 
 async def test_document_is_valid_openapi_3(spec):
@@ -99,7 +124,8 @@ async def test_accept_media_types_and_responses(spec):
     accept = next(p for p in predict["parameters"] if p["name"] == "accept")
     assert accept["schema"]["enum"] == list(ok)
     for code in ("400", "404", "413", "422", "500", "501", "503"):
-        schema = predict["responses"][code]["content"]["application/json"]["schema"]
+        response = resolve(spec, predict["responses"][code])
+        schema = response["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Error"}
     # An Accept header nothing offered satisfies gets the default type.
     assert "406" not in predict["responses"]
@@ -156,6 +182,124 @@ async def test_disabled_endpoints_and_base_path(aiohttp_client, registry):
     assert "/v2/models/classy/train/" not in spec["paths"]
     assert "/v2/models/classy/predict/" in spec["paths"]
     assert "/v2/debug/" in spec["paths"]
+
+
+async def test_error_responses_are_declared_once_and_referred_to(spec):
+    shared = spec["components"]["responses"]
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    referred = set()
+    for path, method, operation in operations(spec):
+        for code, response in operation["responses"].items():
+            if int(code) < 400:
+                continue
+            probe = path.startswith("/v2/health/") or path.endswith("/ready")
+            if probe and code == "503":  # the probe's answer, not an error body
+                body = response["content"]["application/json"]["schema"]
+                assert body != error_ref
+                continue
+            # A reference, and nothing else: no inlined copy.
+            assert set(response) == {"$ref"}, (path, method, code)
+            name = response["$ref"].removeprefix("#/components/responses/")
+            assert name in shared, (path, method, code)
+            assert resolve(spec, response)["content"]["application/json"]["example"][
+                "code"
+            ] == int(code)
+            referred.add(name)
+    # Each error response is declared once, under its own name, and used.
+    assert referred == set(shared)
+    codes = [
+        v["content"]["application/json"]["example"]["code"] for v in shared.values()
+    ]
+    assert codes == sorted(set(codes))
+    assert set(codes) == {400, 404, 413, 422, 500, 501, 503, 504, 507}
+    for response in shared.values():
+        assert response["content"]["application/json"]["schema"] == error_ref
+        assert response["description"]
+    assert shared["ServiceUnavailable"]["headers"]["Retry-After"]["schema"] == {
+        "type": "integer",
+        "minimum": 0,
+    }
+    # Nowhere else does the Error body appear.
+    assert json.dumps(spec["paths"]).count("#/components/schemas/Error") == 0
+
+
+async def test_error_examples_are_what_the_server_answers(aiohttp_client, registry):
+    """Each shared error response's example is a real answer (the model it
+    names aside), and fits the documented Error body."""
+    settings = ApiSettings(client_max_size=2000)
+    client = await aiohttp_client(create_app(registry, settings))
+    spec = await (await client.get("/swagger.json")).json()
+    examples = {
+        v["content"]["application/json"]["example"]["code"]: v["content"][
+            "application/json"
+        ]["example"]
+        for v in spec["components"]["responses"].values()
+    }
+    for example in examples.values():
+        assert schemas.Error().validate(example) == {}
+
+    async def answer(resp):
+        return resp.status, await resp.json()
+
+    def naming(example, model):
+        return json.loads(json.dumps(example).replace(openapi.EXAMPLE_MODEL, model))
+
+    assert await answer(await client.get("/v2/models/nope/")) == (404, examples[404])
+    assert await answer(
+        await client.post("/v2/models/oldstyle/predict/", json=[1])
+    ) == (400, examples[400])
+    # The example says this server's own limit.
+    assert await answer(
+        await client.post("/v2/models/oldstyle/predict/", json={"text": "x" * 3000})
+    ) == (413, examples[413])
+    assert examples[413]["limit"] == 2000
+    assert await answer(await client.post("/v2/models/minimal/train/")) == (
+        501,
+        naming(examples[501], "minimal"),
+    )
+    status, body = await answer(await client.post("/v2/models/classy/predict/"))
+    assert status == 422 and set(body) == set(examples[422])
+    assert body["errors"]["x"] == examples[422]["errors"]["text"]
+
+
+async def test_demo_model_answers_its_documented_example(demo_server):
+    """The bundled demo declares its response: the document shows it with
+    an example, and the real answer for the example's case is that example
+    (the server's response check passing)."""
+    async with aiohttp.ClientSession(demo_server.base) as http:
+        async with http.get("/swagger.json") as resp:
+            spec = await resp.json()
+        validate_spec(spec)
+        predict = op(spec, "/v2/models/demo/predict/")
+        schema = predict["responses"]["200"]["content"]["application/json"]["schema"]
+        assert set(schema["properties"]) == {
+            "text",
+            "characters",
+            "words",
+            "warmed",
+            "upper",
+            "file",
+        }
+        assert set(schema["required"]) == {"text", "characters", "words", "warmed"}
+        assert all(p.get("description") for p in schema["properties"].values())
+        form = aiohttp.FormData()
+        form.add_field(
+            "data",
+            b"Hello, deepserve!\n",
+            filename="notes.txt",
+            content_type="text/plain",
+        )
+        async with http.post("/v2/models/demo/predict/?upper=true", data=form) as resp:
+            assert resp.status == 200
+            assert await resp.json() == example_of(schema)
+        async with http.post("/v2/models/demo/predict/?text=one+two+three") as resp:
+            assert resp.status == 200
+            assert await resp.json() == {
+                "text": "one two three",
+                "characters": 13,
+                "words": 3,
+                "warmed": True,
+            }
 
 
 async def test_matches_snapshot(spec):
