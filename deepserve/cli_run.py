@@ -31,8 +31,8 @@ PROG = "deepserve run"
 BANNER = """\
 deepserve {version} is serving: {models}
 {docs}
-    API specification: {base}/swagger.json
-          V2 endpoint: {base}/v2/
+    API specification: {spec}
+          V2 endpoint: {v2}
 """
 
 
@@ -143,9 +143,17 @@ def _banner(settings: ServerSettings, names: list[str]) -> str:
     if ":" in host:
         host = f"[{host}]"
     base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
-    docs = f"\n    API documentation: {base}/api" if settings.api.doc_endpoint else ""
+
+    def url(path: str) -> str:  # in colour on a terminal
+        return console.paint(base + path, "cyan")
+
+    docs = f"\n    API documentation: {url('/api')}" if settings.api.doc_endpoint else ""
     return BANNER.format(
-        version=deepserve.__version__, models=", ".join(names), base=base, docs=docs
+        version=deepserve.__version__,
+        models=console.paint(", ".join(names), "bold"),
+        spec=url("/swagger.json"),
+        v2=url("/v2/"),
+        docs=docs,
     )
 
 

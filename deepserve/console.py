@@ -63,10 +63,13 @@ def colour_on(stream: TextIO) -> bool:
         return False
 
 
-def paint(text: str, *styles: str, stream: TextIO | None = None) -> str:
+def paint(
+    text: str, *styles: str, stream: TextIO | None = None, force: bool = False
+) -> str:
     """``text`` in ``styles`` (``"bold"``, ``"red"``...) when ``stream``
-    (standard output by default) takes colour; else ``text`` unchanged."""
-    if not styles or not colour_on(stream or sys.stdout):
+    (standard output by default) takes colour, or ``force``; else ``text``
+    unchanged."""
+    if not styles or not (force or colour_on(stream or sys.stdout)):
         return text
     codes = ";".join(_CODES[s] for s in styles)
     return f"\033[{codes}m{text}\033[0m"

@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+from deepserve import console
 from deepserve.settings import LogFormat
 
 #: The id of the request being handled in this context, if any.
@@ -69,13 +70,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class ColourFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT` with the level in colour, for a terminal."""
+
+    STYLES = {
+        "DEBUG": ("dim",),
+        "INFO": ("green",),
+        "WARNING": ("bold", "yellow"),
+        "ERROR": ("bold", "red"),
+        "CRITICAL": ("bold", "red"),
+    }
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._levels = {
+            name: console.paint(name, *styles, force=True)
+            for name, styles in self.STYLES.items()
+        }
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        painted = self._levels.get(record.levelname)
+        if painted is None:
+            return text
+        # The level is the first field after the time: colour that one.
+        return text.replace(f" {record.levelname} ", f" {painted} ", 1)
+
+
 def make_handler(log_format: LogFormat) -> logging.Handler:
-    """A stderr handler writing records in ``log_format``."""
+    """A stderr handler writing records in ``log_format``: JSON, or text
+    with the level in colour when stderr is a terminal (see
+    :func:`deepserve.console.colour_on`)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    formatter = (
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = JsonFormatter()
+    elif console.colour_on(handler.stream):
+        formatter = ColourFormatter()
+    else:
+        formatter = logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     return handler
 

@@ -263,7 +263,7 @@ def test_demo_model_when_nothing_is_installed(serve):
         method="POST",
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
-        prediction = json.load(resp)["predictions"]
+        prediction = json.load(resp)  # the demo declares its response schema
     assert prediction["words"] == 3 and prediction["warmed"] is True
     server.stop()
 
@@ -312,6 +312,19 @@ def test_demo_notice_says_what_the_store_holds(serve, tmp_path, fake_site):
         f"model store holds 1 ({saved.tag}): name them with --model-name to serve "
         "them" in out
     )
+
+
+def test_log_levels_and_banner_in_colour_on_a_terminal_only(serve, fake_site):
+    env = subprocess_env(fake_site)
+    plain = serve(["--model-name", "minimal"], env)
+    out = plain.stop()
+    assert "\033[" not in out and " INFO deepserve.server: Ready" in out
+    env["FORCE_COLOR"] = "1"  # what a terminal gets
+    coloured = serve(["--model-name", "minimal"], env)
+    out = coloured.stop()
+    assert " \033[32mINFO\033[0m deepserve.server: Ready" in out
+    assert "is serving: \033[1mminimal\033[0m" in out
+    assert f"\033[36mhttp://127.0.0.1:{coloured.port}/swagger.json\033[0m" in out
 
 
 def test_ctrl_c_stops_server_and_workers_without_traceback(serve, fake_site):

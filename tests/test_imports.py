@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     # What the commands write for people: errors, suggestions, colour.
     "console": set(),
     # Request-id tagging and log formats: used by workers, api and cli.
-    "logs": {"settings"},
+    "logs": {"settings", "console"},
     "config": {"settings", "exceptions", "__init__", "console", "config_help"},
     "config_help": set(),
     # The model store, and the user-facing modules in front of it.
