@@ -21,11 +21,18 @@ import builtins
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepserve.store import Store, StoredModel
-from deepserve.store.frameworks import Artifacts, Framework, PathList, Signatures
-from deepserve.store.local import Progress
+
+if TYPE_CHECKING:  # annotations only: the command line need not import them
+    from deepserve.store.frameworks import (
+        Artifacts,
+        Framework,
+        PathList,
+        Signatures,
+    )
+    from deepserve.store.local import Progress
 
 #: Environment variable naming deepserve's home directory.
 HOME_ENV = "DEEPSERVE_HOME"
@@ -81,15 +88,21 @@ def export_model(
     *,
     store: Store | None = None,
     progress: Progress | None = None,
+    overwrite: bool = True,
 ) -> str:
     """Write the model named by ``tag`` to one archive file.
 
     :param path: a file path, a directory (the file is then named after the
         tag: ``<name>-<version>.dsmodel``) or an fsspec URL.
     :param progress: called with ``(bytes done, bytes in all)`` as it goes.
+    :param overwrite: replace an archive file already there (the default);
+        when false, an existing file is left alone and the export fails.
     :returns: the path or URL written.
+    :raises ArchiveExists: when the file exists and ``overwrite`` is false.
     """
-    return resolve_store(store).export_model(_tag(tag), path, progress=progress)
+    return resolve_store(store).export_model(
+        _tag(tag), path, progress=progress, overwrite=overwrite
+    )
 
 
 def import_model(

@@ -36,6 +36,7 @@ neither sizes, checksums nor duplicate members.)
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -89,11 +90,26 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Errors of os.link where the file system has no hard links.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
 _KINDS = {
     tarfile.CHRTYPE: "a character device",
     tarfile.BLKTYPE: "a block device",
     tarfile.FIFOTYPE: "a FIFO",
 }
+
+
+class ArchiveExists(StoreError):
+    """An export's destination already holds a file, and replacing it was
+    not asked for (``overwrite=False``)."""
+
+    def __init__(self, dest: str) -> None:
+        super().__init__(
+            f"Cannot export to '{dest}': it already exists "
+            "(pass overwrite=True to replace it)"
+        )
+        #: The destination, as the caller named it.
+        self.dest = dest
 
 
 @dataclass(frozen=True)
@@ -140,31 +156,39 @@ def pack(
     dest: str | os.PathLike[str],
     *,
     progress: Progress | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Write the entry directory's files as one archive.
 
     :param entry: the directory to pack; it may hold only directories and
         regular files, and no top-level ``MANIFEST.json``.
-    :param dest: the archive to write: a local path (an existing file there
-        is replaced), a ``file://`` URL, or any URL fsspec handles
-        (``s3://``, ``memory://``...) when the ``fsspec`` extra is installed.
+    :param dest: the archive to write: a local path, a ``file://`` URL, or
+        any URL fsspec handles (``s3://``, ``memory://``...) when the
+        ``fsspec`` extra is installed.
     :param progress: called with ``(done_bytes, total_bytes)`` of file
         contents written; it reaches the total when the archive is complete.
+    :param overwrite: replace a file already at ``dest``; when false, such a
+        file makes the pack fail with :class:`ArchiveExists`, checked before
+        packing starts and again, atomically for a local path, when the
+        archive is put in place.
+    :raises ArchiveExists: when ``dest`` exists and ``overwrite`` is false.
     :raises StoreError: when the entry cannot be packed or ``dest`` cannot
-        be written. A failed pack leaves nothing under ``dest``'s name: the
-        archive is written to a temp file next to it and renamed (for a
-        remote URL, written to a local temp file, then uploaded).
+        be written; errors name ``dest``, never the temp file. A failed pack
+        leaves nothing under ``dest``'s name: the archive is written to a
+        temp file next to it and renamed (for a remote URL, written to a
+        local temp file, then uploaded).
     """
     entry = Path(entry)
+    shown = os.fspath(dest)
     try:
         manifest = _manifest(entry, _scan(entry))
         local = _local_path(dest)
         if local is None:
-            _pack_remote(entry, manifest, str(dest), progress)
+            _pack_remote(entry, manifest, shown, progress, overwrite)
         else:
-            _pack_local(entry, manifest, local, progress)
+            _pack_local(entry, manifest, local, shown, progress, overwrite)
     except OSError as err:
-        raise StoreError(f"Cannot pack '{entry}' into '{dest}': {err}") from err
+        raise StoreError(f"Cannot pack '{entry}' into '{shown}': {err}") from err
 
 
 def _scan(entry: Path) -> list[_Member]:
@@ -258,24 +282,76 @@ def _pack_local(
     entry: Path,
     manifest: list[_Member],
     dest: Path,
+    shown: str,
     progress: Progress | None,
+    overwrite: bool,
 ) -> None:
     if dest.is_dir():
-        raise StoreError(f"Cannot pack into '{dest}': it is a directory")
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(8)}.partial"
-    # os.open rather than mkstemp: the archive gets the permissions the
-    # umask gives any new file, not mkstemp's 0600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        raise StoreError(f"Cannot pack into '{shown}': it is a directory")
+    if not overwrite and os.path.lexists(dest):
+        raise ArchiveExists(shown)
+    if not dest.parent.is_dir():
+        problem = "is not a directory" if dest.parent.exists() else "does not exist"
+        raise StoreError(
+            f"Cannot write the archive '{shown}': '{dest.parent}' {problem}"
+        )
+    # The temp name adds 26 bytes: a long name is cut so that it still fits
+    # in the 255 bytes most file systems allow.
+    stem = dest.name.encode("utf-8", "surrogateescape")[:200]
+    tmp = (
+        dest.parent
+        / f".{stem.decode('utf-8', 'ignore')}.{secrets.token_hex(8)}.partial"
+    )
     try:
-        with open(fd, "wb") as out:
-            _write(entry, manifest, out, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
+        # os.open rather than mkstemp: the archive gets the permissions the
+        # umask gives any new file, not mkstemp's 0600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        raise _cannot_write(shown, err) from err
+    try:
+        try:
+            with open(fd, "wb") as out:
+                _write(entry, manifest, out, progress)
+                out.flush()
+                os.fsync(out.fileno())
+            _put_in_place(tmp, dest, shown, overwrite)
+        except OSError as err:
+            if err.filename is not None and os.fspath(err.filename) != str(tmp):
+                raise  # reading the entry failed: the error names its file
+            # Writing the temp file or renaming it failed: the error names
+            # what the caller asked for, never the temp file.
+            raise _cannot_write(shown, err) from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _cannot_write(shown: str, err: OSError) -> StoreError:
+    return StoreError(f"Cannot write the archive '{shown}': {err.strerror or err}")
+
+
+def _put_in_place(tmp: Path, dest: Path, shown: str, overwrite: bool) -> None:
+    """Rename the complete temp file to ``dest``; when ``overwrite`` is false,
+    only if nothing is there, checked atomically where hard links exist."""
+    if overwrite:
+        os.replace(tmp, dest)
+        return
+    try:
+        # A link fails if dest exists, however recently it appeared.
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise ArchiveExists(shown) from None
+    except OSError as err:
+        if err.errno not in _NO_LINKS:
+            raise
+        # No hard links on this file system: check, then rename.
+        if os.path.lexists(dest):
+            raise ArchiveExists(shown) from None
+        os.rename(tmp, dest)
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def _pack_remote(
@@ -283,14 +359,26 @@ def _pack_remote(
     manifest: list[_Member],
     url: str,
     progress: Progress | None,
+    overwrite: bool,
 ) -> None:
     fs, path = _filesystem(url)
+    if not overwrite and fs.exists(path):
+        raise ArchiveExists(url)
     with tempfile.TemporaryDirectory(prefix="deepserve-pack-") as tmpdir:
         local = Path(tmpdir) / "archive.tar.gz"
         with open(local, "wb") as out:
             _write(entry, manifest, out, progress)
-        # Object stores make an upload visible only once it is complete.
-        fs.put_file(str(local), path)
+        # Checked again after the packing, which may take long; remote
+        # file systems offer no atomic "create if absent" to do better.
+        if not overwrite and fs.exists(path):
+            raise ArchiveExists(url)
+        try:
+            # Object stores make an upload visible only once it is complete.
+            fs.put_file(str(local), path)
+        except OSError as err:
+            raise StoreError(
+                f"Cannot upload the archive to '{url}': {err.strerror or err}"
+            ) from err
 
 
 def _write(

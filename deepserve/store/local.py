@@ -181,18 +181,22 @@ class Store:
         dest: str | os.PathLike[str],
         *,
         progress: Progress | None = None,
+        overwrite: bool = True,
     ) -> str:
         """Write the entry named by ``tag`` as one archive file.
 
         :param dest: a file path or URL; an existing directory (or a path or
             URL ending in ``/``) receives ``<name>-<version>.dsmodel``.
+        :param overwrite: replace an archive already there; when false, an
+            existing file is refused with
+            :class:`~deepserve.store.archive.ArchiveExists`.
         :returns: the path or URL written.
         """
         model = self.get(tag)
         target = os.fspath(dest)
         if target.endswith("/") or os.path.isdir(target):
             target = os.path.join(target, archive_name(model.tag))
-        archive.pack(model.path, target, progress=progress)
+        archive.pack(model.path, target, progress=progress, overwrite=overwrite)
         return target
 
     def import_model(

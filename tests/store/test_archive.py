@@ -7,6 +7,7 @@ beside a sentinel directory that must come through untouched.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -15,6 +16,7 @@ import os
 import sys
 import tarfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -301,8 +303,117 @@ def test_pack_needs_a_directory_and_a_file_destination(tmp_path: Path) -> None:
         archive.pack(entry / "model.json", tmp_path / "a.tar.gz")
     with pytest.raises(StoreError, match="is a directory"):
         archive.pack(entry, tmp_path)
-    with pytest.raises(StoreError, match="No such file or directory"):
+    with pytest.raises(StoreError, match=r"'.*missing' does not exist"):
         archive.pack(entry, tmp_path / "missing" / "a.tar.gz")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match=r"'.*file' is not a directory"):
+        archive.pack(entry, tmp_path / "file" / "a.tar.gz")
+
+
+# -- replacing an archive, and the temp file ------------------------------------
+
+
+def temp_files(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith(".partial")]
+
+
+def test_pack_without_overwrite_keeps_an_existing_archive(tmp_path: Path) -> None:
+    entry = make_entry(tmp_path)
+    target = tmp_path / "a.tar.gz"
+    target.write_bytes(b"previous export")
+    with pytest.raises(
+        archive.ArchiveExists, match=r"a\.tar\.gz': it already exists"
+    ) as err:
+        archive.pack(entry, target, overwrite=False)
+    assert err.value.dest == str(target)
+    assert target.read_bytes() == b"previous export"
+    archive.pack(entry, target)  # overwrite=True is the default
+    assert target.read_bytes()[:2] == b"\x1f\x8b"
+    (tmp_path / "new.tar.gz").unlink(missing_ok=True)
+    archive.pack(entry, tmp_path / "new.tar.gz", overwrite=False)
+    assert (tmp_path / "new.tar.gz").read_bytes() == target.read_bytes()
+    assert temp_files(tmp_path) == []
+
+
+def appear_at(target: Path, make: Callable[[Path], object]) -> archive.Progress:
+    """A progress callback that makes something at ``target`` mid-pack, as
+    another process could."""
+
+    def progress(done: int, total: int) -> None:
+        if done > MiB and not target.exists():
+            make(target)
+
+    return progress
+
+
+def test_an_archive_appearing_during_a_pack_is_not_replaced(tmp_path: Path) -> None:
+    entry = make_entry(tmp_path)
+    target = tmp_path / "a.tar.gz"
+    racing = appear_at(target, lambda path: path.write_bytes(b"the other one"))
+    with pytest.raises(archive.ArchiveExists):
+        archive.pack(entry, target, overwrite=False, progress=racing)
+    assert target.read_bytes() == b"the other one"
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("no_links", [errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP])
+def test_without_hard_links_the_check_is_a_second_step(tmp_path, monkeypatch, no_links):
+    def link(src: object, dst: object) -> None:
+        raise OSError(no_links, os.strerror(no_links), src, None, dst)
+
+    monkeypatch.setattr(archive.os, "link", link)  # as on a file system without
+    entry = make_entry(tmp_path)
+    target = tmp_path / "a.tar.gz"
+    archive.pack(entry, target, overwrite=False)
+    assert target.read_bytes()[:2] == b"\x1f\x8b"
+    with pytest.raises(archive.ArchiveExists):
+        archive.pack(entry, target, overwrite=False)
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_errors_name_the_destination_never_the_temp_file(tmp_path, overwrite) -> None:
+    entry = make_entry(tmp_path)
+    target = tmp_path / "a.tar.gz"
+    # A directory appears where the archive is to go: the final rename fails.
+    racing = appear_at(target, lambda path: (path / "inside").mkdir(parents=True))
+    with pytest.raises(StoreError) as err:
+        archive.pack(entry, target, overwrite=overwrite, progress=racing)
+    assert str(target) in str(err.value)
+    assert ".partial" not in str(err.value)
+    assert temp_files(tmp_path) == []
+
+
+def test_a_name_as_long_as_allowed_still_packs(tmp_path: Path) -> None:
+    entry = make_entry(tmp_path)
+    for name in ("a" * 250 + ".tgz", "é" * 125 + ".tgz"):  # 254 and 254 bytes
+        target = tmp_path / name
+        archive.pack(entry, target, overwrite=False)
+        assert target.is_file()
+    assert temp_files(tmp_path) == []
+
+
+def test_pack_to_a_url_without_overwrite(tmp_path: Path, memory_url: str) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    entry = make_entry(tmp_path)
+    url = f"{memory_url}/iris.tar.gz"
+    archive.pack(entry, url, overwrite=False)
+    with pytest.raises(
+        archive.ArchiveExists, match=r"iris\.tar\.gz': it already exists"
+    ):
+        archive.pack(entry, url, overwrite=False)
+    # An object uploaded meanwhile by someone else is not replaced either.
+    other = f"{memory_url}/other.tar.gz"
+
+    def racing(done: int, total: int) -> None:
+        if done > MiB and not fs.exists(other):
+            fs.pipe(other, b"theirs")
+
+    with pytest.raises(archive.ArchiveExists):
+        archive.pack(entry, other, overwrite=False, progress=racing)
+    assert fs.cat(other) == b"theirs"
 
 
 # -- unpack refuses hostile and damaged archives -------------------------------

@@ -18,6 +18,7 @@ from deepserve import class_model, models, picklable_model, python_model
 from deepserve import sklearn as ds_sklearn
 from deepserve.exceptions import BadArchive, TagExists
 from deepserve.store import Store, StoredModel
+from deepserve.store.archive import ArchiveExists
 from tests.store.conftest import run_python
 from tests.store.kinds import Doubler, Lookup, Tokenizing
 from tests.store.test_frameworks import artifacts_on_disk
@@ -153,6 +154,21 @@ def test_export_to_a_file_with_progress(store: Store, tmp_path: Path) -> None:
     assert written == str(target)
     assert target.is_file()
     assert calls and calls[-1][0] == calls[-1][1] > 0
+
+
+def test_export_replaces_an_archive_unless_told_not_to(
+    store: Store, tmp_path: Path
+) -> None:
+    saved = picklable_model.save_model("doubler", Doubler(), store=store)
+    target = tmp_path / "my_model.dsmodel"
+    target.write_bytes(b"older")
+    with pytest.raises(ArchiveExists):
+        models.export_model(saved, target, store=store, overwrite=False)
+    with pytest.raises(ArchiveExists):
+        store.export_model(saved.tag, target, overwrite=False)
+    assert target.read_bytes() == b"older"
+    models.export_model(saved, target, store=store)
+    assert target.read_bytes() != b"older"
 
 
 def test_importing_a_tag_twice_is_refused(store: Store, tmp_path: Path) -> None:
