@@ -1,89 +1,295 @@
-"""``deepserve models``: list, inspect, delete, export and import stored models."""
+"""``deepserve models``: list, inspect, delete, export and import stored models.
+
+Errors follow :mod:`deepserve.console`: ``deepserve models <action>: error:
+...`` on stderr, exit status 2 for a wrong command line and 1 for a failure.
+
+This module is imported by ``deepserve models --help`` and ``deepserve
+models list``, which must start fast: the store, YAML and everything heavy
+are imported where they are used.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import collections
 import datetime
 import json
+import os
+import re
+import shlex
+import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from deepserve import models
+from deepserve import console
 from deepserve.exceptions import DeepserveError
-from deepserve.store import Store
 
+if TYPE_CHECKING:
+    from deepserve.store import Store, StoredModel
+
+PROG = "deepserve models"
 FORMATS = ("table", "json", "yaml")
+ACTIONS = ("list", "get", "delete", "export", "import")
+#: Actions that need the store to exist; ``import`` creates it.
+READS = ("list", "get", "delete", "export")
+#: The keys of a ``list -o json|yaml`` row: the first keys of ``get``'s
+#: output, with the same values.
+SUMMARY_KEYS = ("tag", "name", "version", "path", "module", "size", "created", "labels")
+
+
+class Failure(Exception):
+    """A failed action: reported as ``<prog>: error: message`` with status 1."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class CommandLineError(console.UsageError):
+    """A wrong command line, reported for the (sub)command ``prog``."""
+
+    def __init__(self, prog: str, message: str, *, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.prog = prog
 
 
 def main(argv: Sequence[str]) -> int:
     """Run ``deepserve models ...``; return the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.action is None:
-        parser.print_help()
-        return 2
-    store = Store(args.store) if args.store else models.default_store()
+    parser, actions = _parser()
+    prog = PROG
     try:
+        _check_leading_options(parser, argv)
+        args, extra = parser.parse_known_args(argv)
+        if args.action is None:
+            raise CommandLineError(
+                PROG,
+                f"an action is required: {', '.join(ACTIONS[:-1])} or {ACTIONS[-1]}",
+            )
+        prog = actions[args.action].prog
+        if extra:
+            raise _unexpected(actions[args.action], extra)
+        store = _open_store(args)
         return int(args.run(store, args))
+    except CommandLineError as exc:
+        return console.usage_error(exc.prog, exc)
+    except Failure as exc:
+        return console.error(prog, exc.message, hint=exc.hint)
     except DeepserveError as exc:
-        return _fail(str(exc))
+        return console.error(prog, str(exc), hint=getattr(exc, "hint", ""))
     except KeyboardInterrupt:
-        return _fail("interrupted")
+        return console.error(prog, "interrupted", status=console.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`deepserve models list | head`): not an
+        # error worth a traceback. Stdout goes nowhere from now on, so that
+        # flushing it at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return console.FAILURE
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deepserve models",
+# -- the command line -----------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`CommandLineError`."""
+
+    def error(self, message: str) -> NoReturn:
+        text, hint = _explain(message, self.prog)
+        raise CommandLineError(self.prog, text, hint=hint)
+
+
+_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: (?P<rest>.*)", re.S)
+_QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
+
+
+def _explain(message: str, prog: str) -> tuple[str, str]:
+    """argparse's error ``message`` in deepserve's words, and a hint.
+
+    argparse's wording of an invalid choice differs between Python versions
+    (quoted choices until 3.12, suggestions of its own from 3.14): only the
+    value and the list of choices are taken from it.
+    """
+    found = _CHOICE.fullmatch(message)
+    if found is None:
+        return message, ""
+    arg, rest = found["arg"], found["rest"]
+    quoted = _QUOTED.match(rest)
+    value = rest.split(" ")[0].rstrip(",")
+    if quoted:
+        try:
+            value = str(ast.literal_eval(quoted.group()))
+        except (ValueError, SyntaxError):
+            value = quoted.group()[1:-1]
+    choices: list[str] = []
+    if "(choose from " in rest:
+        listed = rest.rpartition("(choose from ")[2].removesuffix(")")
+        choices = [c.strip().strip("'\"") for c in listed.split(",")]
+    suggestion = console.did_you_mean(value, choices)
+    if arg == "ACTION":
+        text = f"unknown action '{value}'"
+    else:
+        text = f"argument {arg}: invalid choice '{value}'"
+    if choices:
+        text += f" (choose from {', '.join(choices)})"
+    return text, _hint_with(suggestion, prog)
+
+
+def _hint_with(suggestion: str, prog: str) -> str:
+    """``suggestion`` followed by the pointer at ``--help``; empty without a
+    suggestion (``console.usage_error`` then points at ``--help`` alone)."""
+    if not suggestion:
+        return ""
+    return f"{suggestion} Try '{prog} --help' for help."
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [
+        option
+        for action in parser._actions  # argparse has no public listing
+        for option in action.option_strings
+    ]
+
+
+def _unknown_option(parser: argparse.ArgumentParser, word: str) -> CommandLineError:
+    option = word.partition("=")[0]
+    suggestion = console.did_you_mean(option, _options(parser))
+    return CommandLineError(
+        parser.prog,
+        f"unknown option '{option}'",
+        hint=_hint_with(suggestion, parser.prog),
+    )
+
+
+def _unexpected(parser: argparse.ArgumentParser, extra: list[str]) -> CommandLineError:
+    """The error for the words ``parser`` did not take."""
+    for word in extra:
+        if word.startswith("-") and word != "-":
+            return _unknown_option(parser, word)
+    return CommandLineError(parser.prog, f"unexpected argument '{extra[0]}'")
+
+
+def _check_leading_options(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> None:
+    """Refuse an unknown option before the action.
+
+    argparse would take the word after it for the action and report an
+    unknown action instead.
+    """
+    known = _options(parser)
+    words = iter(argv)
+    for word in words:
+        if word in ("-", "--") or not word.startswith("-"):
+            return  # the action, or what argparse makes of it
+        option, has_value, _ = word.partition("=")
+        # argparse takes any unambiguous prefix of a long option.
+        matches = [
+            k
+            for k in known
+            if k == option or (option.startswith("--") and k.startswith(option))
+        ]
+        if not matches:
+            raise _unknown_option(parser, word)
+        if matches == ["--store"] and not has_value:
+            next(words, None)  # its value
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = _Parser(
+        prog=PROG,
         description="Manage the models in the model store.",
+        epilog="Run 'deepserve models ACTION --help' for an action's options.",
     )
     parser.set_defaults(action=None)
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        help="the model store's directory (default: $DEEPSERVE_HOME/models, "
-        "or ~/deepserve/models)",
-    )
+    _store_option(parser, default=None)
     sub = parser.add_subparsers(title="actions", dest="action", metavar="ACTION")
+    actions: dict[str, argparse.ArgumentParser] = {}
 
-    ls = sub.add_parser("list", help="list stored models, newest first")
-    ls.add_argument("name", nargs="?", help="only the versions of this model")
+    def action(
+        name: str, run: Callable[[Store, argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        command = sub.add_parser(
+            name,
+            prog=f"{PROG} {name}",
+            help=text,
+            description=text[0].upper() + text[1:] + ".",
+        )
+        command.set_defaults(run=run)
+        actions[name] = command
+        return command
+
+    ls = action("list", _list, "list stored models, newest first")
+    ls.add_argument(
+        "name", nargs="?", metavar="NAME", help="only the versions of this model"
+    )
     _output_option(ls)
-    ls.set_defaults(run=_list)
+    _store_option(ls)
 
-    get = sub.add_parser("get", help="show one stored model's information")
-    get.add_argument("tag", help="name, name:latest or name:version")
+    get = action("get", _get, "show one stored model's information")
+    get.add_argument("tag", metavar="TAG", help="name, name:latest or name:version")
     _output_option(get, default="yaml")
-    get.set_defaults(run=_get)
+    _store_option(get)
 
-    delete = sub.add_parser("delete", help="delete stored models")
-    delete.add_argument("tags", nargs="+", metavar="tag")
+    delete = action("delete", _delete, "delete stored models")
+    delete.add_argument(
+        "tags", nargs="+", metavar="TAG", help="name, name:latest or name:version"
+    )
     delete.add_argument(
         "-y", "--yes", action="store_true", help="do not ask for confirmation"
     )
-    delete.set_defaults(run=_delete)
+    _store_option(delete)
 
-    export = sub.add_parser("export", help="write a stored model to one archive")
-    export.add_argument("tag")
+    export = action("export", _export, "write a stored model to one archive file")
+    export.add_argument("tag", metavar="TAG", help="name, name:latest or name:version")
     export.add_argument(
         "path",
-        help="archive file, directory to write it in, or URL (s3://..., "
-        "memory://...; needs deepserve[fsspec])",
+        metavar="PATH",
+        help="archive file, directory to write it in (named NAME-VERSION.dsmodel), "
+        "or URL (s3://..., memory://...; needs deepserve[fsspec])",
+    )
+    export.add_argument(
+        "-f", "--force", action="store_true", help="replace an existing archive file"
     )
     _progress_option(export)
-    export.set_defaults(run=_export)
+    _store_option(export)
 
-    imp = sub.add_parser("import", help="add a model from an archive to the store")
-    imp.add_argument("path", help="archive file or URL")
+    imp = action("import", _import, "add the model in an archive to the store")
+    imp.add_argument("path", metavar="PATH", help="archive file or URL")
     _progress_option(imp)
-    imp.set_defaults(run=_import)
-    return parser
+    _store_option(imp, creates=True)
+    return parser, actions
+
+
+def _store_option(
+    parser: argparse.ArgumentParser,
+    default: Any = argparse.SUPPRESS,
+    creates: bool = False,
+) -> None:
+    """``--store DIR``, on the command and on each action: it may come before
+    or after the action (the action's own default leaves the first alone)."""
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        default=default,
+        help="the model store's directory (default: $DEEPSERVE_HOME/models, or "
+        "~/deepserve/models)" + ("; created if missing" if creates else ""),
+    )
 
 
 def _output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
     parser.add_argument(
-        "-o", "--output", choices=FORMATS, default=default, help="output format"
+        "-o",
+        "--output",
+        choices=FORMATS,
+        default=default,
+        metavar="FORMAT",
+        help=f"output format: table, json or yaml (default: {default}); json and "
+        "yaml give sizes in bytes and times in ISO 8601",
     )
 
 
@@ -94,60 +300,193 @@ def _progress_option(parser: argparse.ArgumentParser) -> None:
         dest="progress",
         action="store_true",
         default=None,
-        help="draw a progress bar (default: when stderr is a terminal)",
+        help="show progress on stderr (default: when stderr is a terminal)",
     )
-    group.add_argument("--no-progress", dest="progress", action="store_false")
+    group.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="show no progress"
+    )
+
+
+# -- the store ------------------------------------------------------------------
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    from deepserve import models
+    from deepserve.store import Store
+
+    store = Store(args.store) if args.store else models.default_store()
+    args.store_shown = args.store or str(store.root)
+    if store.root.exists() and not store.root.is_dir():
+        raise Failure(f"model store {args.store_shown} is not a directory")
+    if args.action in READS and not store.root.exists():
+        hint = (
+            ""
+            if args.store
+            else f"Nothing was saved there yet; {models.HOME_ENV} or --store DIR "
+            "choose another store."
+        )
+        raise Failure(f"model store {args.store_shown} does not exist", hint=hint)
+    return store
+
+
+def _find(store: Store, text: str, shown: str) -> StoredModel:
+    """The model ``text`` names; else a :class:`Failure` suggesting the
+    closest stored name or tag."""
+    from deepserve.exceptions import ModelTagNotFound
+    from deepserve.store import Tag
+
+    tag = Tag.parse(text)
+    try:
+        return store.get(tag)
+    except ModelTagNotFound:
+        raise _missing(store, tag, text, shown) from None
+
+
+def _missing(store: Store, tag: Any, text: str, shown: str) -> Failure:
+    stored = store.list()
+    if not stored:
+        return Failure(f"no model '{text}': the model store {shown} is empty")
+    names = sorted({m.info.name for m in stored})
+    tags = [m.tag for m in stored]
+    if tag.name in names:
+        versions = [t for t in tags if t.startswith(f"{tag.name}:")]
+        return Failure(
+            f"model '{tag.name}' has no version '{tag.version}'",
+            hint=console.did_you_mean(str(tag), versions)
+            or f"'{PROG} list {tag.name}{_store_words(shown)}' lists its versions.",
+        )
+    if tag.version is None:
+        guess = console.suggest(tag.name, names)
+        suggestion = f"{guess}{text[len(tag.name) :]}" if guess else None
+    else:
+        suggestion = console.suggest(str(tag), tags) or console.suggest(tag.name, names)
+    hint = (
+        f"did you mean '{suggestion}'?"
+        if suggestion
+        else f"'{PROG} list{_store_words(shown)}' lists the stored models."
+    )
+    return Failure(f"no model named '{tag.name}' in the model store {shown}", hint=hint)
+
+
+def _store_words(shown: str) -> str:
+    """`` --store DIR`` to repeat in a suggested command, unless DIR is the
+    default store."""
+    from deepserve import models
+
+    if Path(shown).expanduser().absolute() == models.default_store().root:
+        return ""
+    return f" --store {shlex.quote(shown)}"
+
+
+# -- the actions ----------------------------------------------------------------
 
 
 def _list(store: Store, args: argparse.Namespace) -> int:
-    entries = sorted(store.list(args.name), key=lambda m: m.info.created, reverse=True)
-    rows = [_summary(m) for m in entries]
-    if args.output == "table":
-        print(_table(rows, ["tag", "module", "size", "created"]))
+    if args.name is None:
+        entries = store.list()
     else:
-        _dump(rows, args.output)
+        from deepserve.store import Tag
+        from deepserve.store.tag import check_name
+
+        entries = store.list(check_name(args.name))
+        if not entries:
+            raise _missing(store, Tag(args.name), args.name, args.store_shown)
+    entries.sort(key=lambda m: m.info.created, reverse=True)
+    if args.output != "table":
+        _dump([_record(m) for m in entries], args.output)
+        return 0
+    if not entries:
+        print(f"No models in the model store {args.store_shown}.")
+        return 0
+    rows = [
+        [m.tag, m.info.module, _size(m.info.size), _when(m.info.created)]
+        for m in entries
+    ]
+    print(_table(["TAG", "MODULE", "SIZE", "CREATED"], rows))
     return 0
 
 
 def _get(store: Store, args: argparse.Namespace) -> int:
-    stored = store.get(args.tag)
-    info = {"tag": stored.tag, "path": str(stored.path), **stored.info.to_json()}
-    del info["format"]
-    if args.output == "table":
-        rows = [{"field": k, "value": _cell(v)} for k, v in info.items()]
-        print(_table(rows, ["field", "value"], header=False))
-    else:
-        _dump(info, args.output)
+    stored = _find(store, args.tag, args.store_shown)
+    record = _record(stored, full=True)
+    if args.output != "table":
+        _dump(record, args.output)
+        return 0
+    rows = [[key, _describe(key, value)] for key, value in record.items()]
+    print(_table(None, rows))
     return 0
 
 
 def _delete(store: Store, args: argparse.Namespace) -> int:
-    entries = [store.get(tag) for tag in args.tags]  # every tag checked first
-    tags = list(dict.fromkeys(str(m.tag) for m in entries))
+    # Every tag is checked first: one unknown tag deletes nothing.
+    entries = [_find(store, tag, args.store_shown) for tag in args.tags]
+    tags = list(dict.fromkeys(m.tag for m in entries))
     if not args.yes and not _confirm(
-        f"Delete {len(tags)} model(s): {', '.join(tags)}? [y/N] "
+        f"Delete {len(tags)} model{'s' if len(tags) > 1 else ''}: {', '.join(tags)}? [y/N] "
     ):
         print("Nothing deleted.", file=sys.stderr)
-        return 1
+        return console.FAILURE
     for tag in tags:
         store.delete(tag)
-        print(f"Deleted {tag}")
+        print(f"{console.paint('Deleted', 'green')} {tag}")
     return 0
 
 
 def _export(store: Store, args: argparse.Namespace) -> int:
-    stored = store.get(args.tag)
-    with _Progress.when(args.progress, f"Exporting {stored.tag}") as bar:
-        written = store.export_model(str(stored.tag), args.path, progress=bar)
-    print(f"Exported {stored.tag} to {written}")
+    from deepserve.store.archive import ArchiveExists
+
+    stored = _find(store, args.tag, args.store_shown)
+    try:
+        with Progress.when(args.progress, f"Exporting {stored.tag}") as bar:
+            written = store.export_model(
+                stored.tag, args.path, progress=bar, overwrite=args.force
+            )
+    except ArchiveExists as exc:
+        raise Failure(
+            f"'{exc.dest}' already exists; use --force to replace it"
+        ) from None
+    print(f"{console.paint('Exported', 'green')} {stored.tag} to {written}")
     return 0
 
 
 def _import(store: Store, args: argparse.Namespace) -> int:
-    with _Progress.when(args.progress, f"Importing {args.path}") as bar:
-        stored = store.import_model(args.path, progress=bar)
-    print(f"Imported {stored.tag}")
+    from deepserve.exceptions import TagExists
+    from deepserve.store.local import TMP_DIR
+
+    created = _missing_dirs(store.root)
+    try:
+        with Progress.when(args.progress, f"Importing {args.path}") as bar:
+            stored = store.import_model(args.path, progress=bar)
+    except BaseException as exc:
+        if created:  # a failed import into a new store leaves no empty store
+            _remove_empty([store.root / TMP_DIR, *created])
+        if isinstance(exc, TagExists):
+            raise Failure(
+                f"model '{exc.tag}' is already in the model store {args.store_shown}",
+                hint=f"'{PROG} delete {exc.tag}' removes it, if it is to be replaced.",
+            ) from None
+        raise
+    if created:
+        print(f"Created the model store {args.store_shown}", file=sys.stderr)
+    print(f"{console.paint('Imported', 'green')} {stored.tag}")
     return 0
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(paths: Iterable[Path]) -> None:
+    for path in paths:
+        try:
+            path.rmdir()
+        except OSError:
+            return  # not empty, or never made: nor are its parents
 
 
 def _confirm(question: str) -> bool:
@@ -156,43 +495,75 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _summary(stored: Any) -> dict[str, Any]:
-    info = stored.info
-    return {
-        "tag": str(stored.tag),
-        "module": info.module,
-        "size": _size(info.size),
-        "created": _when(info.created),
-        "labels": dict(info.labels or {}),
+# -- output ---------------------------------------------------------------------
+
+
+def _record(stored: StoredModel, *, full: bool = False) -> dict[str, Any]:
+    """What ``-o json|yaml`` shows: raw values (bytes, ISO 8601 times).
+
+    A ``list`` row is the first keys of ``get``'s record, with the same values.
+    """
+    info = stored.info.to_json()
+    del info["format"]
+    record = {
+        "tag": stored.tag,
+        "name": info.pop("name"),
+        "version": info.pop("version"),
+        "path": str(stored.path),
+        "module": info.pop("module"),
+        "size": info.pop("size"),
+        "created": info.pop("created"),
+        "labels": info.pop("labels"),
     }
+    if full:
+        record.update(info)
+    return record
 
 
 def _dump(data: Any, fmt: str) -> None:
-    """Print ``data`` (JSON-able: entries' ``to_json()`` and summaries)."""
     if fmt == "json":
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, ensure_ascii=False))
         return
     import yaml  # only -o yaml needs it
 
     print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
 
 
-def _table(
-    rows: list[dict[str, Any]], columns: list[str], *, header: bool = True
-) -> str:
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+def _table(header: list[str] | None, rows: list[list[str]]) -> str:
+    """Rows in aligned columns; the header bold on a terminal."""
+    cells = ([header] if header else []) + rows
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+
+    lines = [line(row) for row in cells]
     if header:
-        cells.insert(0, [c.upper() for c in columns])
-    if not cells:
-        return "No models."
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-        for r in cells
-    )
+        lines[0] = console.paint(lines[0], "bold")
+    return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def _describe(key: str, value: Any) -> str:
+    """One field of ``get -o table``, for people."""
+    if key == "size":
+        return f"{_size(value)} ({value} bytes)"
+    if key == "created":
+        return _when(datetime.datetime.fromisoformat(value))
+    if key == "framework":
+        versions = ", ".join(f"{k} {v}" for k, v in value["versions"].items())
+        return f"{value['name']} ({versions})" if versions else str(value["name"])
+    if key == "signatures":
+        return (
+            ", ".join(
+                f"{method} (batchable, batch_dim={sig['batch_dim']})"
+                if sig["batchable"]
+                else method
+                for method, sig in value.items()
+            )
+            or "-"
+        )
+    if key == "metadata":
+        return json.dumps(value, ensure_ascii=False) if value else "-"
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
     if isinstance(value, list):
@@ -200,74 +571,202 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
+def _size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``4.2 KiB``, ``1.5 GiB``."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
+        if abs(size) < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    raise AssertionError("unreachable")
+    return f"{size:.1f} TiB"
 
 
-def _when(created: Any) -> str:
-    if isinstance(created, datetime.datetime):
-        return created.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    return str(created)
+def _when(created: datetime.datetime) -> str:
+    """A time for people: local, to the second."""
+    return created.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-class _Progress:
-    """A one-line progress bar on stderr, fed ``(done, total)`` byte counts."""
+# -- progress -------------------------------------------------------------------
 
-    WIDTH = 30
 
-    def __init__(self, label: str, stream: TextIO) -> None:
+def duration(seconds: float) -> str:
+    """``0.4 s``, ``9.5 s``, ``1:05``, ``2:03:04``."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f} s"
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+#: Characters kept for the numbers of a progress line: enough for
+#: ``100%  1023.9 MiB / 1023.9 MiB  1023.9 MiB/s  ETA 1:59:59``.
+_STATS_ROOM = 57
+
+
+def progress_line(
+    label: str,
+    done: int,
+    total: int,
+    *,
+    elapsed: float,
+    rate: float | None,
+    width: int = 80,
+    bar: bool = True,
+) -> str:
+    """One line of progress, at most ``width`` characters; with a bar if
+    ``bar`` and the width leaves room for it.
+
+    While running: ``Exporting x  [####----]  45%  1.2 MiB / 2.7 MiB
+    3.1 MiB/s  ETA 0:02`` (``rate`` in bytes per second, ``None`` while
+    unknown). Once ``done`` reaches ``total``: the total, the time it took
+    and the average speed.
+    """
+    share = min(done / total, 1.0) if total > 0 else 1.0
+    if done >= total:
+        speed = f", {_size(done / elapsed)}/s" if elapsed > 0 and done else ""
+        stats = f"100%  {_size(done)} in {duration(elapsed)}{speed}"
+    else:
+        speed = f"{_size(rate)}/s" if rate else "-- B/s"
+        left = duration((total - done) / rate) if rate else "--:--"
+        stats = (
+            f"{int(share * 100):3d}%  {_size(done)} / {_size(total)}  "
+            f"{speed}  ETA {left}"
+        )
+    # The bar's width depends on the label and the width only, so that it
+    # does not jump as the numbers change.
+    bar_width = min(30, width - len(label) - _STATS_ROOM - 6)
+    if bar and bar_width >= 10:
+        filled = int(bar_width * share)
+        stats = "[" + "#" * filled + "-" * (bar_width - filled) + "]  " + stats
+    room = width - len(stats) - 2  # two spaces between the label and the rest
+    if room < 8:
+        return stats[:width]
+    if len(label) > room:
+        label = label[: room - 3] + "..."
+    return f"{label}  {stats}"
+
+
+class Progress:
+    """Export or import progress on ``stream``, fed ``(done, total)`` bytes.
+
+    On a terminal one line is redrawn, at most ten times a second; elsewhere
+    (``--progress`` to a file or a pipe) a line is written every few
+    seconds. The last line tells the time taken and the average speed.
+
+    :param clock: seconds, monotonic (tests pass their own).
+    :param terminal: whether ``stream`` is a terminal (default: asked).
+    :param width: the line's width (default: the terminal's).
+    """
+
+    #: Seconds between redraws on a terminal, and between lines elsewhere.
+    REDRAW = 0.1
+    LINES = 5.0
+    #: Seconds of recent progress the speed is measured on.
+    WINDOW = 3.0
+
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        terminal: bool | None = None,
+        width: int | None = None,
+    ) -> None:
         self._label = label
         self._stream = stream
-        self._last = 0.0
-        self._drawn = False
+        self._clock = clock
+        self._terminal = _isatty(stream) if terminal is None else terminal
+        self._width = width
+        self._start: float | None = None
+        self._last_draw: float | None = None
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._finished = False
+        self._open_line = False
 
     @classmethod
-    def when(cls, wanted: bool | None, label: str) -> _Progress | _NoProgress:
+    def when(cls, wanted: bool | None, label: str) -> Progress | _NoProgress:
+        """A progress display on stderr if ``wanted`` (default: if stderr is
+        a terminal)."""
         if wanted is None:
-            wanted = sys.stderr.isatty()
+            wanted = _isatty(sys.stderr)
         return cls(label, sys.stderr) if wanted else _NoProgress()
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < 0.1:
-            return  # at most ten redraws a second
-        self._last = now
-        share = done / total if total else 1.0
-        filled = int(self.WIDTH * share)
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self._stream.write(
-            f"\r{self._label} [{bar}] {share:4.0%} {_size(done)} / {_size(total)}"
-        )
-        self._stream.flush()
-        self._drawn = True
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.WINDOW:
+            self._samples.popleft()
+        if done >= total:
+            if not self._finished:
+                self._finished = True
+                self._draw(done, total, now)
+            return
+        if self._terminal:
+            due = self._last_draw is None or now - self._last_draw >= self.REDRAW
+        else:
+            # Lines in a file or a pipe: none for a short transfer.
+            due = now - (self._last_draw or self._start) >= self.LINES
+        if due:
+            self._draw(done, total, now)
 
-    def __enter__(self) -> _Progress:
+    def rate(self) -> float | None:
+        """Bytes per second over the last few seconds; ``None`` until a
+        tenth of a second has passed."""
+        (first_time, first_done), (last_time, last_done) = (
+            self._samples[0],
+            self._samples[-1],
+        )
+        span = last_time - first_time
+        return (last_done - first_done) / span if span >= 0.1 else None
+
+    def _draw(self, done: int, total: int, now: float) -> None:
+        assert self._start is not None
+        self._last_draw = now
+        width = self._width or shutil.get_terminal_size((80, 24)).columns
+        # The cursor's column is the last one: a full line would wrap.
+        text = progress_line(
+            self._label,
+            done,
+            total,
+            elapsed=now - self._start,
+            rate=self.rate(),
+            # A bar in a log file tells nothing the percentage does not.
+            width=width - 1 if self._terminal else 200,
+            bar=self._terminal,
+        )
+        if self._terminal:
+            self._stream.write(f"\r{text}\033[K")
+            self._open_line = True
+        else:
+            self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if not self._open_line:
+            return
+        # A failure's message starts on a clean line: an unfinished bar is
+        # wiped; a finished one stays.
+        self._stream.write("\n" if self._finished else "\r\033[K")
+        self._stream.flush()
 
 
 class _NoProgress:
-    def __call__(self, done: int, total: int) -> None:
-        pass
-
-    def __enter__(self) -> Callable[[int, int], None] | None:
+    def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: object) -> None:
         pass
 
 
-def _fail(message: str) -> int:
-    print(f"deepserve models: error: {' '.join(message.split())}", file=sys.stderr)
-    return 1
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
