@@ -27,7 +27,7 @@ from aiohttp import web
 
 from deepserve.api.endpoints import template
 from deepserve.api.errors import Handler
-from deepserve.api.openapi import errors
+from deepserve.api.openapi import refer_errors
 from deepserve.exceptions import Unauthorized
 from deepserve.settings import ApiSettings
 
@@ -141,26 +141,11 @@ def document(spec: dict[str, Any], settings: ApiSettings) -> None:
         for method, op in item.items():
             if method in _METHODS and policy.protects(method.upper(), route):
                 op["security"] = [{SCHEME: []}]
-                op.setdefault("responses", {}).update(_refused())
+                # The shared 401: the error body, and the challenge.
+                op.setdefault("responses", {}).update(refer_errors(spec, 401))
 
 
 _METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
-
-
-def _refused() -> dict[str, Any]:
-    """The documented 401: the error body, and the challenge."""
-    responses = errors(401)
-    responses["401"]["headers"] = {
-        "WWW-Authenticate": {
-            "description": (
-                'The scheme to use: Bearer realm="deepserve", with '
-                'error="invalid_token" when the token sent is wrong'
-            ),
-            "required": True,
-            "schema": {"type": "string"},
-        }
-    }
-    return responses
 
 
 def _is_model_path(path: str) -> bool:

@@ -405,12 +405,6 @@ def refer_errors(doc: dict[str, Any], *codes: int) -> dict[str, Any]:
     return error_refs(*codes)
 
 
-def errors(*codes: int) -> dict[str, Any]:
-    """Error responses written out in full (authentication's ``401`` still
-    is). Prefer :func:`refer_errors`."""
-    return {str(code): error_response(code) for code in codes}
-
-
 def _ok(schema_ref: str, description: str = "Success") -> dict[str, Any]:
     return {
         "200": {

@@ -180,7 +180,10 @@ async def test_openapi_document_declares_the_scheme(client):
     assert ("get", "/metrics") in secured_ops
     for key in secured_ops:
         assert ops[key]["security"] == [{"bearerAuth": []}]
-        refused = ops[key]["responses"]["401"]
+        assert ops[key]["responses"]["401"] == {
+            "$ref": "#/components/responses/Unauthorized"
+        }
+        refused = spec["components"]["responses"]["Unauthorized"]
         assert refused["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Error"
         }
@@ -216,6 +219,7 @@ async def test_openapi_document_without_auth_has_no_scheme(aiohttp_client, regis
     client = await aiohttp_client(create_app(registry, ApiSettings()))
     spec = await (await client.get("/swagger.json")).json()
     assert "securitySchemes" not in spec["components"]
+    assert "Unauthorized" not in spec["components"]["responses"]
     assert not any("security" in op for op in operations(spec).values())
 
 
