@@ -108,6 +108,28 @@ server_opts = [
         help="Directory for uploaded files while requests use them. "
         "Default: the system's temporary directory.",
     ),
+    cfg.StrOpt(
+        "unknown-arguments",
+        default="warn",
+        choices=[
+            (
+                "warn",
+                "serve the request, as DEEPaaS does, and name them in a "
+                "Deepserve-Unknown-Arguments response header and a warning "
+                "in the log",
+            ),
+            (
+                "reject",
+                "answer 422 naming them and the arguments the model takes, "
+                "without calling the model",
+            ),
+        ],
+        help=(
+            "What predict and train requests get when they carry arguments "
+            "the model does not take (in the query string, a form, a "
+            "multipart body or a JSON body), typos mostly."
+        ),
+    ),
     cfg.BoolOpt(
         "access-log",
         default=True,
@@ -528,6 +550,7 @@ def load(
         doc_endpoint=conf.doc_endpoint,
         debug_endpoint=conf.debug_endpoint,
         upload_dir=conf.upload_dir,
+        unknown_arguments=conf.unknown_arguments,
         **_security(conf, environ),
     )
     settings = ServerSettings(

@@ -6,6 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Literal
 
+#: ``warn``: arguments a model does not take are ignored, and named in the
+#: response and the log; ``reject``: such requests are answered 422.
+UnknownArguments = Literal["warn", "reject"]
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ApiSettings:
@@ -35,6 +39,10 @@ class ApiSettings:
     auth_metrics: bool = True
     #: Origins whose browser pages may call the API (``*``: any); empty: CORS off.
     cors_origins: tuple[str, ...] = ()
+    #: What predict and train do with arguments the model does not take:
+    #: ``warn`` serves the request and names them in a response header and
+    #: the log; ``reject`` answers 422 naming them.
+    unknown_arguments: UnknownArguments = "warn"
 
 
 #: ``process``: spawn-started worker processes (isolated, CUDA-safe);

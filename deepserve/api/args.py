@@ -6,6 +6,12 @@ headers, and every other argument in the query string, a form body or a JSON
 body; an argument given both in the query string and in the body is refused. Uploads are streamed to files in a per-request
 directory, never held whole in memory; :class:`Uploads` removes them.
 
+Names a request carries in its query string or body that are not read
+there (typos, mostly) are collected in an :class:`UnknownArgs`: served and
+named in a response header and the log, or refused with a 422, as the
+``unknown-arguments`` option says. Headers are never arguments unless the
+model declares them, so they are never reported.
+
 The plugin's fields are never modified: validation runs on copies.
 """
 
@@ -16,11 +22,13 @@ import copy
 import dataclasses
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple, TypeVar
+from urllib.parse import quote
 
 import marshmallow
 from aiohttp import BodyPartReader, web
@@ -28,6 +36,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import fields as mf
 from multidict import MultiDict, MultiMapping
 
+from deepserve import console
 from deepserve.api.media import ACCEPT
 from deepserve.exceptions import (
     BadInput,
@@ -37,7 +46,13 @@ from deepserve.exceptions import (
 )
 from deepserve.model import UploadedFile
 
+LOG = logging.getLogger(__name__)
+
 Location = Literal["query", "form", "files", "headers", "json"]
+#: Where a request carries a name: the query string, or the body (a form, a
+#: multipart body or a JSON object), or (declared arguments only) headers.
+Place = Literal["query", "body", "headers"]
+_ANYWHERE: frozenset[Place] = frozenset({"query", "body"})
 
 CHUNK = 256 * 1024
 MISSING_MSG = "Missing data for required field."
@@ -115,6 +130,11 @@ class ArgSpec:
     value_keys: frozenset[str]
     plan: tuple[Arg, ...]
     accept_from: Location | None = None
+    #: Where each argument is read, by its name in the request.
+    reads: Mapping[str, frozenset[Place]] = dataclasses.field(default_factory=dict)
+    #: The arguments as an error lists them, sorted: ``count``, ``data
+    #: (file)``, ``lang (header)``.
+    described: tuple[str, ...] = ()
 
     @classmethod
     def prepare(
@@ -136,6 +156,8 @@ class ArgSpec:
             Arg(n, external_name(n, f), location_of(f), is_multiple(f), f)
             for n, f in kept.items()
         )
+        accept_from = _declared_location(accept) if accept is not None else None
+        reads, described = _reads(plan, accept is not None, accept_from)
         return cls(
             fields=kept,
             accept=accept,
@@ -143,11 +165,168 @@ class ArgSpec:
             file_keys=frozenset(files),
             value_keys=frozenset(values),
             plan=plan,
-            accept_from=_declared_location(accept) if accept is not None else None,
+            accept_from=accept_from,
+            reads=reads,
+            described=described,
         )
+
+    def not_taken(self, name: str, place: Place) -> str:
+        """Why ``name``, found in ``place``, is not an argument there."""
+        reads = self.reads.get(name)
+        if reads is None:
+            text = "Unknown argument"
+            # Looking for a close name is quadratic in the name's length.
+            match = console.suggest(name, self.reads) if len(name) <= 100 else None
+            if match:
+                text += f" (did you mean '{match}'?)"
+            if self.described:
+                return f"{text}. This model takes: {', '.join(self.described)}."
+            return f"{text}. This model takes no arguments."
+        if "headers" in reads:
+            header = "Accept" if name == ACCEPT else name
+            return f"Read from the '{header}' header only."
+        if place == "query":
+            if name in self.file_keys:
+                return (
+                    "A file: send it as a file part of a multipart/form-data "
+                    "body, not in the query string."
+                )
+            return "Read from the request body only, not from the query string."
+        return "Read from the query string only, not from the request body."
 
     def by_location(self, *locations: Location) -> dict[str, mf.Field]:
         return {n: f for n, f in self.fields.items() if location_of(f) in locations}
+
+
+_PLACES: dict[Location | None, frozenset[Place]] = {
+    "query": frozenset({"query"}),
+    "form": frozenset({"body"}),
+    "files": frozenset({"body"}),
+    "headers": frozenset({"headers"}),
+}
+
+
+def _reads(
+    plan: tuple[Arg, ...], negotiated: bool, accept_from: Location | None
+) -> tuple[dict[str, frozenset[Place]], tuple[str, ...]]:
+    """Where :func:`parse` reads each argument, ``accept`` included when it
+    is negotiated (read where :func:`_accept` reads it), and the arguments
+    as errors list them."""
+    reads: dict[str, frozenset[Place]] = {}
+    described: dict[str, str] = {}
+    for arg in plan:
+        if arg.where in ("headers", "files"):
+            reads[arg.key] = _PLACES[arg.where]
+            kind = "header" if arg.where == "headers" else "file"
+            described[arg.key] = f"{arg.key} ({kind})"
+        else:
+            reads[arg.key] = _ANYWHERE
+            described[arg.key] = arg.key
+    if negotiated:
+        where = accept_from if accept_from in ("query", "form", "headers") else None
+        reads[ACCEPT] = _PLACES.get(where, _ANYWHERE)
+        header = "headers" in reads[ACCEPT]
+        described[ACCEPT] = f"{ACCEPT} (header)" if header else ACCEPT
+    return reads, tuple(described[k] for k in sorted(described))
+
+
+#: Response header naming what a request carried that the model does not take.
+HEADER = "Deepserve-Unknown-Arguments"
+#: Most names listed in the header, the log line and a 422.
+MAX_LISTED = 20
+#: Longest name shown in the header or the log, once escaped.
+MAX_SHOWN = 64
+#: Longest name kept (and shown in a 422's JSON body).
+MAX_KEPT = 100
+#: Most distinct names collected from one request.
+MAX_TRACKED = 1000
+#: What a shown name keeps as it is; the rest is percent-encoded as in a URL
+#: (``%``, ``,``, quotes, spaces, control characters, non-ASCII).
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%,"\\')
+
+
+def shown_name(name: str) -> str:
+    """``name`` fit for a header or a log line: printable ASCII without
+    spaces, commas or quotes (so no header or log line can be forged), at
+    most :data:`MAX_SHOWN` characters, plus ``...`` when cut (between two
+    characters, never inside one's escape)."""
+    shown: list[str] = []
+    size = 0
+    for char in name:
+        piece = quote(char, safe=_SAFE, errors="backslashreplace")
+        size += len(piece)
+        if size > MAX_SHOWN:
+            return "".join(shown) + "..."
+        shown.append(piece)
+    return "".join(shown)
+
+
+def _kept(name: str) -> str:
+    return name if len(name) <= MAX_KEPT else name[:MAX_KEPT] + "..."
+
+
+@dataclasses.dataclass
+class UnknownArgs:
+    """What a request carried in its query string or body that is not read
+    there: names the model does not take, or takes from elsewhere.
+
+    :func:`parse` fills it in; with ``reject`` it refuses the request (422).
+    """
+
+    reject: bool = False
+    #: Name (cut to :data:`MAX_KEPT`) -> where it was first found.
+    names: dict[str, Place] = dataclasses.field(default_factory=dict)
+    #: Whether more than :data:`MAX_TRACKED` names came; the rest are not kept.
+    overflow: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def add(self, name: str, place: Place) -> None:
+        if not name:
+            return  # a value without a name: nothing to name, no argument
+        name = _kept(name)
+        if name in self.names:
+            return
+        if len(self.names) >= MAX_TRACKED:
+            self.overflow = True
+            return
+        self.names[name] = place
+
+    def listed(self) -> list[str]:
+        """The first :data:`MAX_LISTED` names, sorted."""
+        return sorted(self.names)[:MAX_LISTED]
+
+    def more(self) -> str:
+        """`` (and 3 more)`` when some names are not listed."""
+        extra = len(self.names) - MAX_LISTED
+        if self.overflow:
+            return f" (and over {max(extra, 0)} more)"
+        return f" (and {extra} more)" if extra > 0 else ""
+
+    def listing(self) -> str:
+        """The header's value: ``a, b`` and `` (and N more)`` when cut; the
+        names escaped by :func:`shown_name`."""
+        shown = dict.fromkeys(shown_name(n) for n in self.listed())
+        return ", ".join(shown) + self.more()
+
+    def mark(self, response: web.StreamResponse) -> None:
+        """Name them in ``response``'s :data:`HEADER` (if it has not gone)."""
+        if self.names and not response.prepared:
+            response.headers[HEADER] = self.listing()
+
+    def log(self, model: str, operation: str) -> None:
+        """One warning line naming them (escaped and cut, as in the header)."""
+        LOG.warning(
+            "Model '%s' does not take these %s arguments, which were ignored: %s",
+            model,
+            operation,
+            self.listing(),
+        )
+
+    def errors(self, spec: ArgSpec) -> dict[str, list[str]]:
+        """A 422's ``errors`` entries, one per listed name."""
+        return {n: [spec.not_taken(n, self.names[n])] for n in self.listed()}
 
 
 class Uploads:
@@ -175,6 +354,8 @@ class _Body:
     form: MultiDict[str]
     files: dict[str, UploadedFile]
     json: Mapping[str, Any]
+    #: Names of the multipart parts read and dropped (no argument's).
+    dropped: UnknownArgs = dataclasses.field(default_factory=UnknownArgs)
 
 
 async def parse(
@@ -184,6 +365,7 @@ async def parse(
     max_size: int,
     *,
     max_upload: int = 0,
+    unknown: UnknownArgs | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """Parse and validate the arguments.
 
@@ -191,12 +373,17 @@ async def parse(
         url-encoded body, multipart text fields); 0: no limit.
     :param max_upload: bytes of files a request may stream to disk; 0: no
         limit.
+    :param unknown: filled in with the names the request carries where they
+        are not read; when it says ``reject`` and there are some, they are
+        invalid arguments.
     :returns: the keyword arguments for the model, and the ``accept`` value
         given as an argument (not as a header), if any.
     :raises BadInput: naming every invalid argument.
     :raises PayloadTooLarge: naming the limit that was passed.
     """
     body = await _read_body(request, spec, uploads, _Limits(max_size, max_upload))
+    unknown = unknown if unknown is not None else UnknownArgs()
+    _find_unknown(request.query, body, spec, unknown)
     raw: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
@@ -221,11 +408,38 @@ async def parse(
     except marshmallow.ValidationError as err:
         errors.update(_as_dict(err.messages))
         loaded = {}
-    if errors:
-        raise BadInput(f"Invalid arguments: {', '.join(sorted(errors))}", errors=errors)
+    refused = unknown.errors(spec) if unknown.reject else {}
+    if errors or refused:
+        message = _refusal(sorted(errors), unknown if refused else None)
+        for name, problems in refused.items():
+            errors.setdefault(name, []).extend(problems)
+        raise BadInput(message, errors=errors)
     kwargs.update(loaded)
     # A JSON null is no preference, not the type "None".
     return kwargs, (None if accept is _ABSENT or accept is None else str(accept))
+
+
+def _find_unknown(
+    query: MultiMapping[str], body: _Body, spec: ArgSpec, found: UnknownArgs
+) -> None:
+    for name in query:
+        if "query" not in spec.reads.get(name, ()):
+            found.add(name, "query")
+    for name in (*body.form, *body.json, *body.dropped.names):
+        if "body" not in spec.reads.get(name, ()):
+            found.add(name, "body")
+    found.overflow |= body.dropped.overflow
+
+
+def _refusal(invalid: list[str], unknown: UnknownArgs | None) -> str:
+    """``Invalid arguments: a, b; unknown arguments: c (and 2 more)``."""
+    parts = [f"invalid arguments: {', '.join(invalid)}"] if invalid else []
+    if unknown:
+        parts.append(
+            f"unknown arguments: {', '.join(unknown.listed())}{unknown.more()}"
+        )
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
 
 
 _ABSENT = object()
@@ -424,6 +638,7 @@ async def _read_multipart(
                 charset = part.get_charset(default="utf-8")
                 body.form.add(name, data.decode(charset, errors="replace"))
             else:
+                body.dropped.add(name, "body")
                 await _drain(part, count)
     except (ValueError, AssertionError, HttpProcessingError) as err:
         # HttpProcessingError: a part's headers are not valid HTTP headers.

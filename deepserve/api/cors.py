@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from deepserve.api import args
 from deepserve.api.errors import Handler, error_response
 from deepserve.settings import ApiSettings
 
@@ -22,6 +23,7 @@ MAX_AGE = 600
 #: Response headers a page's script may read, beyond the basic ones.
 EXPOSED = (
     "Content-Disposition",
+    args.HEADER,
     "Retry-After",
     "WWW-Authenticate",
     "X-Request-ID",

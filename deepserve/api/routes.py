@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from deepserve.api import args, media, pagination
+from deepserve.api.errors import domain_error_response
 from deepserve.api.openapi import ModelOps
-from deepserve.exceptions import ModelNotFound, NotSupported
+from deepserve.exceptions import DeepserveError, ModelNotFound, NotSupported
 from deepserve.executors import callspace
 from deepserve.jobs import STATUSES, LogPage
 from deepserve.model import UploadedFile
@@ -85,7 +86,40 @@ class Handlers:
         served, _ops = self._model(request)
         return json_response(self._meta(served))
 
+    async def _noting_unknown(
+        self,
+        request: web.Request,
+        operation: str,
+        handle: Callable[
+            [web.Request, args.UnknownArgs], Awaitable[web.StreamResponse]
+        ],
+    ) -> web.StreamResponse:
+        """Answer with ``handle``, naming the arguments the request carried
+        that the model does not take in the response (errors included) and,
+        unless they were refused, in the log."""
+        unknown = args.UnknownArgs(reject=self.settings.unknown_arguments == "reject")
+        try:
+            try:
+                response = await handle(request, unknown)
+            except DeepserveError as error:
+                if not unknown:
+                    raise  # the error middleware answers, as for any request
+                response = domain_error_response(error)
+            unknown.mark(response)
+            return response
+        finally:
+            if unknown and not unknown.reject:
+                unknown.log(request.match_info["name"], operation)
+
     async def predict(self, request: web.Request) -> web.StreamResponse:
+        return await self._noting_unknown(request, "predict", self._predict)
+
+    async def start_training(self, request: web.Request) -> web.StreamResponse:
+        return await self._noting_unknown(request, "train", self._start_training)
+
+    async def _predict(
+        self, request: web.Request, unknown: args.UnknownArgs
+    ) -> web.StreamResponse:
         served, ops = self._model(request)
         if ops.predict is None:
             raise NotSupported(served.name, "predict")
@@ -99,6 +133,7 @@ class Handlers:
                 uploads,
                 self.settings.client_max_size,
                 max_upload=self.settings.upload_max_size,
+                unknown=unknown,
             )
             choice = ops.offer.negotiate(
                 argument=accept, header=", ".join(request.headers.getall("Accept", []))
@@ -122,7 +157,9 @@ class Handlers:
             # to be (an error); either way the space goes.
             callspace.release(result)
 
-    async def start_training(self, request: web.Request) -> web.Response:
+    async def _start_training(
+        self, request: web.Request, unknown: args.UnknownArgs
+    ) -> web.Response:
         served, ops = self._model(request)
         if ops.train is None:
             raise NotSupported(served.name, "train")
@@ -134,6 +171,7 @@ class Handlers:
                 uploads,
                 self.settings.client_max_size,
                 max_upload=self.settings.upload_max_size,
+                unknown=unknown,
             )
             job = await served.start_training(kwargs, _record(kwargs), uploads.cleanup)
         except BaseException:
