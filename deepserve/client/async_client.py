@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import http
-import itertools
 import json
+import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 import yarl
 
 import deepserve
+from deepserve.client import retry
 from deepserve.client.errors import (
     ApiError,
     ClientError,
@@ -30,7 +32,10 @@ from deepserve.client.errors import (
 from deepserve.client.operations import Encoded, Operation, undocumented
 from deepserve.client.results import FileResult, Training
 
-#: Seconds a request may take, answer included, unless told otherwise.
+LOG = logging.getLogger(__name__)
+
+#: Seconds a call may take, retries and the waits before them included,
+#: unless told otherwise.
 DEFAULT_TIMEOUT = 300.0
 #: Seconds between two looks at a training that is waited for.
 DEFAULT_POLL = 0.5
@@ -39,6 +44,11 @@ DEFAULT_POLL = 0.5
 DEFAULT_RETRIES = 3
 #: The longest wait before one retry, whatever ``Retry-After`` says.
 MAX_RETRY_WAIT = 30.0
+#: How many times a request is sent again after its connection failed
+#: before anything reached the server, unless told otherwise: with the
+#: waits of :func:`deepserve.client.retry.backoff`, about 10 seconds in all
+#: on average, 21 at most.
+DEFAULT_CONNECT_RETRIES = 8
 USER_AGENT = f"deepserve-client/{deepserve.__version__}"
 
 
@@ -51,7 +61,9 @@ class _Answer:
     charset: str | None
     filename: str | None
     body: bytes
-    #: Seconds from a valid ``Retry-After`` header (a number of seconds).
+    #: Whether the answer has a ``Retry-After`` header...
+    retry_asked: bool = False
+    #: ... and the seconds it asks for, when it makes sense.
     retry_after: float | None = None
 
     def json(self) -> Any:
@@ -80,6 +92,25 @@ def _id(training: str | Training) -> str:
     return training.id if isinstance(training, Training) else training
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _bounded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run ``method`` of :class:`AsyncClient` within one
+    :class:`~deepserve.client.retry.Deadline` of the client's timeout,
+    whatever requests it makes."""
+
+    @functools.wraps(method)
+    async def bounded(*args: P.args, **kwargs: P.kwargs) -> R:
+        client = args[0]
+        assert isinstance(client, AsyncClient)
+        with retry.call(client.timeout):
+            return await method(*args, **kwargs)
+
+    return bounded
+
+
 class AsyncClient:
     """A client of one deepserve (or DEEPaaS V2) server, for asyncio code.
 
@@ -95,17 +126,29 @@ class AsyncClient:
     :param url: the server's base URL, with its base path if it has one
         (``http://host:5000/api``).
     :param token: sent as ``Authorization: Bearer <token>`` on every request.
-    :param timeout: seconds each request may take; None for no limit.
+    :param timeout: seconds each call may take, all its requests, retries
+        and the waits before them included; None for no limit. No retry is
+        started that could not end in time.
     :param retries: how many times a request answered ``503`` with a
         ``Retry-After`` header (a worker being replaced, a model still
         starting, a full queue) is sent again, after waiting as the header
-        says (at most :data:`MAX_RETRY_WAIT` seconds); 0 never retries. A
-        ``503`` without the header (the server is shutting down) is never
-        retried, nor is a request uploading an open file (it is consumed).
+        says (seconds or an HTTP date; at most :data:`MAX_RETRY_WAIT`
+        seconds; a backoff wait when the value makes no sense); 0 never
+        retries. A ``503`` without the header (the server is shutting down)
+        is never retried.
+    :param connect_retries: how many times a request is sent again when
+        its connection failed before anything reached the server (refused:
+        the server is starting or restarting), after a wait that grows
+        exponentially, at random below a bound (see
+        :func:`~deepserve.client.retry.backoff`); a ``GET`` also when the
+        connection broke once sent. 0 never retries. A request that may
+        have reached the server (a ``POST`` whose connection broke) is
+        never sent again. Neither kind of retry sends an open file again
+        (the first attempt spends it).
     :param session: an aiohttp session to use (and leave open); by default
         the client opens its own and closes it in :meth:`close`.
     :raises ValueError: for a URL that is not ``http(s)://host...``, or
-        negative ``retries``.
+        negative ``retries`` or ``connect_retries``.
     """
 
     def __init__(
@@ -115,6 +158,7 @@ class AsyncClient:
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
+        connect_retries: int = DEFAULT_CONNECT_RETRIES,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         parsed = yarl.URL(url)
@@ -122,9 +166,12 @@ class AsyncClient:
             raise ValueError(f"Not an http(s) URL of a server: {url!r}")
         if retries < 0:
             raise ValueError(f"retries must not be negative: {retries}")
+        if connect_retries < 0:
+            raise ValueError(f"connect_retries must not be negative: {connect_retries}")
         self.url = str(parsed).rstrip("/")
         self.timeout = timeout
         self.retries = retries
+        self.connect_retries = connect_retries
         self._headers = {"User-Agent": USER_AGENT}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -153,6 +200,7 @@ class AsyncClient:
 
     # -- the API ---------------------------------------------------------
 
+    @_bounded
     async def document(self, *, refresh: bool = False) -> dict[str, Any]:
         """The server's OpenAPI document (kept after the first fetch).
 
@@ -164,11 +212,13 @@ class AsyncClient:
             self._document = dict(answer.json())
         return self._document
 
+    @_bounded
     async def models(self) -> list[dict[str, Any]]:
         """The served models' metadata, one dict each (``name``, ...)."""
         answer = await self._request("GET", "/v2/models/")
         return list(answer.json()["models"])
 
+    @_bounded
     async def metadata(self, name: str) -> dict[str, Any]:
         """Model ``name``'s metadata.
 
@@ -177,6 +227,7 @@ class AsyncClient:
         answer = await self._request("GET", f"/v2/models/{_quote(name)}/")
         return dict(answer.json())
 
+    @_bounded
     async def operation(self, name: str, operation: str = "predict") -> Operation:
         """Model ``name``'s ``predict`` (or ``train``) as the server documents
         it: its :attr:`~Operation.arguments` and where each goes.
@@ -192,6 +243,7 @@ class AsyncClient:
             )
         return op
 
+    @_bounded
     async def predict(
         self,
         name: str,
@@ -227,6 +279,7 @@ class AsyncClient:
             answer.body, answer.content_type, answer.filename, answer.charset
         )
 
+    @_bounded
     async def train(
         self, name: str, *, files: Mapping[str, Any] | None = None, **arguments: Any
     ) -> Training:
@@ -241,16 +294,19 @@ class AsyncClient:
         )
         return Training.from_json(name, answer.json())
 
+    @_bounded
     async def training(self, name: str, id: str | Training) -> Training:
         """The current record of training ``id`` of model ``name``."""
         answer = await self._request("GET", self._training_path(name, id))
         return Training.from_json(name, answer.json())
 
+    @_bounded
     async def trainings(self, name: str) -> list[Training]:
         """Every training of model ``name`` the server knows."""
         answer = await self._request("GET", f"/v2/models/{_quote(name)}/train/")
         return [Training.from_json(name, raw) for raw in answer.json()]
 
+    @_bounded
     async def cancel(self, name: str, id: str | Training) -> Training:
         """Cancel training ``id``; returns its record, ``cancelled``."""
         answer = await self._request("DELETE", self._training_path(name, id))
@@ -333,28 +389,110 @@ class AsyncClient:
         encoded = encoded or Encoded()
         url = self.url + path
         all_headers = {**self._headers, **encoded.headers, **(headers or {})}
-        # Bytes and paths can be sent again; an open file is consumed.
+        # Bytes and paths can be sent again; an open file is spent.
         resendable = all(
             isinstance(upload.content, bytes | Path) for _, upload in encoded.uploads
         )
-        for attempt in itertools.count():
-            answer = await self._send(method, url, encoded, all_headers)
-            if (
-                answer.status != 503
-                or answer.retry_after is None
-                or attempt >= self.retries
-                or not resendable
-            ):
-                break
-            await asyncio.sleep(min(answer.retry_after, MAX_RETRY_WAIT))
+        with retry.call(self.timeout) as deadline:
+            attempts = reconnects = busy = 0
+            while True:
+                attempts += 1
+                try:
+                    answer = await self._send(
+                        method, url, encoded, all_headers, deadline
+                    )
+                except aiohttp.ClientError as err:
+                    reason = str(err) or type(err).__name__
+                    wait = self._reconnect_wait(
+                        err, method, resendable, reconnects, deadline
+                    )
+                    if isinstance(wait, str | None):
+                        raise ConnectionFailed(
+                            url,
+                            reason,
+                            attempts=attempts,
+                            seconds=deadline.elapsed(),
+                            note=wait,
+                        ) from err
+                    reconnects += 1
+                    LOG.info(
+                        "%s %s: %s; trying again in %.2f s", method, url, reason, wait
+                    )
+                    await asyncio.sleep(wait)
+                    continue
+                wait = self._busy_wait(answer, resendable, busy, deadline)
+                if wait is None:
+                    break
+                busy += 1
+                LOG.info(
+                    "%s %s answered 503; trying again in %.2f s", method, url, wait
+                )
+                await asyncio.sleep(wait)
         if answer.status >= 400:
             raise ApiError(answer.status, _error_body(answer), method=method, url=url)
         return answer
 
+    def _reconnect_wait(
+        self,
+        err: aiohttp.ClientError,
+        method: str,
+        resendable: bool,
+        reconnects: int,
+        deadline: retry.Deadline,
+    ) -> float | str | None:
+        """Seconds to wait before sending again a request whose connection
+        failed; else why not (None: nothing worth saying)."""
+        if retry.broken(err) and method not in retry.SAFE_METHODS:
+            return f"not retried: the server may have received the {method}"
+        if not (retry.unreached(err) or retry.broken(err)):
+            return None  # a name that does not exist, TLS...: no use waiting
+        if not resendable:
+            return (
+                "not retried: the attempt spent the open file it uploads; "
+                "give a path or bytes to have it retried"
+            )
+        if reconnects >= self.connect_retries:
+            return None
+        wait = retry.backoff(reconnects)
+        if not deadline.allows(wait):
+            return (
+                f"the timeout of {deadline.seconds:g} s leaves no time "
+                f"for another attempt"
+            )
+        return wait
+
+    def _busy_wait(
+        self, answer: _Answer, resendable: bool, busy: int, deadline: retry.Deadline
+    ) -> float | None:
+        """Seconds to wait before sending again a request answered ``503``
+        with ``Retry-After``; None not to."""
+        if (
+            answer.status != 503
+            or not answer.retry_asked
+            or busy >= self.retries
+            or not resendable
+        ):
+            return None
+        asked = answer.retry_after
+        wait = min(retry.backoff(busy) if asked is None else asked, MAX_RETRY_WAIT)
+        return wait if deadline.allows(wait) else None
+
     async def _send(
-        self, method: str, url: str, encoded: Encoded, headers: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        encoded: Encoded,
+        headers: Mapping[str, str],
+        deadline: retry.Deadline,
     ) -> _Answer:
+        """One attempt, within what is left of ``deadline``.
+
+        :raises aiohttp.ClientError: when the exchange broke.
+        """
         session = await self._get_session()
+        left = deadline.left()
+        # A total of 0 would be no limit at all to aiohttp.
+        total = None if left is None else max(left, 0.001)
         with contextlib.ExitStack() as opened:
             data = _multipart(encoded, opened) if encoded.uploads else None
             try:
@@ -365,8 +503,9 @@ class AsyncClient:
                     headers=headers,
                     json=encoded.json,
                     data=data,
-                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                    timeout=aiohttp.ClientTimeout(total=total),
                 ) as resp:
+                    asked = resp.headers.get("Retry-After")
                     answer = _Answer(
                         method=method,
                         url=url,
@@ -377,22 +516,12 @@ class AsyncClient:
                         if resp.content_disposition
                         else None,
                         body=await resp.read(),
-                        retry_after=_seconds(resp.headers.get("Retry-After")),
+                        retry_asked=asked is not None,
+                        retry_after=None if asked is None else retry.retry_after(asked),
                     )
             except TimeoutError:
-                raise RequestTimeout(url, self.timeout) from None
-            except aiohttp.ClientError as err:
-                # Refused, reset, cut short: whatever broke the exchange.
-                raise ConnectionFailed(url, str(err) or type(err).__name__) from err
+                raise RequestTimeout(url, deadline.seconds) from None
         return answer
-
-
-def _seconds(header: str | None) -> float | None:
-    """A ``Retry-After`` in seconds; None for none, or an HTTP date (which
-    deepserve never sends)."""
-    if header is None or not header.strip().isdigit():
-        return None
-    return float(header.strip())
 
 
 def _multipart(encoded: Encoded, opened: contextlib.ExitStack) -> aiohttp.FormData:

@@ -16,7 +16,13 @@ from typing import Any
 
 import aiohttp
 
-from deepserve.client.async_client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, AsyncClient
+from deepserve.client import retry
+from deepserve.client.async_client import (
+    DEFAULT_CONNECT_RETRIES,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    AsyncClient,
+)
 from deepserve.client.errors import ArgumentError
 from deepserve.client.loop_thread import Blocking
 
@@ -31,9 +37,13 @@ class AsyncDeployedModel:
     :param url: the server's base URL.
     :param name: the model's name on that server.
     :param token: sent as ``Authorization: Bearer <token>``.
-    :param timeout: seconds each request may take; None for no limit.
+    :param timeout: seconds each call may take, retries included; None for
+        no limit.
     :param retries: how many times a ``503`` with ``Retry-After`` is retried
         (see :class:`~deepserve.client.AsyncClient`).
+    :param connect_retries: how many times a request is sent again when its
+        connection failed before anything reached the server (see
+        :class:`~deepserve.client.AsyncClient`).
     :param session: an aiohttp session to use (and leave open).
     """
 
@@ -45,11 +55,17 @@ class AsyncDeployedModel:
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
+        connect_retries: int = DEFAULT_CONNECT_RETRIES,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.name = name
         self.client = AsyncClient(
-            url, token=token, timeout=timeout, retries=retries, session=session
+            url,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            connect_retries=connect_retries,
+            session=session,
         )
 
     async def __aenter__(self) -> AsyncDeployedModel:
@@ -91,6 +107,17 @@ class AsyncDeployedModel:
         :raises ArgumentError: when the model has no ``data`` argument, or
             for names it does not take.
         """
+        # Reading the operation and predicting fit in one timeout.
+        with retry.call(self.client.timeout):
+            return await self._predict(data, files, accept, arguments)
+
+    async def _predict(
+        self,
+        data: Any,
+        files: Mapping[str, Any] | None,
+        accept: str | None,
+        arguments: dict[str, Any],
+    ) -> Any:
         op = await self.client.operation(self.name, "predict")
         if data is not _MISSING:
             if DATA not in op.arguments:
@@ -131,9 +158,15 @@ class DeployedModel(Blocking):
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
+        connect_retries: int = DEFAULT_CONNECT_RETRIES,
     ) -> None:
         self._model = AsyncDeployedModel(
-            url, name, token=token, timeout=timeout, retries=retries
+            url,
+            name,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            connect_retries=connect_retries,
         )
         super().__init__(self._model)
 

@@ -60,12 +60,33 @@ class ConnectionFailed(ClientError):
     """The server could not be reached, or the connection broke.
 
     :param url: the URL that was being requested.
+    :param reason: what broke, the last time.
+    :param attempts: how many times the request was tried.
+    :param seconds: how long the tries took, waits included.
+    :param note: why the client gave up (or did not retry), when it is not
+        plain.
     """
 
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"Cannot reach the deepserve server at {url}: {reason}")
+    def __init__(
+        self,
+        url: str,
+        reason: str,
+        *,
+        attempts: int = 1,
+        seconds: float = 0.0,
+        note: str | None = None,
+    ) -> None:
+        message = f"Cannot reach the deepserve server at {url}: {reason}"
+        if attempts > 1:
+            tried = f"gave up after {attempts} attempts in {seconds:.1f} s"
+            message += f" ({tried}{': ' + note if note else ''})"
+        elif note:
+            message += f" ({note})"
+        super().__init__(message)
         self.url = url
         self.reason = reason
+        self.attempts = attempts
+        self.seconds = seconds
 
 
 class RequestTimeout(ClientError, TimeoutError):

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deepserve.client.async_client import (
+    DEFAULT_CONNECT_RETRIES,
     DEFAULT_POLL,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -31,10 +32,15 @@ class Client(Blocking):
 
     :param url: the server's base URL, with its base path if it has one.
     :param token: sent as ``Authorization: Bearer <token>``.
-    :param timeout: seconds each request may take; None for no limit.
+    :param timeout: seconds each call may take, retries included; None for
+        no limit.
     :param retries: how many times a ``503`` with ``Retry-After`` is retried
         (see :class:`AsyncClient`).
-    :raises ValueError: for a URL that is not ``http(s)://host...``.
+    :param connect_retries: how many times a request is sent again when
+        its connection failed before anything reached the server (see
+        :class:`AsyncClient`).
+    :raises ValueError: for a URL that is not ``http(s)://host...``, or
+        negative ``retries`` or ``connect_retries``.
     """
 
     def __init__(
@@ -44,8 +50,15 @@ class Client(Blocking):
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
+        connect_retries: int = DEFAULT_CONNECT_RETRIES,
     ) -> None:
-        self._client = AsyncClient(url, token=token, timeout=timeout, retries=retries)
+        self._client = AsyncClient(
+            url,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            connect_retries=connect_retries,
+        )
         super().__init__(self._client)
 
     @property
