@@ -56,12 +56,18 @@ class Server:
 
     :param split_stderr: keep stderr (the log) apart from stdout (the
         banner); :meth:`stop` then leaves the log in :attr:`stderr`.
+    :param port: the port to listen on; a free one by default.
     """
 
     def __init__(
-        self, args: list[str], env: dict[str, str], *, split_stderr: bool = False
+        self,
+        args: list[str],
+        env: dict[str, str],
+        *,
+        split_stderr: bool = False,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.stderr = ""
         self.proc = subprocess.Popen(

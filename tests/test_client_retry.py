@@ -31,7 +31,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import tests.servers
 from deepserve.client import (
     ApiError,
     AsyncClient,
@@ -237,7 +236,7 @@ async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
 
 
 @pytest.fixture
-def late_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def late_server() -> Iterator[dict[str, Any]]:
     """A port nothing listens on, and ``start()`` to run ``deepserve run``
     (the demo model) on it."""
     port = free_port()
@@ -247,8 +246,8 @@ def late_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         env = dict(os.environ)
         for var in ("PYTHONPATH", "DEEPSERVE_V2_MODEL", "DEEPAAS_V2_MODEL"):
             env.pop(var, None)
-        monkeypatch.setattr(tests.servers, "free_port", lambda: port)
-        server = Server(["--model-name", "demo"] if VENV_MODELS else [], env)
+        args = ["--model-name", "demo"] if VENV_MODELS else []
+        server = Server(args, env, port=port)
         started.append(server)
         return server
 
