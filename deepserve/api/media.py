@@ -388,14 +388,21 @@ def download_name(name: str) -> str:
     return safe.strip()
 
 
-async def send_file(request: web.Request, body: FileBody) -> web.StreamResponse:
-    """Stream a file completely before returning.
+async def send_file(
+    request: web.Request,
+    body: FileBody,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Stream a file completely before returning, with ``headers`` besides
+    its own (they must be known before the first byte goes).
 
     Unlike ``FileResponse``, the file has been read to the end when this
     returns, so the caller may delete it (it may be one of the request's own
     uploads) right after.
     """
-    response = web.StreamResponse(headers={"Content-Type": body.media_type})
+    response = web.StreamResponse(
+        headers={**(headers or {}), "Content-Type": body.media_type}
+    )
     response.content_length = os.path.getsize(body.path)
     safe = download_name(body.download_name or "")
     if safe:

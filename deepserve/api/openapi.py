@@ -250,6 +250,17 @@ LOG_PARAMS = [
 
 #: Sent with a 503 worth retrying (a worker replaced, a model starting, a
 #: full queue); not when the server is shutting down.
+#: On the answers of predict and train (unknown-arguments = warn).
+UNKNOWN_ARGUMENTS = {
+    "Deepserve-Unknown-Arguments": {
+        "description": (
+            "Only when the request carried arguments the model does not take "
+            "(ignored): their names, sorted, comma-separated"
+        ),
+        "schema": {"type": "string"},
+    }
+}
+
 RETRY_AFTER = {
     "description": "Seconds after which the request may succeed",
     "schema": {"type": "integer", "minimum": 0},
@@ -593,7 +604,11 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
         "operationId": f"{ops.name}.predict",
         "parameters": params,
         "responses": {
-            "200": {"description": "The prediction", "content": content},
+            "200": {
+                "description": "The prediction",
+                "headers": UNKNOWN_ARGUMENTS,
+                "content": content,
+            },
             **b.errors(400, 404, 413, 422, 500, 501, 503, 504, 507),
         },
     }
@@ -637,7 +652,10 @@ def _add_training(
         "operationId": f"{ops.name}.train",
         "parameters": b.parameters(args, "query") + b.parameters(args, "headers"),
         "responses": {
-            **_ok("Training", "The training started"),
+            "200": {
+                **_ok("Training", "The training started")["200"],
+                "headers": UNKNOWN_ARGUMENTS,
+            },
             **b.errors(400, 404, 413, 422, 501, 503, 507),
         },
     }

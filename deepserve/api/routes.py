@@ -148,8 +148,10 @@ class Handlers:
                 schema=ops.response_schema,
             )
             if isinstance(response, media.FileBody):
-                # Sent before the uploads go: it may be one of them.
-                return await media.send_file(request, response)
+                # Sent before the uploads go: it may be one of them. Its
+                # headers leave before _noting_unknown sees the response.
+                named = {args.HEADER: unknown.listing()} if unknown else None
+                return await media.send_file(request, response, named)
             return response
         finally:
             uploads.cleanup()

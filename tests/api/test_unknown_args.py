@@ -7,6 +7,7 @@ with webargs fields, hence ``compat``), over HTTP, and against real
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import urllib.error
@@ -59,6 +60,21 @@ async def test_query_typos_are_served_and_named(client, caplog):
         "Model 'oldstyle' does not take these predict arguments, which were "
         "ignored: cont, txt"
     )
+
+
+async def test_a_file_answer_names_them_too(client, caplog):
+    # A file is streamed: its headers go before the body, the name list too.
+    resp = await client.post(PREDICT + "?text=hi&accept=image/png&cont=2")
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "image/png"
+    assert (await resp.read()).startswith(b"\x89PNG")
+    assert resp.headers[HEADER] == "cont"
+    # The handler logs once the body is sent: after the client has read it.
+    for _ in range(100):
+        if warnings_of(caplog):
+            break
+        await asyncio.sleep(0.02)
+    assert len(warnings_of(caplog)) == 1
 
 
 async def test_a_request_with_only_its_arguments_is_not_marked(client, caplog):
@@ -161,6 +177,11 @@ async def test_a_failed_request_names_them_too_and_its_body_is_unchanged(
     assert body["message"] == "Invalid arguments: count"
     assert list(body["errors"]) == ["count"]  # as DEEPaaS answers it
     assert resp.headers[HEADER] == "cont"
+    # The handler logs once the body is sent: after the client has read it.
+    for _ in range(100):
+        if warnings_of(caplog):
+            break
+        await asyncio.sleep(0.02)
     assert len(warnings_of(caplog)) == 1
 
 
@@ -410,3 +431,10 @@ def test_the_option_takes_warn_or_reject_only(fake_site):
     assert server.proc.returncode == 2
     assert "--unknown-arguments" in out and "'ignore'" in out
     assert "warn" in out and "reject" in out
+
+
+async def test_the_header_is_in_the_openapi_document(client):
+    doc = await (await client.get("/swagger.json")).json()
+    for path in (PREDICT, TRAIN):
+        headers = doc["paths"][path]["post"]["responses"]["200"]["headers"]
+        assert "ignored" in headers[HEADER]["description"]
