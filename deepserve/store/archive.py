@@ -49,7 +49,6 @@ import stat
 import tarfile
 import tempfile
 import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -869,7 +868,10 @@ def _local_path(target: str | os.PathLike[str]) -> Path | None:
         return Path(target)
     parts = urllib.parse.urlsplit(target)
     if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        return Path(urllib.request.url2pathname(parts.path))
+        # Imported here: urllib.request pulls in ssl, http and email.
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(parts.path))
     return None
 
 
