@@ -10,12 +10,18 @@ import argparse
 import hashlib
 import io
 import json
+import os
+import pty
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import pytest
@@ -49,10 +55,41 @@ def typed_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+#: Variables that turn colour on or off; left out unless a test sets them.
+COLOUR_VARS = ("FORCE_COLOR", "NO_COLOR", "TERM")
+
+
+def plain_env(*sites: Path) -> dict[str, str]:
+    """:func:`subprocess_env` without the developer's colour settings."""
+    env = subprocess_env(*sites)
+    for var in COLOUR_VARS:
+        env.pop(var, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def own_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site where ``noisy`` and ``follow`` (tests/fakes) are installed."""
+    return write_dist(
+        tmp_path_factory.mktemp("own-site"),
+        "call-models",
+        {
+            "noisy": ("deepserve.v2.model", "fake_noisy"),
+            "follow": ("deepserve.v2.model", "fake_follow"),
+        },
+    )
+
+
 @pytest.fixture
 def env(fake_site: Path, typed_site: Path) -> dict[str, str]:
     """Every fake model installed: the good ones and ``typed``."""
-    return subprocess_env(fake_site, typed_site)
+    return plain_env(fake_site, typed_site)
+
+
+@pytest.fixture
+def all_env(fake_site: Path, typed_site: Path, own_site: Path) -> dict[str, str]:
+    """Every fake model installed, ``noisy`` and ``follow`` too."""
+    return plain_env(fake_site, typed_site, own_site)
 
 
 @pytest.fixture
@@ -83,12 +120,26 @@ def ok_json(result: subprocess.CompletedProcess[Any]) -> Any:
     return json.loads(result.stdout)
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
-    """The last line of stderr, after checking that there is no traceback."""
+def error_lines(
+    result: subprocess.CompletedProcess[str], status: int
+) -> tuple[str, str]:
+    """The error line of stderr and the hint line after it ("" when none),
+    after checking the status, that they end stderr and that there is no
+    traceback and no output."""
     assert result.returncode == status, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stdout == ""
-    return result.stderr.strip().splitlines()[-1]
+    lines = result.stderr.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if ": error: " in line]
+    assert len(errors) == 1, result.stderr
+    index = errors[0]
+    assert index >= len(lines) - 2, result.stderr  # at most a hint after it
+    return lines[index], "".join(lines[index + 1 :])
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The error line of stderr (see :func:`error_lines`)."""
+    return error_lines(result, status)[0]
 
 
 @pytest_asyncio.fixture
@@ -402,15 +453,15 @@ def test_old_style_fields_become_options(env, work):
         (["--count", "1", "--data", "missing.bin"], "argument --data: no readable file 'missing.bin'"),
         (["--count", "1", "--accept", "text/html"], "argument --accept: Must be one of: application/json."),
         (["--ratio", "0.1"], "the following arguments are required: --count"),
-        (["--count", "1", "--nope", "2"], "unrecognized arguments: --nope 2"),
+        (["--count", "1", "--nope", "2"], "unknown option --nope"),
     ],
 )  # fmt: skip
 def test_bad_values_name_the_option(env, work, argv, message):
     result = call(["--model-name", "typed", "predict", *argv], env, work)
-    line = one_line_error(result, 2)
+    line, hint = error_lines(result, 2)
     assert line.startswith("deepserve call predict: error: ")
     assert message in line
-    assert "usage: deepserve call predict" in result.stderr
+    assert hint == "Try 'deepserve call --model-name typed predict --help' for help."
 
 
 async def test_http_rejects_what_the_command_line_rejects(typed_client):
@@ -577,8 +628,10 @@ def test_usage_errors(env, work):
     result = call([], env, work)
     assert result.returncode == 2
     assert "a METHOD is required: get_metadata, warm, predict, train" in result.stderr
-    result = call(["fly"], env, work)
-    assert result.returncode == 2 and "invalid choice: 'fly'" in result.stderr
+    assert error_lines(call(["fly"], env, work), 2) == (
+        "deepserve call: error: unknown method 'fly'",
+        "methods: get_metadata, warm, predict, train",
+    )
     result = call(["--help"], env, work)
     assert result.returncode == 0
     for method in ("get_metadata", "warm", "predict", "train"):
@@ -607,6 +660,337 @@ def test_deepaas_cli_spelling(env, work):
     bad = call(["--model-name", "oldstyle", "predict", "--count", "x"], env, work,
                script=DEEPSERVE_CLI)  # fmt: skip
     assert one_line_error(bad, 2).startswith("deepserve-cli predict: error:")
+
+
+# -- errors: one style, suggestions --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "hint"),
+    [
+        (["predcit"], "deepserve call: error: unknown method 'predcit'",
+         "did you mean 'predict'?"),
+        (["get-metadata"], "deepserve call: error: unknown method 'get-metadata'",
+         "did you mean 'get_metadata'?"),
+        (["--modle-name", "typed", "predict"],
+         "deepserve call: error: unknown option --modle-name",
+         "did you mean '--model-name'?"),
+        (["--no-wram", "warm"], "deepserve call: error: unknown option --no-wram",
+         "did you mean '--no-warm'?"),
+        (["--model-name", "oldstyle", "predict", "--txt", "ab"],
+         "deepserve call predict: error: unknown option --txt",
+         "did you mean '--text'?"),
+        # Mistyped, not missing: the unknown option is what is reported.
+        (["--model-name", "typed", "predict", "--cont=1"],
+         "deepserve call predict: error: unknown option --cont",
+         "did you mean '--count'?"),
+        (["--model-name", "typed", "train", "--date", "in.csv"],
+         "deepserve call train: error: unknown option --date",
+         "did you mean '--data'?"),
+        (["--model-name", "typed", "predict", "--model-name", "x"],
+         "deepserve call predict: error: unknown option --model-name",
+         "'--model-name' is an option of 'deepserve call': give it before 'predict'"),
+        (["--model-name", "typed", "predict", "--count", "1", "extra"],
+         "deepserve call predict: error: unexpected argument 'extra'",
+         "Try 'deepserve call --model-name typed predict --help' for help."),
+        # The help hint repeats the command line, options included...
+        (["--no-warm", "--model-name", "typed", "warm", "--nope"],
+         "deepserve call warm: error: unknown option --nope",
+         "Try 'deepserve call --no-warm --model-name typed warm --help' for help."),
+    ],
+)  # fmt: skip
+def test_usage_errors_suggest(all_env, work, argv, error, hint):
+    assert error_lines(call(argv, all_env, work), 2) == (error, hint)
+
+
+def test_help_hint_names_the_help_option_the_model_leaves(all_env, work):
+    # ...and asks for -h where the model has an argument called 'help'.
+    result = call(["--model-name", "noisy", "predict", "--text"], all_env, work)
+    line, hint = error_lines(result, 2)
+    assert line.startswith("deepserve call predict: error: argument --text")
+    assert hint == "Try 'deepserve call --model-name noisy predict -h' for help."
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--model-name"], "--model-name"),
+        (["--model-name", "typed", "predict", "--count"], "--count"),
+        (["--model-name", "typed", "train", "--data"], "--data"),
+    ],
+)
+def test_missing_values_are_usage_errors(env, work, argv, option):
+    line, hint = error_lines(call(argv, env, work), 2)
+    # argparse words these differently across Python versions: the meaning.
+    assert f"argument {option}" in line and "expected" in line
+    assert hint.startswith("Try 'deepserve call") and hint.endswith(
+        " --help' for help."
+    )
+
+
+def test_unknown_model_names_the_closest(all_env, work):
+    demo = call(["--model-name", "demoo", "get_metadata"], all_env, work)
+    line, hint = error_lines(demo, 1)
+    assert line.startswith("deepserve call: error: Model 'demoo' not found")
+    assert hint == "did you mean 'demo'?"
+    _, hint = error_lines(call(["--model-name", "oldstyl", "warm"], all_env, work), 1)
+    assert hint == "did you mean 'oldstyle'?"
+
+
+def test_a_model_that_exits_is_a_failure(all_env, work):
+    result = call(["--model-name", "noisy", "predict", "--text", "exit"], all_env, work)
+    assert error_lines(result, 1) == (
+        "deepserve call: error: Model 'noisy' failed with SystemExit: sys.exit(3)",
+        "",
+    )
+
+
+def test_usage_errors_and_help_skip_the_models_imports(env, work):
+    """'call --help' and a mistyped method answer without importing the
+    server's modules (or oslo.config): they answer at once."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from deepserve.shell import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), "
+        "contextlib.redirect_stderr(io.StringIO()):\n"
+        "    status = [main(['--help']), main(['predcit'])]\n"
+        "heavy = ('aiohttp', 'marshmallow', 'oslo_config', 'sqlalchemy', 'apispec')\n"
+        "print(status, [m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=work, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout == "[0, 2] []\n", result.stderr
+
+
+# -- --help: the help alone ----------------------------------------------------------
+
+HELP_CALLS = [
+    ["--help"],
+    ["predict", "--help"],  # no model installed: the demo, without a notice
+    ["--model-name", "demo", "train", "--help"],
+    ["--model-name", "noisy", "predict", "-h"],
+    ["--model-name", "noisy", "train", "--help"],
+    ["--model-name", "noisy", "get_metadata", "--he"],
+    ["--model-name", "noisy", "warm", "-h"],
+    ["--model-name", "oldstyle", "predict", "--help"],
+    ["--model-name", "typed", "train", "--help"],
+    # The DEEPaaS package of .ci/run's DEEPaaS venv, where installed.
+    *(["--model-name", name, "predict", "--help"] for name in VENV_MODELS),
+]
+
+
+@pytest.mark.parametrize("argv", HELP_CALLS, ids=" ".join)
+def test_help_is_all_there_is(all_env, own_site, work, argv):
+    env = plain_env() if "--model-name" not in argv else all_env
+    for script in (DEEPSERVE, DEEPSERVE_CLI):
+        result = call(argv, env, work, script=script)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        prog = "deepserve call" if script == DEEPSERVE else "deepserve-cli"
+        methods = ("get_metadata", "warm", "predict", "train")
+        method = next((word for word in argv if word in methods), None)
+        usage = f"usage: {prog} {method} [-h]" if method else f"usage: {prog} [-h]"
+        assert result.stdout.startswith(usage), result.stdout
+
+
+def test_what_the_model_writes_on_import_is_kept_when_it_is_no_help(all_env, work):
+    # --help is noisy's own argument here: a prediction, not the help.
+    argv = ["--model-name", "noisy", "predict", "--help", "me"]
+    result = call(argv, all_env, work)
+    assert ok_json(result) == {
+        "status": "OK",
+        "predictions": {"text": "hi", "help": "me"},
+    }
+    for line in (
+        "noisy: printed on import",
+        "noisy: written to fd 1 on import",
+        "noisy: written to fd 2 on import",
+        "WARNING fake_noisy: noisy: a log record on import",
+        "UserWarning: noisy: a warning on import",
+        "noisy: reading the predict arguments",
+    ):
+        assert line in result.stderr
+    # And with no help asked for, as it comes, standard output left alone.
+    meta = call(["--model-name", "noisy", "get_metadata"], all_env, work)
+    assert ok_json(meta)["description"] == "Talks when imported"
+    assert "noisy: written to fd 1 on import" in meta.stderr
+
+
+# -- train: its output as it comes ---------------------------------------------
+
+
+class StderrLines:
+    """The lines a process writes to its standard error, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._read, args=(proc.stderr,), daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, *texts: str, timeout: float = 90) -> None:
+        """Read until a line has each of ``texts``; fail after ``timeout``."""
+        missing = set(texts)
+        deadline = time.monotonic() + timeout
+        while missing:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"never came: {sorted(missing)}; came: {self.seen}")
+            if line is None:
+                pytest.fail(f"stderr ended without {sorted(missing)}: {self.seen}")
+            self.seen.append(line)
+            missing = {t for t in missing if t not in line}
+
+    def rest(self) -> list[str]:
+        self._thread.join(timeout=60)
+        while (line := self._queue.get_nowait()) is not None:
+            self.seen.append(line)
+        return self.seen
+
+
+STEP_ONE = (
+    "step 1: printed",
+    "step 1: written to fd 1",
+    "step 1: printed by a child process",
+    "INFO fake_follow: step 1: logged",
+    "step 1: written to sys.__stdout__",
+)
+
+
+def test_train_streams_its_output_then_prints_the_record(all_env, work, tmp_path):
+    go = tmp_path / "go"
+    command = [str(DEEPSERVE), "call", "--model-name", "follow", "train",
+               "--until", str(go)]  # fmt: skip
+    with subprocess.Popen(
+        command, env=all_env, cwd=work, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        try:
+            lines = StderrLines(proc)
+            # The training waits for 'go': what it wrote so far came already.
+            lines.wait_for(*STEP_ONE)
+            assert proc.poll() is None
+            go.touch()
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
+    seen = lines.rest()
+    assert any("step 2: printed" in line for line in seen[len(STEP_ONE) :]), seen
+    # Standard output: the record, nothing the training wrote.
+    record = json.loads(out)
+    assert record["status"] == "done"
+    assert record["result"]["output"] == {"steps": 2}
+    assert record["args"] == {"until": str(go)}
+
+
+def test_ctrl_c_stops_a_training_with_status_130(all_env, work, tmp_path):
+    command = [str(DEEPSERVE), "call", "--model-name", "follow", "train",
+               "--until", str(tmp_path / "never")]  # fmt: skip
+    with subprocess.Popen(
+        command, env=all_env, cwd=work, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        try:
+            lines = StderrLines(proc)
+            lines.wait_for(*STEP_ONE)
+            proc.send_signal(signal.SIGINT)
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            assert proc.wait(timeout=60) == 130
+        finally:
+            proc.kill()
+    assert out == ""
+    rest = lines.rest()
+    assert rest[-1] == "deepserve call: error: interrupted\n", rest
+    assert not any("Traceback" in line for line in rest)
+
+
+# -- colour: on a terminal's standard error only -----------------------------------
+
+
+def on_a_terminal(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> tuple[int, str, str]:
+    """Run with standard error on a terminal and standard output on a pipe:
+    the status, standard output, and what the terminal showed."""
+    master, slave = pty.openpty()
+    try:
+        with subprocess.Popen(
+            [str(DEEPSERVE), "call", *argv], env=env, cwd=cwd,
+            stdout=subprocess.PIPE, stderr=slave,
+        ) as proc:  # fmt: skip
+            os.close(slave)
+            slave = -1
+            shown = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other side closed
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            assert proc.stdout is not None
+            out = proc.stdout.read().decode()
+            status = proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    return status, out, shown.decode()
+
+
+RED_ERROR = "\x1b[1;31merror:\x1b[0m"
+YELLOW_WARNING = "\x1b[33mWARNING\x1b[0m"
+
+
+def test_colour_on_a_terminal_never_on_standard_output(all_env, work):
+    env = dict(all_env, TERM="xterm")
+    status, out, shown = on_a_terminal(["predcit"], env, work)
+    assert status == 2 and out == ""
+    assert f"deepserve call: {RED_ERROR} unknown method 'predcit'" in shown
+    # Log lines have their level in colour; the metadata is plain JSON.
+    status, out, shown = on_a_terminal(
+        ["--model-name", "noisy", "get_metadata"], env, work
+    )
+    assert status == 0
+    assert YELLOW_WARNING in shown
+    assert "\x1b" not in out and json.loads(out)["name"] == "noisy"
+
+
+def test_no_colour_with_no_color_or_through_a_pipe(all_env, work):
+    env = dict(all_env, TERM="xterm", NO_COLOR="1")
+    status, _, shown = on_a_terminal(["predcit"], env, work)
+    assert status == 2
+    assert "deepserve call: error: unknown method 'predcit'" in shown
+    assert "\x1b" not in shown
+    piped = call(["--model-name", "noisy", "predict", "--txt"], all_env, work)
+    assert piped.returncode == 2 and "\x1b" not in piped.stderr
+    assert "WARNING fake_noisy" in piped.stderr
+
+
+def test_forced_colour_leaves_results_plain(all_env, work):
+    env = dict(all_env, FORCE_COLOR="1")
+    meta = call(["--model-name", "typed", "get_metadata"], env, work)
+    assert "\x1b" not in meta.stdout and ok_json(meta)["name"] == "typed"
+    result = call(["--model-name", "noisy", "predict", "--text", "x"], env, work)
+    assert "\x1b" not in result.stdout and ok_json(result)["predictions"]["text"] == "x"
+    assert YELLOW_WARNING in result.stderr
+    failed = call(["--model-name", "oldstyle", "predict", "--mode", "crash"], env, work)
+    assert failed.returncode == 1 and RED_ERROR in failed.stderr
 
 
 # -- options, in this process ----------------------------------------------------

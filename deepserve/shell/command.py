@@ -1,50 +1,37 @@
 """``deepserve call``: run an installed model's methods without a server.
 
-The model is imported into this process and called directly. Its arguments
-become command-line options, read and checked by the HTTP API's own code
-(:mod:`deepserve.api.args`), and its predictions are encoded by the API's
-own :func:`deepserve.api.media.encode`, so a prediction made here is the one
-the HTTP API would answer for the same input.
+This module reads the command line and reports what goes wrong, in the
+style of every ``deepserve`` command (:mod:`deepserve.console`)::
+
+    deepserve call predict: error: unknown option --txt
+    did you mean '--text'?
+
+Exit status: 0 when done, 1 when the model failed or could not be found or
+loaded, 2 when the command line is wrong, 130 after Ctrl-C. The work itself
+is :mod:`deepserve.shell.runner`'s, imported only once the command line
+names a method: ``deepserve call --help`` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import datetime
+import copy
 import logging
-import mimetypes
 import os
-import shutil
+import shlex
 import sys
 import traceback
-import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from deepserve import adapters, config, loader
-from deepserve.api import media
-from deepserve.api.args import ArgSpec, Uploads
-from deepserve.api.media import ACCEPT
-from deepserve.api.routes import training_view
+from deepserve import console
 from deepserve.exceptions import (
-    BadInput,
     ConfigError,
     DeepserveError,
     LoaderError,
     ModelFailed,
     ModelHTTPError,
-    NotSupported,
 )
-from deepserve.loader import ModelRef
-from deepserve.model import Method, Model, UploadedFile
-from deepserve.runtime import TrainingJob
-from deepserve.settings import ServerSettings
-from deepserve.shell import options, output
-from deepserve.store import Store
-
-LOG = logging.getLogger(__name__)
 
 #: The methods, as DEEPaaS's ``deepaas-cli`` names them, and what they do.
 METHODS = {
@@ -69,60 +56,126 @@ EPILOG = (
     + "".join(f"  {m:<14}{h}\n" for m, h in METHODS.items())
     + (
         "\n'%(prog)s METHOD --help' lists the options of a method, the\n"
-        "model's arguments included."
+        "model's arguments included. What the model prints while it runs\n"
+        "goes to standard error; standard output holds the result alone."
     )
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-#: Unknown file types are uploaded as what HTTP clients send them as.
-OCTET_STREAM = "application/octet-stream"
+#: Colours of the level names in log lines, on a terminal.
+LEVEL_STYLES = {
+    logging.DEBUG: ("dim",),
+    logging.WARNING: ("yellow",),
+    logging.ERROR: ("bold", "red"),
+    logging.CRITICAL: ("bold", "red"),
+}
 
 
-class UsageError(Exception):
-    """The command line cannot be carried out as written (exit status 2)."""
+class UsageError(console.UsageError):
+    """The command line cannot be carried out as written (exit status 2).
+
+    :param command: the command the message is about, e.g.
+        ``deepserve call predict``; ``deepserve call`` when empty.
+    :param help_command: the command line that prints the help, e.g.
+        ``deepserve call --model-name x predict --help``; ``command --help``
+        when empty.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str = "", command: str = "", help_command: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+        self.help_command = help_command
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` instead of printing
+    its usage and exiting, and names the closest option to an unknown one.
+
+    :param typed: the command line as typed up to this parser's options,
+        for the hint of an error: ``typed --help`` lists them.
+    """
+
+    def __init__(self, *args: Any, typed: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.typed = typed or self.prog
+
+    def error(self, message: str) -> NoReturn:
+        raise self._usage_error(message)
+
+    def _usage_error(self, message: str, hint: str = "") -> UsageError:
+        # A model argument called 'help' leaves -h alone to ask for help.
+        flags = [
+            flag
+            for action in self._actions
+            if isinstance(action, argparse._HelpAction)
+            for flag in action.option_strings
+        ]
+        flag = "--help" if "--help" in flags or not flags else flags[0]
+        return UsageError(
+            message, hint=hint, command=self.prog, help_command=f"{self.typed} {flag}"
+        )
+
+    def parse_all(
+        self, args: Sequence[str], *, elsewhere: Mapping[str, str] | None = None
+    ) -> argparse.Namespace:
+        """Parse ``args``; any word left over is an error.
+
+        :param elsewhere: a hint for options that belong to another command.
+        :raises UsageError: naming the first unknown option or argument.
+        """
+        # Unknown options first: argparse would report a required option as
+        # missing when it is only mistyped ("--cont 1" for "--count 1").
+        required = [action for action in self._actions if action.required]
+        for action in required:
+            action.required = False
+        try:
+            _, extras = self.parse_known_args(list(args))
+        finally:
+            for action in required:
+                action.required = True
+        if extras:
+            raise self._unknown(extras[0], elsewhere or {})
+        return self.parse_known_args(list(args))[0]
+
+    def visible_options(self) -> list[str]:
+        """The option strings ``--help`` shows."""
+        return [
+            flag
+            for action in self._actions
+            if action.help != argparse.SUPPRESS
+            for flag in action.option_strings
+        ]
+
+    def _unknown(self, word: str, elsewhere: Mapping[str, str]) -> UsageError:
+        if not word.startswith("-") or word == "-":
+            message, hint = f"unexpected argument '{word}'", ""
+        else:
+            flag = word.partition("=")[0]
+            message = f"unknown option {flag}"
+            hint = elsewhere.get(flag) or console.did_you_mean(
+                flag, self.visible_options()
+            )
+        return self._usage_error(message, hint)
 
 
 def main(argv: Sequence[str], *, prog: str = "deepserve call") -> int:
     """Run ``deepserve call``; returns the exit status.
 
     ``0``: done; ``1``: the model failed, or could not be found or loaded;
-    ``2``: the command line is wrong (an unknown option, an invalid value).
+    ``2``: the command line is wrong (an unknown option, an invalid value);
+    ``130``: interrupted.
     """
-    parser = _call_parser(prog)
-    ns = parser.parse_args(list(argv))
-    if ns.method is None:
-        parser.error(f"a METHOD is required: {', '.join(METHODS)}")
     try:
-        settings, debug = config.load(_config_argv(ns), os.environ, prog=prog)
-    except ConfigError as exc:
-        return _fail(prog, str(exc))
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format=LOG_FORMAT,
-        stream=sys.stderr,
-    )
-    try:
-        return _Call(prog, ns, settings).run()
-    except UsageError as exc:
-        return _fail(prog, str(exc), status=2)
-    except (LoaderError, output.OutputError) as exc:
-        return _fail(prog, str(exc))
-    except DeepserveError as exc:
-        if debug and isinstance(exc, ModelFailed) and exc.traceback:
-            print(exc.traceback.rstrip(), file=sys.stderr)
-        return _fail(prog, describe(exc))
+        return _main(list(argv), prog)
     except KeyboardInterrupt:
-        return _fail(prog, "interrupted", status=130)
+        return console.error(prog, "interrupted", status=console.INTERRUPTED)
     except BrokenPipeError:
         # The reader of our output went away (| head): nothing to report,
         # and nothing left to flush at exit either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        hint = "" if debug else " (--debug shows the traceback)"
-        return _fail(prog, f"unexpected {type(exc).__name__}: {exc}{hint}")
+        return console.FAILURE
 
 
 def deepserve_cli() -> int:
@@ -141,8 +194,66 @@ def describe(exc: DeepserveError) -> str:
     return str(exc)
 
 
-def _call_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _main(argv: list[str], prog: str) -> int:
+    parser = call_parser(prog)
+    try:
+        ns = parser.parse_all(argv)
+        _check_method(ns.method)
+    except UsageError as exc:
+        return _usage(exc, prog)
+    except SystemExit as exc:  # --help, printed
+        return _exit_status(exc)
+
+    from deepserve import config  # oslo.config: not needed until here
+
+    try:
+        settings, debug = config.load(_config_argv(ns), os.environ, prog=prog)
+    except console.UsageError as exc:
+        return console.usage_error(prog, exc)
+    except ConfigError as exc:
+        return console.error(prog, str(exc))
+    _configure_logging(debug)
+
+    from deepserve.shell import output, runner  # the model's world: heavy
+
+    typed = argv[: len(argv) - len(ns.args)]
+    call = runner.Invocation(
+        prog=prog,
+        ns=ns,
+        typed=" ".join([prog, *map(shlex.quote, typed)]),
+        call_options=frozenset(
+            flag for action in parser._actions for flag in action.option_strings
+        ),
+    )
+    try:
+        return runner.run(call, settings)
+    except UsageError as exc:
+        return _usage(exc, prog)
+    except SystemExit as exc:  # a method's --help, printed
+        return _exit_status(exc)
+    except LoaderError as exc:
+        return console.error(prog, str(exc), hint=exc.hint)
+    except output.OutputError as exc:
+        return console.error(prog, str(exc))
+    except DeepserveError as exc:
+        if debug and isinstance(exc, ModelFailed) and exc.traceback:
+            print(exc.traceback.rstrip(), file=sys.stderr)
+        return console.error(prog, describe(exc))
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        return console.error(
+            prog,
+            f"unexpected {type(exc).__name__}: {exc}",
+            hint="" if debug else "--debug shows the traceback",
+        )
+
+
+def call_parser(prog: str) -> Parser:
+    """The parser of ``deepserve call``'s own options, before the method."""
+    parser = Parser(
         prog=prog,
         usage=USAGE,
         description=DESCRIPTION,
@@ -194,13 +305,38 @@ def _call_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "method",
         metavar="METHOD",
-        # Optional for argparse, so that a missing one gets our message.
+        # Optional for argparse, and no choices: a missing or mistyped one
+        # gets our own message.
         nargs="?",
-        choices=list(METHODS),
         help="get_metadata, warm, predict or train (see below)",
     )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+def _check_method(method: str | None) -> None:
+    if method is None:
+        raise UsageError(f"a METHOD is required: {', '.join(METHODS)}")
+    if method not in METHODS:
+        raise UsageError(
+            f"unknown method '{method}'",
+            hint=console.did_you_mean(method, METHODS)
+            or f"methods: {', '.join(METHODS)}",
+        )
+
+
+def _usage(exc: UsageError, prog: str) -> int:
+    command = exc.command or prog
+    hint = exc.hint or f"Try '{exc.help_command or command + ' --help'}' for help."
+    return console.error(command, exc.message, hint=hint, status=console.USAGE)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return console.FAILURE
 
 
 def _config_argv(ns: argparse.Namespace) -> list[str]:
@@ -215,271 +351,22 @@ def _config_argv(ns: argparse.Namespace) -> list[str]:
     return argv
 
 
-def choose(
-    available: Mapping[str, ModelRef],
-    requested: Sequence[str],
-    *,
-    store: Store | None = None,
-) -> ModelRef:
-    """The one model to run: an installed one, or one from ``store``.
+class _Formatter(logging.Formatter):
+    """The log format, with the level's name in colour on a terminal."""
 
-    :raises LoaderError: when the requested model is not installed.
-    :raises UsageError: when no single model is named and several are found.
-    """
-    if len(requested) > 1:
-        raise UsageError(
-            f"several models are named ({', '.join(requested)}); "
-            "choose one with --model-name"
-        )
-    if not requested and not available:
-        LOG.warning("No model installed; running the bundled demo model")
-        return loader.DEMO
-    refs = loader.select(available, requested, store=store)
-    if len(refs) > 1:
-        raise UsageError(
-            f"several models are installed ({', '.join(r.name for r in refs)}); "
-            "choose one with --model-name"
-        )
-    return refs[0]
-
-
-class _Call:
-    """One run of ``deepserve call``."""
-
-    def __init__(
-        self, prog: str, ns: argparse.Namespace, settings: ServerSettings
-    ) -> None:
-        self.prog = prog
-        self.ns = ns
-        self.settings = settings
-
-    def run(self) -> int:
-        available = loader.discover(loader.installed_entry_points())
-        # The command line names one model; the configuration may name several.
-        requested = [self.ns.model_name] if self.ns.model_name else []
-        ref = choose(
-            available,
-            requested or self.settings.model_names,
-            store=Store(self.settings.store_root),
-        )
-        try:
-            with _model_code():
-                model = adapters.build(ref)
-        except LoaderError as exc:
-            raise LoaderError(
-                f"{exc} (available models: {loader.describe(available)})"
-            ) from exc
-        method: str = self.ns.method
-        # --warm/--no-warm wins over the configuration, [model:NAME] included.
-        warm = self.ns.warm
-        if warm is None:
-            warm = self.settings.executor_for(ref.name).warm
-        if method == "get_metadata":
-            parser, _ = self._method_parser(model, method, None)
-            ns = parser.parse_args(self.ns.args)
-            meta = {"id": model.name, "name": model.name, **model.metadata()}
-            where = getattr(ns, "output", None)
-            self._emit(where, media.dumps(meta), media.JSON, f"{model.name}-metadata")
-        elif method == "warm":
-            parser, _ = self._method_parser(model, method, None)
-            parser.parse_args(self.ns.args)
-            self._warm(model, level=logging.INFO)
-        elif method == "predict":
-            self._predict(model, warm)
-        else:
-            self._train(model, warm)
-        return 0
-
-    def _method_parser(
-        self, model: Model, method: str, spec: ArgSpec | None
-    ) -> tuple[argparse.ArgumentParser, set[str]]:
-        """The parser of a method's options, and the option strings it uses."""
-        names = {arg.name for arg in spec.plan} if spec else set()
-        parser = argparse.ArgumentParser(
-            prog=f"{self.prog} {method}",
-            description=f"{METHODS[method].capitalize()}: model '{model.name}'.",
-            # A model argument called 'help' or 'output' keeps its name;
-            # the short forms stay.
-            add_help=False,
-        )
-        help_flags = ["-h"] if "help" in names else ["-h", "--help"]
-        parser.add_argument(
-            *help_flags, action="help", help="show this help message and exit"
-        )
-        out_flags = ["-o"] if "output" in names else ["-o", "--output"]
-        parser.add_argument(
-            *out_flags,
-            dest="output",
-            metavar="FILE",
-            default=argparse.SUPPRESS,
-            help="write the result to FILE ('-': standard output, binary results too)",
-        )
-        reserved = {*help_flags, *out_flags}
-        if method == "predict":
-            offer = self._offer(spec)
-            reserved.add("--accept")
-            parser.add_argument(
-                "--accept",
-                metavar="TYPE",
-                help="media type of the result, as the 'accept' argument: "
-                f"one of {', '.join(offer.types)} (default: {offer.default})",
+    def format(self, record: logging.LogRecord) -> str:
+        styles = LEVEL_STYLES.get(record.levelno, ())
+        if styles and console.colour_on(sys.stderr):
+            record = copy.copy(record)
+            record.levelname = console.paint(
+                record.levelname, *styles, stream=sys.stderr
             )
-        return parser, reserved
-
-    def _offer(self, spec: ArgSpec | None) -> media.Offer:
-        return media.Offer.from_accept_field(spec.accept if spec else None)
-
-    def _parse(self, model: Model, method: Method) -> _Parsed:
-        """Parse the method's options into the model's keyword arguments.
-
-        Exits with status 2, naming the option, when a value is invalid.
-        """
-        if not model.supports(method):
-            raise NotSupported(model.name, method)
-        declared = model.predict_args() if method == "predict" else model.train_args()
-        spec = ArgSpec.prepare(declared, negotiate_accept=method == "predict")
-        parser, reserved = self._method_parser(model, method, spec)
-        try:
-            opts = options.add_options(
-                parser, spec, reserved, title=f"arguments of {method}()"
-            )
-        except options.OptionError as exc:
-            raise LoaderError(f"Model '{model.name}': {exc}") from None
-        ns = parser.parse_args(self.ns.args)
-        try:
-            kwargs = options.load(spec, opts, ns)
-            defaults, files = options.files(opts, ns)
-            choice = (
-                self._offer(spec).negotiate(argument=ns.accept, header=None)
-                if method == "predict"
-                else None
-            )
-        except options.OptionError as exc:
-            parser.error(str(exc))
-        except BadInput as exc:
-            parser.error(f"argument --accept: {' '.join(exc.errors[ACCEPT])}")
-        kwargs.update(defaults)
-        if spec.accept is not None and choice is not None:
-            kwargs[ACCEPT] = choice.offered
-        return _Parsed(kwargs, files, getattr(ns, "output", None), choice)
-
-    def _uploads(
-        self, files: list[tuple[options.Option, str]], uploads: Uploads
-    ) -> dict[str, UploadedFile]:
-        """Copies of the files given, handed over as the HTTP API does."""
-        given: dict[str, UploadedFile] = {}
-        for opt, path in files:
-            copy = uploads.new_path()
-            shutil.copyfile(path, copy)
-            guessed, _ = mimetypes.guess_type(path)
-            given[opt.arg.name] = UploadedFile(
-                name=opt.arg.key,
-                filename=copy,
-                content_type=guessed or OCTET_STREAM,
-                original_filename=os.path.basename(path),
-            )
-        return given
-
-    def _warm(self, model: Model, *, level: int = logging.DEBUG) -> None:
-        started = datetime.datetime.now()
-        with _model_code():
-            model.call("warm", {})
-        seconds = (datetime.datetime.now() - started).total_seconds()
-        LOG.log(level, "Model '%s' warmed in %.3f s", model.name, seconds)
-
-    def _predict(self, model: Model, warm: bool) -> None:
-        parsed = self._parse(model, "predict")
-        uploads = Uploads(self.settings.api.upload_dir)
-        try:
-            kwargs = {**parsed.kwargs, **self._uploads(parsed.files, uploads)}
-            if warm:
-                self._warm(model)
-            with _model_code():
-                result = model.call("predict", kwargs)
-            assert parsed.accept is not None  # predict always negotiates
-            media_type = parsed.accept.media_type(result)
-            body = media.encode(
-                result, media_type, model=model.name, schema=model.response_schema
-            )
-            # Written before the uploads go: the result may be one of them.
-            self._emit(parsed.output, body, media_type, f"{model.name}-prediction")
-        finally:
-            uploads.cleanup()
-
-    def _train(self, model: Model, warm: bool) -> None:
-        parsed = self._parse(model, "train")
-        uploads = Uploads(self.settings.api.upload_dir)
-        try:
-            kwargs = {**parsed.kwargs, **self._uploads(parsed.files, uploads)}
-            if warm:
-                self._warm(model)
-            started = datetime.datetime.now(datetime.UTC)
-            with _model_code():
-                result = model.call("train", kwargs)
-            finished = datetime.datetime.now(datetime.UTC)
-            job = TrainingJob(
-                id=uuid.uuid4().hex,
-                model=model.name,
-                status="done",
-                args=_record(kwargs),
-                created=started,
-                started=started,
-                finished=finished,
-                duration=finished - started,
-                result=result,
-            )
-        finally:
-            uploads.cleanup()
-        view = media.dumps(training_view(job))
-        self._emit(parsed.output, view, media.JSON, f"{model.name}-training")
-
-    def _emit(
-        self,
-        where: str | None,
-        body: bytes | str | media.FileBody,
-        media_type: str,
-        stem: str,
-    ) -> None:
-        # -o after the method name wins over -o before it.
-        output.emit(body, media_type, output=where or self.ns.output, stem=stem)
+        return super().format(record)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Parsed:
-    """A method's command line, read."""
-
-    #: The model's keyword arguments, files not included yet.
-    kwargs: dict[str, Any]
-    #: File options given, with their paths.
-    files: list[tuple[options.Option, str]]
-    #: ``--output`` given after the method name.
-    output: str | None
-    #: The negotiated media type (predict only).
-    accept: media.Choice | None
-
-
-def _record(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Arguments as a training record shows them: files by name, not path."""
-    return {
-        key: {
-            "name": value.name,
-            "original_filename": value.original_filename,
-            "content_type": value.content_type,
-        }
-        if isinstance(value, UploadedFile)
-        else value
-        for key, value in kwargs.items()
-    }
-
-
-def _model_code() -> contextlib.AbstractContextManager[Any]:
-    """Around the model's own code: what it prints goes to standard error.
-
-    Standard output then holds the result alone, ready for a pipe.
-    """
-    return contextlib.redirect_stdout(sys.stderr)
-
-
-def _fail(prog: str, message: str, *, status: int = 1) -> int:
-    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
-    return status
+def _configure_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(LOG_FORMAT))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, handlers=[handler]
+    )
