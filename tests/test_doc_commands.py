@@ -47,9 +47,15 @@ def pip_lines() -> list[tuple[str, str]]:
 
 
 def command_lines() -> list[tuple[str, str, str]]:
+    """The deepserve command lines shown, except those shown failing on
+    purpose (the next line is their ``error:``)."""
     found = []
     for path in DOCS:
-        for match in COMMAND.finditer(path.read_text()):
+        text = path.read_text()
+        for match in COMMAND.finditer(text):
+            following = text[match.end() + 1 :].split("\n", 1)[0]
+            if ": error: " in following:
+                continue
             where = path.relative_to(ROOT).as_posix()
             found.append((where, match.group(1), match.group(2)))
     return found
