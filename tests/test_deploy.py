@@ -314,6 +314,11 @@ def problems(
         found.append("runAsNonRoot is not true")
     if security.get("runAsUser") != uid:
         found.append(f"runAsUser is not the image's user {uid}")
+    if security.get("seccompProfile", {}).get("type") not in (
+        "RuntimeDefault",
+        "Localhost",
+    ):
+        found.append("no seccomp profile")
     own = c.get("securityContext", {})
     if own.get("allowPrivilegeEscalation") is not False:
         found.append("allowPrivilegeEscalation is not false")
@@ -446,7 +451,6 @@ def test_manifests_agree_with_the_image_and_the_server(image, tmp_path):
     # The ConfigMap's file was read.
     assert settings.executor.predict_timeout == 20
     assert settings.executor.max_queue == 64
-    assert settings.jobs.retention_days == 30
 
 
 def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
@@ -502,6 +506,8 @@ def _args(change: Callable[[list[str]], list[str]]) -> Callable[[dict[str, Any]]
          "the jobs database is postgresql, not PostgreSQL through psycopg"),
         (_set([*POD, "spec", "securityContext", "runAsUser"], 0),
          "runAsUser is not the image's user 10001"),
+        (_set([*POD, "spec", "securityContext", "seccompProfile"], {"type": "Unconfined"}),
+         "no seccomp profile"),
         (_set([*CONTAINER, "securityContext", "readOnlyRootFilesystem"], False),
          "the root file system is writable"),
         (_set([*CONTAINER, "volumeMounts", 2, "mountPath"], "/data"),
