@@ -173,7 +173,7 @@ def call_raw(database: Path, uuid: str) -> str:
     return str(status)
 
 
-@pytest.mark.parametrize("problem", ["newer", "unusable"])
+@pytest.mark.parametrize("problem", ["newer", "unusable", "no driver", "not a url"])
 def test_a_database_the_server_cannot_use_stops_it_with_one_line(
     fake_site, tmp_path, problem
 ):
@@ -189,9 +189,21 @@ def test_a_database_the_server_cannot_use_stops_it_with_one_line(
             conn.execute("INSERT INTO deepserve_schema VALUES (99)")
         conn.close()
         expected = "schema version 99, newer than this deepserve understands"
-    else:
+    elif problem == "unusable":
         database = "nosuchdialect://somewhere/jobs"
         expected = "Cannot use job database 'nosuchdialect://somewhere/jobs'"
+    elif problem == "no driver":  # the password never reaches the log
+        database = "postgresql+nosuchdriver://me:s3cretpw@db.example.org/jobs"
+        expected = (
+            "Cannot use job database 'postgresql+nosuchdriver://me:***@"
+            "db.example.org/jobs': Can't load plugin"
+        )
+    else:
+        database = "postgresql://me:s3cretpw@db.example.org:port/jobs"
+        expected = (
+            "Cannot use job database 'postgresql://...': not a database URL "
+            "SQLAlchemy can read"
+        )
 
     result = subprocess.run(
         [*DEEPSERVE, "run", "--model-name", "chatty",
@@ -202,8 +214,9 @@ def test_a_database_the_server_cannot_use_stops_it_with_one_line(
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("deepserve: error: ")
+    assert lines[0].startswith("deepserve run: error: ")
     assert expected in lines[0]
+    assert "s3cretpw" not in result.stderr
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

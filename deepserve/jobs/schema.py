@@ -139,6 +139,15 @@ MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_v1, _v2, _v3)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
+def _shown(url_text: str) -> str:
+    """``url_text`` fit for a log line: any password replaced by ``***``."""
+    try:
+        return sa.make_url(url_text).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        scheme, sep, _ = url_text.partition("://")
+        return f"{scheme}://..." if sep else "(unreadable)"
+
+
 def make_engine(url_text: str) -> tuple[sa.Engine, int]:
     """An engine for ``url_text`` and how many threads may use it at once.
 
@@ -159,11 +168,19 @@ def make_engine(url_text: str) -> tuple[sa.Engine, int]:
             return engine, 1
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise JobStoreError(f"Cannot use job database '{url_text}': {exc}") from exc
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise JobStoreError(
+            f"Cannot use job database '{_shown(url_text)}': {exc}"
+        ) from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        # SQLAlchemy's message quotes the whole URL, password included.
+        raise JobStoreError(
+            f"Cannot use job database '{_shown(url_text)}': not a database URL "
+            "SQLAlchemy can read"
+        ) from exc
     except OSError as exc:
         raise JobStoreError(
-            f"Cannot create the directory of job database '{url_text}': {exc}"
+            f"Cannot create the directory of job database '{_shown(url_text)}': {exc}"
         ) from exc
     sa.event.listen(engine, "connect", _sqlite_setup)
     sa.event.listen(engine, "checkout", _sqlite_checkout)
