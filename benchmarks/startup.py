@@ -74,8 +74,8 @@ def main() -> int:
             "deepserve --version": [str(exe), "--version"],
             "deepserve models list": [str(exe), "models", "list"],
             "deepserve call predict --help": [
-                str(exe), "call", "--model-name", "demo", "predict", "--help",
-            ],  # fmt: skip
+                *[str(exe), "call", "--model-name", "demo", "predict", "--help"]
+            ],
             "deepserve run --help": [str(exe), "run", "--help"],
         }
         print(

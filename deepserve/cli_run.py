@@ -147,7 +147,9 @@ def _banner(settings: ServerSettings, names: list[str]) -> str:
     def url(path: str) -> str:  # in colour on a terminal
         return console.paint(base + path, "cyan")
 
-    docs = f"\n    API documentation: {url('/api')}" if settings.api.doc_endpoint else ""
+    docs = (
+        f"\n    API documentation: {url('/api')}" if settings.api.doc_endpoint else ""
+    )
     return BANNER.format(
         version=deepserve.__version__,
         models=console.paint(", ".join(names), "bold"),
