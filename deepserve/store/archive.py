@@ -622,7 +622,8 @@ class _Unpacker:
         if first is None:
             raise BadArchive(f"Unsafe or damaged archive '{self.src}': it is empty")
         if first.name != MANIFEST:
-            raise self.bad(MANIFEST, f"is missing: the first member is '{first.name}'")
+            # The name comes from the archive: escaped, never raw to a terminal.
+            raise self.bad(MANIFEST, f"is missing: the first member is {first.name!r}")
         if not first.isreg() or first.type == tarfile.CONTTYPE:
             raise self.bad(MANIFEST, "is not a regular file")
         if first.size > MAX_MANIFEST_SIZE:
