@@ -1,7 +1,15 @@
 """``deepserve models``: list, inspect, delete, export and import stored models.
 
 Errors follow :mod:`deepserve.console`: ``deepserve models <action>: error:
-...`` on stderr, exit status 2 for a wrong command line and 1 for a failure.
+...`` on stderr, exit status 2 for a wrong command line and 1 for a failure
+(an error of the file system included: one line, never a traceback).
+Stopped by a signal, an action cleans up (no half-written archive or store
+entry is left) and exits with 128 + the signal's number: 130 for Ctrl-C
+(SIGINT), 143 for SIGTERM, 129 for SIGHUP.
+
+Everything a stored model's ``model.json`` holds may come from someone
+else's archive: control characters in it are escaped before they reach a
+terminal (:func:`printable`).
 
 This module is imported by ``deepserve models --help`` and ``deepserve
 models list``, which must start fast: the store, YAML and everything heavy
@@ -13,16 +21,19 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
+import contextlib
 import datetime
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from deepserve import console
@@ -50,6 +61,32 @@ class Failure(Exception):
         self.hint = hint
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived while an action ran.
+
+    A :class:`BaseException`, as :class:`KeyboardInterrupt` is: the clean-ups
+    that run for Ctrl-C (a partial archive removed, a store's temp dir
+    deleted) run for it too, and no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: Signals turned into :class:`Stopped` while an action runs (SIGINT is
+#: already :class:`KeyboardInterrupt`).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class OutputError(Exception):
+    """Standard output could not be written (a closed pipe, a full disk)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class CommandLineError(console.UsageError):
     """A wrong command line, reported for the (sub)command ``prog``."""
 
@@ -63,18 +100,23 @@ def main(argv: Sequence[str]) -> int:
     parser, actions = _parser()
     prog = PROG
     try:
-        _check_leading_options(parser, argv)
-        args, extra = parser.parse_known_args(argv)
-        if args.action is None:
-            raise CommandLineError(
-                PROG,
-                f"an action is required: {', '.join(ACTIONS[:-1])} or {ACTIONS[-1]}",
-            )
-        prog = actions[args.action].prog
-        if extra:
-            raise _unexpected(actions[args.action], extra)
-        store = _open_store(args)
-        return int(args.run(store, args))
+        with _stop_on_signals():
+            _check_leading_options(parser, argv)
+            args, extra = parser.parse_known_args(argv)
+            if args.action is None:
+                raise CommandLineError(
+                    PROG,
+                    f"an action is required: {', '.join(ACTIONS[:-1])} "
+                    f"or {ACTIONS[-1]}",
+                )
+            prog = actions[args.action].prog
+            if extra:
+                raise _unexpected(actions[args.action], extra)
+            store = _open_store(args)
+            status = int(args.run(store, args))
+            # Here, not at exit: a write error is reported like any other.
+            _say("", end="", flush=True)
+            return status
     except CommandLineError as exc:
         return console.usage_error(exc.prog, exc)
     except Failure as exc:
@@ -83,13 +125,76 @@ def main(argv: Sequence[str]) -> int:
         return console.error(prog, str(exc), hint=getattr(exc, "hint", ""))
     except KeyboardInterrupt:
         return console.error(prog, "interrupted", status=console.INTERRUPTED)
-    except BrokenPipeError:
-        # The reader went away (`deepserve models list | head`): not an
-        # error worth a traceback. Stdout goes nowhere from now on, so that
-        # flushing it at exit does not fail again.
+    except Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        return console.error(prog, f"stopped by {name}", status=128 + exc.signum)
+    except OutputError as exc:
+        # Stdout goes nowhere from now on, so that flushing it at exit does
+        # not fail again (and print "Exception ignored").
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return console.FAILURE
+        os.close(devnull)
+        if isinstance(exc.error, BrokenPipeError):
+            # The reader went away (`deepserve models list | head`): not
+            # worth a message.
+            return console.FAILURE
+        return console.error(prog, f"cannot write the output: {_os_error(exc.error)}")
+    except OSError as exc:
+        # A read-only or unreadable store, a file that vanished...
+        return console.error(prog, _os_error(exc))
+
+
+def _os_error(exc: OSError) -> str:
+    """``Permission denied: '/path'``: the error, and the file it is about."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    if names:
+        text += ": " + " -> ".join(repr(os.fsdecode(n)) for n in names)
+    return text
+
+
+def _say(text: str, *, end: str = "\n", flush: bool = False) -> None:
+    """Write ``text`` to standard output; a failure is an :class:`OutputError`."""
+    try:
+        print(text, end=end, flush=flush)
+    except OSError as exc:
+        raise OutputError(exc) from exc
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Raise :class:`Stopped` for SIGTERM and SIGHUP while the block runs.
+
+    A signal that is ignored (``nohup`` ignores SIGHUP) stays ignored. After
+    the first signal the previous handlers are back, so that a second one
+    does what it would have done without this (by default: kill at once,
+    cleaning up nothing). Outside the main thread, where Python cannot set
+    handlers, nothing changes.
+    """
+    previous: dict[int, Any] = {}
+
+    def restore() -> None:
+        while previous:
+            signum, handler = previous.popitem()
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        restore()
+        raise Stopped(signum)
+
+    try:
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is signal.SIG_IGN:
+                continue
+            try:
+                signal.signal(signum, stop)
+            except ValueError:  # not the main thread
+                break
+            previous[signum] = handler
+        yield
+    finally:
+        restore()
 
 
 # -- the command line -----------------------------------------------------------
@@ -99,7 +204,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are :class:`CommandLineError`."""
 
     def error(self, message: str) -> NoReturn:
-        text, hint = _explain(message, self.prog)
+        text, hint = _explain(message)
         raise CommandLineError(self.prog, text, hint=hint)
 
 
@@ -107,8 +212,9 @@ _CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: (?P<rest>.*)", r
 _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
 
 
-def _explain(message: str, prog: str) -> tuple[str, str]:
-    """argparse's error ``message`` in deepserve's words, and a hint.
+def _explain(message: str) -> tuple[str, str]:
+    """argparse's error ``message`` in deepserve's words, and a suggestion
+    (``""`` when there is none).
 
     argparse's wording of an invalid choice differs between Python versions
     (quoted choices until 3.12, suggestions of its own from 3.14): only the
@@ -136,15 +242,8 @@ def _explain(message: str, prog: str) -> tuple[str, str]:
         text = f"argument {arg}: invalid choice '{value}'"
     if choices:
         text += f" (choose from {', '.join(choices)})"
-    return text, _hint_with(suggestion, prog)
-
-
-def _hint_with(suggestion: str, prog: str) -> str:
-    """``suggestion`` followed by the pointer at ``--help``; empty without a
-    suggestion (``console.usage_error`` then points at ``--help`` alone)."""
-    if not suggestion:
-        return ""
-    return f"{suggestion} Try '{prog} --help' for help."
+    # The suggestion alone; without one, console.usage_error points at --help.
+    return text, suggestion
 
 
 def _options(parser: argparse.ArgumentParser) -> list[str]:
@@ -158,11 +257,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 def _unknown_option(parser: argparse.ArgumentParser, word: str) -> CommandLineError:
     option = word.partition("=")[0]
     suggestion = console.did_you_mean(option, _options(parser))
-    return CommandLineError(
-        parser.prog,
-        f"unknown option '{option}'",
-        hint=_hint_with(suggestion, parser.prog),
-    )
+    return CommandLineError(parser.prog, f"unknown option '{option}'", hint=suggestion)
 
 
 def _unexpected(parser: argparse.ArgumentParser, extra: list[str]) -> CommandLineError:
@@ -319,6 +414,9 @@ def _open_store(args: argparse.Namespace) -> Store:
     if store.root.exists() and not store.root.is_dir():
         raise Failure(f"model store {args.store_shown} is not a directory")
     if args.action in READS and not store.root.exists():
+        if args.action == "list" and not args.store:
+            # A fresh install: nothing was saved yet, and nothing is listed.
+            return store
         hint = (
             ""
             if args.store
@@ -345,7 +443,8 @@ def _find(store: Store, text: str, shown: str) -> StoredModel:
 def _missing(store: Store, tag: Any, text: str, shown: str) -> Failure:
     stored = store.list()
     if not stored:
-        return Failure(f"no model '{text}': the model store {shown} is empty")
+        state = "is empty" if store.root.exists() else "does not exist yet"
+        return Failure(f"no model '{text}': the model store {shown} {state}")
     names = sorted({m.info.name for m in stored})
     tags = [m.tag for m in stored]
     if tag.name in names:
@@ -396,13 +495,13 @@ def _list(store: Store, args: argparse.Namespace) -> int:
         _dump([_record(m) for m in entries], args.output)
         return 0
     if not entries:
-        print(f"No models in the model store {args.store_shown}.")
+        _say(printable(f"No models in the model store {args.store_shown}."))
         return 0
     rows = [
         [m.tag, m.info.module, _size(m.info.size), _when(m.info.created)]
         for m in entries
     ]
-    print(_table(["TAG", "MODULE", "SIZE", "CREATED"], rows))
+    _say(_table(["TAG", "MODULE", "SIZE", "CREATED"], rows))
     return 0
 
 
@@ -413,7 +512,7 @@ def _get(store: Store, args: argparse.Namespace) -> int:
         _dump(record, args.output)
         return 0
     rows = [[key, _describe(key, value)] for key, value in record.items()]
-    print(_table(None, rows))
+    _say(_table(None, rows))
     return 0
 
 
@@ -421,14 +520,20 @@ def _delete(store: Store, args: argparse.Namespace) -> int:
     # Every tag is checked first: one unknown tag deletes nothing.
     entries = [_find(store, tag, args.store_shown) for tag in args.tags]
     tags = list(dict.fromkeys(m.tag for m in entries))
-    if not args.yes and not _confirm(
-        f"Delete {len(tags)} model{'s' if len(tags) > 1 else ''}: {', '.join(tags)}? [y/N] "
-    ):
-        print("Nothing deleted.", file=sys.stderr)
-        return console.FAILURE
+    if not args.yes:
+        if not _isatty(sys.stdin):
+            # Nobody can answer: a script must say --yes, not pipe a "y".
+            raise Failure(
+                f"{', '.join(tags)} not deleted: standard input is not a "
+                "terminal; pass --yes to delete without asking"
+            )
+        models = f"{len(tags)} model{'s' if len(tags) > 1 else ''}"
+        if not _confirm(f"Delete {models}: {', '.join(tags)}? [y/N] "):
+            print("Nothing deleted.", file=sys.stderr)
+            return console.FAILURE
     for tag in tags:
         store.delete(tag)
-        print(f"{console.paint('Deleted', 'green')} {tag}")
+        _say(f"{console.paint('Deleted', 'green')} {tag}")
     return 0
 
 
@@ -445,7 +550,7 @@ def _export(store: Store, args: argparse.Namespace) -> int:
         raise Failure(
             f"'{exc.dest}' already exists; use --force to replace it"
         ) from None
-    print(f"{console.paint('Exported', 'green')} {stored.tag} to {written}")
+    _say(f"{console.paint('Exported', 'green')} {stored.tag} to {printable(written)}")
     return 0
 
 
@@ -455,7 +560,7 @@ def _import(store: Store, args: argparse.Namespace) -> int:
 
     created = _missing_dirs(store.root)
     try:
-        with Progress.when(args.progress, f"Importing {args.path}") as bar:
+        with Progress.when(args.progress, f"Importing {printable(args.path)}") as bar:
             stored = store.import_model(args.path, progress=bar)
     except BaseException as exc:
         if created:  # a failed import into a new store leaves no empty store
@@ -467,8 +572,8 @@ def _import(store: Store, args: argparse.Namespace) -> int:
             ) from None
         raise
     if created:
-        print(f"Created the model store {args.store_shown}", file=sys.stderr)
-    print(f"{console.paint('Imported', 'green')} {stored.tag}")
+        print(printable(f"Created the model store {args.store_shown}"), file=sys.stderr)
+    _say(f"{console.paint('Imported', 'green')} {stored.tag}")
     return 0
 
 
@@ -520,18 +625,45 @@ def _record(stored: StoredModel, *, full: bool = False) -> dict[str, Any]:
     return record
 
 
+#: What a terminal may take for a command: C0 controls, DEL, C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\x1b``, ``\\n``...),
+    safe to write to a terminal: an escape sequence hidden in a label cannot
+    retitle the window, recolour the screen or hide what follows."""
+    return _CONTROL.sub(
+        lambda found: _NAMED.get(found[0]) or f"\\x{ord(found[0]):02x}", text
+    )
+
+
+#: What ``json.dumps`` leaves raw: DEL and the C1 controls.
+_JSON_RAW = re.compile(r"[\x7f-\x9f]")
+
+
 def _dump(data: Any, fmt: str) -> None:
+    """``data`` as JSON or YAML, control characters escaped the format's way
+    (the values read back unchanged)."""
     if fmt == "json":
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+        # JSON escapes only the C0 controls; these may appear only in
+        # strings, where \u escapes are as good.
+        _say(_JSON_RAW.sub(lambda found: f"\\u{ord(found[0]):04x}", text))
         return
     import yaml  # only -o yaml needs it
 
-    print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+    # YAML escapes every control character in a double-quoted string.
+    _say(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
 
 
 def _table(header: list[str] | None, rows: list[list[str]]) -> str:
-    """Rows in aligned columns; the header bold on a terminal."""
-    cells = ([header] if header else []) + rows
+    """Rows in aligned columns, their control characters escaped; the header
+    bold on a terminal."""
+    cells = [
+        [printable(cell) for cell in row] for row in ([header] if header else []) + rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
 
     def line(row: list[str]) -> str:
@@ -614,8 +746,8 @@ def progress_line(
     width: int = 80,
     bar: bool = True,
 ) -> str:
-    """One line of progress, at most ``width`` characters; with a bar if
-    ``bar`` and the width leaves room for it.
+    """One line of progress, at most ``width`` characters (but for a width
+    under 4); with a bar if ``bar`` and the width leaves room for it.
 
     While running: ``Exporting x  [####----]  45%  1.2 MiB / 2.7 MiB
     3.1 MiB/s  ETA 0:02`` (``rate`` in bytes per second, ``None`` while
@@ -623,28 +755,46 @@ def progress_line(
     and the average speed.
     """
     share = min(done / total, 1.0) if total > 0 else 1.0
+    # The numbers, fullest first: on a narrow line the speed goes first, then
+    # the time, then the byte counts; a number is never cut.
     if done >= total:
+        took = duration(elapsed)
         speed = f", {_size(done / elapsed)}/s" if elapsed > 0 and done else ""
-        stats = f"100%  {_size(done)} in {duration(elapsed)}{speed}"
+        levels = [
+            f"100%  {_size(done)} in {took}{speed}",
+            f"100%  {_size(done)} in {took}",
+            f"100% in {took}",
+            "100%",
+        ]
     else:
+        percent = f"{int(share * 100):3d}%"
+        counts = f"{_size(done)} / {_size(total)}"
         speed = f"{_size(rate)}/s" if rate else "-- B/s"
         left = duration((total - done) / rate) if rate else "--:--"
-        stats = (
-            f"{int(share * 100):3d}%  {_size(done)} / {_size(total)}  "
-            f"{speed}  ETA {left}"
-        )
+        levels = [
+            f"{percent}  {counts}  {speed}  ETA {left}",
+            f"{percent}  {counts}  ETA {left}",
+            f"{percent}  {counts}",
+            percent,
+        ]
     # The bar's width depends on the label and the width only, so that it
-    # does not jump as the numbers change.
+    # does not jump as the numbers change; it is there only when all the
+    # numbers fit too.
     bar_width = min(30, width - len(label) - _STATS_ROOM - 6)
     if bar and bar_width >= 10:
         filled = int(bar_width * share)
-        stats = "[" + "#" * filled + "-" * (bar_width - filled) + "]  " + stats
-    room = width - len(stats) - 2  # two spaces between the label and the rest
-    if room < 8:
-        return stats[:width]
-    if len(label) > room:
-        label = label[: room - 3] + "..."
-    return f"{label}  {stats}"
+        drawn = "[" + "#" * filled + "-" * (bar_width - filled) + "]  "
+        levels = [drawn + stats for stats in levels]
+    # The label is shortened first, down to a few characters.
+    least = min(len(label), 8)
+    for stats in levels:
+        room = width - len(stats) - 2  # two spaces between the label and the rest
+        if room >= least:
+            if len(label) > room:
+                label = label[: room - 3] + "..."
+            return f"{label}  {stats}"
+    # Too narrow for a label: the percentage alone.
+    return levels[-1].lstrip()[:width]
 
 
 class Progress:

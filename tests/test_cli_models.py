@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import io
 import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tarfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +25,13 @@ import yaml
 
 from deepserve import cli_models, picklable_model
 from deepserve.cli_models import Progress, duration, progress_line
+from deepserve.exceptions import BadArchive
 from deepserve.store import Store
 from tests.conftest import subprocess_env
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: What a terminal may obey: C0 controls (but newline), DEL, C1 controls.
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -86,6 +95,51 @@ def run(fake_site: Path, home: Path) -> Run:
     return run
 
 
+@pytest.fixture
+def terminal(fake_site: Path, home: Path) -> Callable[..., tuple[int, str]]:
+    """Run ``deepserve models ARGS`` on a pseudo-terminal (stdin, stdout and
+    stderr, as in an interactive shell), typing ``typed`` once the terminal
+    shows a ``[y/N]`` question; return the exit status and everything the
+    terminal showed (the typed answer echoed)."""
+
+    def run(*args: str, typed: str = "", **env: str) -> tuple[int, str]:
+        environ = subprocess_env(fake_site)
+        for var in ("NO_COLOR", "FORCE_COLOR", "COLUMNS"):
+            environ.pop(var, None)
+        environ.update(DEEPSERVE_HOME=str(home), TERM="xterm", **env)
+        master, slave = os.openpty()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "deepserve.cli", "models", *args],
+                env=environ,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+            )
+            os.close(slave)
+            shown = b""
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if not select.select([master], [], [], 1)[0]:
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError as exc:  # EIO: the process closed the terminal
+                    assert exc.errno == errno.EIO
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+                if typed and shown.endswith(b"[y/N] "):
+                    os.write(master, typed.encode())
+            status = proc.wait(timeout=10)
+        finally:
+            os.close(master)
+        return status, shown.decode().replace("\r\n", "\n")
+
+    return run
+
+
 def tags(store: Store, name: str | None = None) -> set[str]:
     return {m.tag for m in store.list(name)}
 
@@ -102,7 +156,8 @@ def assert_failure(result: Result, command: str, *words: str) -> None:
 
 
 def assert_usage_error(result: Result, command: str, *words: str) -> str:
-    """Exit status 2, the error line naming ``words``; returns the hint line."""
+    """Exit status 2, the error line naming ``words``; returns the hint line:
+    a suggestion alone, or else the pointer at ``--help`` alone."""
     assert result.status == 2, result
     assert result.out == ""
     lines = result.err.splitlines()
@@ -110,7 +165,9 @@ def assert_usage_error(result: Result, command: str, *words: str) -> str:
     assert lines[0].startswith(f"{command}: error: "), result.err
     for word in words:
         assert word in lines[0], (word, result.err)
-    assert f"'{command} --help'" in lines[1]
+    assert re.fullmatch(r"did you mean '[^']+'\?", lines[1]) or (
+        lines[1] == f"Try '{command} --help' for help."
+    ), lines[1]
     return lines[1]
 
 
@@ -200,6 +257,82 @@ def test_an_empty_store_lists_no_models(run, home):
     assert json.loads(run("list", "-o", "json").out) == []
 
 
+#: An escape sequence that retitles a terminal window, then one turning it red.
+EVIL = "\x1b]0;PWNED\x07\x1b[31m"
+SHOWN = "\\x1b]0;PWNED\\x07\\x1b[31m"
+
+
+def poison(stored: Any) -> dict[str, Any]:
+    """Put control characters in every free-text field of ``stored``'s
+    model.json, as an archive made by someone else may; return the JSON."""
+    path = stored.path / "model.json"
+    info = json.loads(path.read_text())
+    info["module"] = f"evil{EVIL}"
+    info["python_version"] = f"3.11{EVIL}\x9b2J"  # \x9b: CSI in one byte
+    info["labels"] = {f"k{EVIL}": f"v{EVIL}\x7f"}
+    info["metadata"] = {"note": f"{EVIL}\x85"}
+    info["requirements"] = [f"numpy{EVIL}"]
+    info["signatures"] = {f"predict{EVIL}": {"batchable": False, "batch_dim": 0}}
+    info["framework"]["versions"] = {f"cloudpickle{EVIL}": f"3{EVIL}\n"}
+    path.write_text(json.dumps(info))
+    return info
+
+
+def test_control_characters_in_tables_are_escaped(store, run):
+    info = poison(store.get("other"))
+    result = run("list")
+    assert result.status == 0, result.err
+    assert not CONTROL.search(result.out), result.out
+    row = next(line for line in result.out.splitlines() if line.startswith("other:"))
+    assert row.split()[1] == f"evil{SHOWN}"
+    result = run("get", "other", "-o", "table")
+    assert result.status == 0, result.err
+    assert not CONTROL.search(result.out), result.out
+    fields = dict(line.split(None, 1) for line in result.out.splitlines())
+    assert fields["module"] == f"evil{SHOWN}"
+    assert fields["python_version"] == f"3.11{SHOWN}\\x9b2J"
+    assert fields["labels"] == f"k{SHOWN}=v{SHOWN}\\x7f"
+    assert fields["requirements"] == f"numpy{SHOWN}"
+    assert fields["signatures"] == f"predict{SHOWN}"
+    assert fields["framework"] == f"cloudpickle (cloudpickle{SHOWN} 3{SHOWN}\\n)"
+    # Metadata is shown as JSON, whose escapes are escaped in turn.
+    assert fields["metadata"] == '{"note": "\\u001b]0;PWNED\\u0007\\u001b[31m\\x85"}'
+    assert info["metadata"]["note"].endswith("\x85")
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_control_characters_in_json_and_yaml_are_escaped_and_read_back(store, run, fmt):
+    info = poison(store.get("other"))
+    load: Callable[[str], Any] = json.loads if fmt == "json" else yaml.safe_load
+    for args in (["list", "other"], ["get", "other"]):
+        result = run(*args, "-o", fmt)
+        assert result.status == 0, result.err
+        assert not CONTROL.search(result.out), result.out
+        record = load(result.out)
+        record = record[0] if args[0] == "list" else record
+        assert record["module"] == info["module"]
+        assert record["labels"] == info["labels"]
+        if args[0] == "get":
+            for key in ("python_version", "metadata", "requirements", "signatures"):
+                assert record[key] == info[key], key
+            assert record["framework"] == info["framework"]
+
+
+def test_an_archive_member_name_is_escaped_in_the_error(run, tmp_path, home):
+    evil = tmp_path / "evil.dsmodel"
+    with tarfile.open(evil, "w:gz") as tar:
+        member = tarfile.TarInfo(EVIL)
+        member.size = 1
+        tar.addfile(member, io.BytesIO(b"x"))
+    # The error itself is safe to show, wherever it is shown (a log...).
+    with pytest.raises(BadArchive) as caught:
+        Store(tmp_path / "store").import_model(evil)
+    assert str(caught.value).endswith(f"the first member is '{SHOWN}'")
+    result = run("import", str(evil))
+    assert_failure(result, "deepserve models import", f"the first member is '{SHOWN}'")
+    assert not CONTROL.search(result.err), result.err
+
+
 # -- unknown models ------------------------------------------------------------------
 
 
@@ -274,17 +407,40 @@ def test_invalid_tags_are_one_line_failures(store, run):
 @pytest.mark.parametrize(
     "args", [["list"], ["get", "x"], ["delete", "x"], ["export", "x", "out"]]
 )
-def test_a_store_that_does_not_exist_is_named(run, tmp_path, args):
+def test_a_store_named_that_does_not_exist_is_an_error(run, tmp_path, args):
     missing = tmp_path / "no-such-store"
     result = run(*args, "--store", str(missing))
     action = f"deepserve models {args[0]}"
     assert_failure(result, action, f"model store {missing} does not exist")
     assert len(result.err.splitlines()) == 1
     assert not missing.exists()
-    # The default store names the variable that moves it.
+
+
+@pytest.mark.parametrize(
+    "args", [["get", "x"], ["delete", "x"], ["export", "x", "out"]]
+)
+def test_a_model_cannot_be_in_a_default_store_that_does_not_exist(run, home, args):
     result = run(*args)
-    assert_failure(result, action, f"model store {tmp_path / 'home' / 'models'}")
+    action = f"deepserve models {args[0]}"
+    assert_failure(result, action, f"model store {home / 'models'} does not exist")
+    # The hint names the variable that moves it.
     assert "DEEPSERVE_HOME" in result.err.splitlines()[1]
+    assert not home.exists()
+
+
+def test_a_fresh_install_lists_no_models(run, home):
+    """Nothing saved yet: the default store's directory does not exist."""
+    result = run("list")
+    assert result.status == 0, result.err
+    assert result.out == f"No models in the model store {home / 'models'}.\n"
+    assert result.err == ""
+    for fmt in ("json", "yaml"):
+        result = run("list", "-o", fmt)
+        assert (result.status, result.out, result.err) == (0, "[]\n", ""), result
+    # A name cannot be found there: a failure, saying why.
+    result = run("list", "iris_clf")
+    assert_failure(result, "deepserve models list", "'iris_clf'", "does not exist yet")
+    assert not home.exists()  # listing creates nothing
 
 
 def test_a_store_that_is_a_file_is_refused(run, tmp_path):
@@ -310,6 +466,111 @@ def test_store_option_before_or_after_the_action(store, run, tmp_path):
     assert result.out == after.out
 
 
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[str]:
+    """``directory`` (and all below it) not writable while the block runs;
+    yields the error a write gets.
+
+    Root writes in any directory whatever its mode: for root it is a
+    read-only bind mount of itself (skipped where mounting is not allowed).
+    """
+    if os.geteuid() != 0:
+        dirs = [directory, *(p for p in directory.rglob("*") if p.is_dir())]
+        for path in dirs:
+            path.chmod(0o555)
+        try:
+            yield "Permission denied"
+        finally:
+            for path in dirs:
+                path.chmod(0o755)
+        return
+    mount = subprocess.run(
+        ["mount", "--bind", str(directory), str(directory)],
+        capture_output=True,
+        text=True,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"root cannot be stopped from writing: mount: {mount.stderr}")
+    try:
+        subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(directory)],
+            check=True,
+            capture_output=True,
+        )
+        yield "Read-only file system"
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+def test_a_read_only_store_is_a_one_line_failure(store, run, tmp_path):
+    archive = tmp_path / "other.dsmodel"
+    assert run("export", "other", str(archive)).status == 0
+    run("delete", "-y", "other")
+    before = tags(store)
+    with read_only(store.root) as problem:
+        imported = run("import", str(archive))
+        deleted = run("delete", "-y", "scaler")
+    for result, action in ((imported, "import"), (deleted, "delete")):
+        # The error and the file it is about, quoted: a file in the store.
+        assert_failure(
+            result, f"deepserve models {action}", f"{problem}: '{store.root}/"
+        )
+        assert len(result.err.splitlines()) == 1, result.err
+    assert tags(store) == before
+    assert run("import", str(archive)).status == 0  # once writable again
+
+
+def unreadable_directory(tmp_path: Path) -> contextlib.AbstractContextManager[Path]:
+    """A directory whose listing fails."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0)
+        return contextlib.nullcontext(locked)  # pytest's clean-up copes
+    # Root reads any directory of a disk; /proc refuses some, in some places.
+    try:
+        Store("/proc/1").list()
+    except OSError:
+        return contextlib.nullcontext(Path("/proc/1"))
+    pytest.skip("nothing here is unreadable to root: /proc/1 can be listed")
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "-o", "json"], ["get", "x"]])
+def test_an_unreadable_store_is_a_one_line_failure(run, tmp_path, args):
+    with unreadable_directory(tmp_path) as directory:
+        result = run(*args, "--store", str(directory))
+    assert_failure(result, f"deepserve models {args[0]}", f"'{directory}")
+    assert re.fullmatch(r"[^:]+: error: [A-Z][a-z ]+: '[^']+'\n", result.err), result
+    # A name no file system takes is a failure too, never a traceback.
+    result = run(*args, "--store", str(tmp_path / ("x" * 300)))
+    assert_failure(result, f"deepserve models {args[0]}")
+    assert len(result.err.splitlines()) <= 2, result.err
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_an_output_that_cannot_be_written_is_a_one_line_failure(
+    store, fake_site, home, buffered
+):
+    env = {**subprocess_env(fake_site), "DEEPSERVE_HOME": str(home)}
+    env.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "deepserve.cli", "models", "list", "-o", "json"],
+            env=env,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.stderr == (
+        "deepserve models list: error: cannot write the output: "
+        "No space left on device\n"
+    )
+    assert proc.returncode == 1
+
+
 # -- command line errors ----------------------------------------------------------
 
 
@@ -320,9 +581,9 @@ def test_no_action_is_a_usage_error(run):
 
 def test_unknown_action_suggests_the_closest(run):
     hint = assert_usage_error(run("lst"), "deepserve models", "unknown action 'lst'")
-    assert hint.startswith("did you mean 'list'?")
+    assert hint == "did you mean 'list'?"
     hint = assert_usage_error(run("frobnicate"), "deepserve models", "'frobnicate'")
-    assert "did you mean" not in hint
+    assert hint == "Try 'deepserve models --help' for help."
 
 
 @pytest.mark.parametrize(
@@ -342,7 +603,14 @@ def test_unknown_action_suggests_the_closest(run):
 )
 def test_unknown_option_suggests_the_closest(run, args, command, unknown, suggested):
     hint = assert_usage_error(run(*args), command, f"unknown option '{unknown}'")
-    assert hint.startswith(f"did you mean '{suggested}'?")
+    assert hint == f"did you mean '{suggested}'?"
+
+
+def test_an_unknown_option_without_a_close_one_points_at_help(run):
+    hint = assert_usage_error(
+        run("list", "--zzzzzz"), "deepserve models list", "unknown option '--zzzzzz'"
+    )
+    assert hint == "Try 'deepserve models list --help' for help."
 
 
 def test_missing_and_extra_arguments(run):
@@ -359,7 +627,7 @@ def test_an_invalid_output_format_suggests_the_closest(run):
         "'jsno'",
         "table, json, yaml",
     )
-    assert hint.startswith("did you mean 'json'?")
+    assert hint == "did you mean 'json'?"
 
 
 @pytest.mark.parametrize(
@@ -391,15 +659,10 @@ def test_an_invalid_output_format_suggests_the_closest(run):
     ],
 )
 def test_argparse_messages_of_every_python_version(message, text, suggested):
-    shown, hint = cli_models._explain(message, "deepserve models")
+    shown, hint = cli_models._explain(message)
     assert shown == (text.replace('"', "'") if text else message)
-    if suggested:
-        assert (
-            hint
-            == f"did you mean '{suggested}'? Try 'deepserve models --help' for help."
-        )
-    else:
-        assert hint == ""
+    # The suggestion alone: without one, the caller points at --help.
+    assert hint == (f"did you mean '{suggested}'?" if suggested else "")
 
 
 def test_every_action_documents_its_options(run):
@@ -420,14 +683,36 @@ def test_every_action_documents_its_options(run):
 # -- delete ---------------------------------------------------------------------------
 
 
-def test_delete_asks_first(store, run):
+def test_delete_asks_first_on_a_terminal(store, terminal):
     before = tags(store)
-    result = run("delete", "other", stdin="n\n")
-    assert result.status == 1 and "Nothing deleted" in result.err
-    assert "Delete 1 model: other:" in result.err
+    other = store.get("other").tag
+    status, shown = terminal("delete", "other", typed="n\n")
+    assert status == 1, shown
+    assert shown.startswith(f"Delete 1 model: {other}? [y/N] ")
+    assert shown.endswith("Nothing deleted.\n")
     assert tags(store) == before
-    result = run("delete", "other", stdin="y\n")
-    assert result.status == 0 and result.out.startswith("Deleted other:")
+    status, shown = terminal("delete", "other", typed="y\n")
+    assert status == 0, shown
+    assert ANSI.sub("", shown).endswith(f"Deleted {other}\n")
+    assert tags(store, "other") == set()
+
+
+@pytest.mark.parametrize("stdin", ["y\n", ""])
+def test_delete_without_a_terminal_needs_yes(store, run, stdin):
+    """A script cannot answer the question: it must say --yes, and is told
+    so at once, without the question."""
+    before = tags(store)
+    other, scaler = store.get("other").tag, store.get("scaler").tag
+    result = run("delete", "other", "scaler", stdin=stdin)
+    assert_failure(result, "deepserve models delete")
+    assert result.err == (
+        f"deepserve models delete: error: {other}, {scaler} "
+        "not deleted: standard input is not a terminal; pass --yes to delete "
+        "without asking\n"
+    )
+    assert tags(store) == before
+    result = run("delete", "other", "--yes", stdin=stdin)
+    assert result.status == 0, result.err
     assert tags(store, "other") == set()
 
 
@@ -509,18 +794,15 @@ def test_export_errors_name_the_users_path_not_a_temp_file(store, run, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in read-only directories")
 def test_an_unwritable_directory_is_named_not_the_temp_file(store, run, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(0o555)
-    try:
+    with read_only(locked) as problem:
         result = run("export", "scaler", str(locked / "a.dsmodel"))
-    finally:
-        locked.chmod(0o755)
     assert_failure(
-        result, "deepserve models export", f"'{locked / 'a.dsmodel'}'", "Permission"
+        result, "deepserve models export", f"'{locked / 'a.dsmodel'}'", problem
     )
+    assert list(locked.iterdir()) == []
 
 
 def test_import_creates_a_store_that_does_not_exist(store, run, tmp_path):
@@ -579,6 +861,94 @@ assert main(["import", url, "--store", {str(target)!r}]) == 0
     assert tags(Store(target)) == tags(store, "other")
 
 
+@pytest.fixture
+def big(fake_site: Path, home: Path, tmp_path: Path) -> str:
+    """The tag of a model of 100 MiB of random bytes in the default store:
+    its export takes a second or two."""
+    import fake_stored
+
+    blob = tmp_path / "blob.bin"
+    with blob.open("wb") as out:
+        for _ in range(100):
+            out.write(os.urandom(1 << 20))
+    saved = picklable_model.save_model(
+        "big",
+        fake_stored.Scaler(1.0),
+        artifacts={"blob": str(blob)},
+        store=Store(home / "models"),
+    )
+    blob.unlink()
+    return saved.tag
+
+
+def start_export(
+    fake_site: Path, home: Path, tag: str, dest: Path, **popen: Any
+) -> subprocess.Popen[str]:
+    """Start ``deepserve models export TAG DEST``; return once it has
+    written part of the archive."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deepserve.cli", "models", "export", tag, str(dest)],
+        env={**subprocess_env(fake_site), "DEEPSERVE_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        with contextlib.suppress(FileNotFoundError):
+            if any(
+                p.name.endswith(".partial") and p.stat().st_size > 0
+                for p in dest.iterdir()
+            ):
+                return proc
+        time.sleep(0.005)
+    proc.kill()
+    pytest.fail("the export wrote nothing in a minute")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_an_export_without_leaving_a_partial_archive(
+    big, fake_site, home, tmp_path, signum
+):
+    dest = tmp_path / "exports"
+    dest.mkdir()
+    proc = start_export(fake_site, home, big, dest)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    name = signal.Signals(signum).name
+    assert err == f"deepserve models export: error: stopped by {name}\n"
+    assert out == ""
+    assert proc.returncode == 128 + signum  # 143 for SIGTERM, 129 for SIGHUP
+    assert list(dest.iterdir()) == []
+
+
+def test_an_ignored_sighup_stays_ignored(big, fake_site, home, tmp_path):
+    """``nohup deepserve models export ...`` outlives its terminal."""
+    dest = tmp_path / "exports"
+    dest.mkdir()
+    proc = start_export(
+        fake_site,
+        home,
+        big,
+        dest,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, "")
+    assert out.startswith(f"Exported {big} to ")
+    assert [p.name for p in dest.iterdir()] == [big.replace(":", "-") + ".dsmodel"]
+
+
+def test_the_signal_handlers_are_restored(store):
+    before = [signal.getsignal(signum) for signum in cli_models.STOP_SIGNALS]
+    assert cli_models.main(["list", "-o", "json", "--store", str(store.root)]) == 0
+    assert cli_models.main(["get", "missing", "--store", str(store.root)]) == 1
+    assert [signal.getsignal(signum) for signum in cli_models.STOP_SIGNALS] == before
+
+
 # -- progress -------------------------------------------------------------------------
 
 
@@ -632,6 +1002,47 @@ def test_progress_line_fits_the_width_and_the_bar_does_not_jump(width):
     assert all(len(line) <= width for line in lines), lines
     bars = [line.find("]") for line in lines]
     assert len(set(bars)) == 1, lines
+
+
+#: The numbers of a progress line, from all of them to the fewest: the
+#: speed goes first, then the time left, then the byte counts.
+RUNNING = [
+    "45%  45.0 MiB / 100.0 MiB  5.0 MiB/s  ETA 0:11",
+    "45%  45.0 MiB / 100.0 MiB  ETA 0:11",
+    "45%  45.0 MiB / 100.0 MiB",
+    "45%",
+]
+FINISHED = [
+    "100%  3.0 GiB in 1:15, 41.0 MiB/s",
+    "100%  3.0 GiB in 1:15",
+    "100% in 1:15",
+    "100%",
+]
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "rate", "levels"),
+    [(45 << 20, 100 << 20, 5 << 20, RUNNING), (3 << 30, 3 << 30, 1.0, FINISHED)],
+)
+def test_a_narrow_progress_line_drops_numbers_never_cuts_them(
+    done, total, rate, levels
+):
+    label = "Exporting some_long_model_name:1k1m9zarmy58xwc8"
+    shown = []
+    for width in range(4, 121):
+        line = progress_line(label, done, total, elapsed=75, rate=rate, width=width)
+        assert len(line) <= width, (width, line)
+        level = next(i for i, numbers in enumerate(levels) if line.endswith(numbers))
+        # Before the numbers: nothing, or the label (maybe shortened) and
+        # a bar.
+        head = re.sub(r"\s*\[[#-]+\]", "", line[: -len(levels[level])]).rstrip()
+        assert head == "" or label.startswith(head.removesuffix("...")), line
+        assert head == label or len(head) <= 8 or head.endswith("..."), line
+        shown.append(level)
+    # The wider the line, the more numbers; all of them on a wide one.
+    assert shown == sorted(shown, reverse=True)
+    assert shown[-1] == 0 and shown[0] == len(levels) - 1
+    assert set(shown) == set(range(len(levels))), shown
 
 
 def test_durations():
@@ -724,6 +1135,19 @@ def test_colour_only_when_forced_on_a_pipe_and_never_with_no_color(store, run):
     assert deleted.out.startswith("\x1b[32mDeleted\x1b[0m other:")
 
 
+def test_colour_on_a_terminal_and_never_with_no_color(store, terminal):
+    status, shown = terminal("list")
+    assert status == 0, shown
+    assert shown.startswith("\x1b[1mTAG")
+    status, error = terminal("get", "nothing")
+    assert status == 1
+    assert error.startswith("deepserve models get: \x1b[1;31merror:\x1b[0m no model")
+    for args in (["list"], ["get", "nothing"]):
+        status, plain = terminal(*args, NO_COLOR="1")
+        assert "\x1b" not in plain
+        assert plain == ANSI.sub("", shown if args == ["list"] else error)
+
+
 # -- a real process ---------------------------------------------------------------------
 
 
@@ -747,16 +1171,28 @@ print([name for name in heavy if name in sys.modules], file=sys.stderr)
     assert proc.stderr.strip() == "[]"
 
 
-def test_a_closed_pipe_is_not_a_traceback(store, fake_site, home):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deepserve.cli", "models", "list", "-o", "json"],
-        env={**subprocess_env(fake_site), "DEEPSERVE_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.close()  # the reader is gone before anything is written
-    with proc.stderr:
-        err = proc.stderr.read().decode()
-    proc.wait(timeout=60)
-    assert "Traceback" not in err and "Error" not in err, err
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_closed_pipe_is_not_a_traceback(store, fake_site, home, buffered):
+    """``deepserve models list | head -0``: exit status 1, and nothing said.
+
+    Python buffers standard output to a pipe unless PYTHONUNBUFFERED is set:
+    the write fails at exit then, unless the command flushed it itself.
+    """
+    env = {**subprocess_env(fake_site), "DEEPSERVE_HOME": str(home)}
+    env.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "deepserve.cli", "models", "list", "-o", "json"],
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (1, "")
