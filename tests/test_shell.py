@@ -69,13 +69,15 @@ def plain_env(*sites: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def own_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A site where ``noisy`` and ``follow`` (tests/fakes) are installed."""
+    """A site where ``noisy``, ``follow`` and ``terse`` (tests/fakes) are
+    installed."""
     return write_dist(
         tmp_path_factory.mktemp("own-site"),
         "call-models",
         {
             "noisy": ("deepserve.v2.model", "fake_noisy"),
             "follow": ("deepserve.v2.model", "fake_follow"),
+            "terse": ("deepserve.v2.model", "fake_terse"),
         },
     )
 
@@ -453,7 +455,7 @@ def test_old_style_fields_become_options(env, work):
         (["--count", "1", "--data", "missing.bin"], "argument --data: no readable file 'missing.bin'"),
         (["--count", "1", "--accept", "text/html"], "argument --accept: Must be one of: application/json."),
         (["--ratio", "0.1"], "the following arguments are required: --count"),
-        (["--count", "1", "--nope", "2"], "unknown option --nope"),
+        (["--count", "1", "--nope", "2"], "unknown option '--nope'"),
     ],
 )  # fmt: skip
 def test_bad_values_name_the_option(env, work, argv, message):
@@ -673,34 +675,77 @@ def test_deepaas_cli_spelling(env, work):
         (["get-metadata"], "deepserve call: error: unknown method 'get-metadata'",
          "did you mean 'get_metadata'?"),
         (["--modle-name", "typed", "predict"],
-         "deepserve call: error: unknown option --modle-name",
+         "deepserve call: error: unknown option '--modle-name'",
          "did you mean '--model-name'?"),
-        (["--no-wram", "warm"], "deepserve call: error: unknown option --no-wram",
+        (["--no-wram", "warm"], "deepserve call: error: unknown option '--no-wram'",
          "did you mean '--no-warm'?"),
         (["--model-name", "oldstyle", "predict", "--txt", "ab"],
-         "deepserve call predict: error: unknown option --txt",
+         "deepserve call predict: error: unknown option '--txt'",
          "did you mean '--text'?"),
         # Mistyped, not missing: the unknown option is what is reported.
         (["--model-name", "typed", "predict", "--cont=1"],
-         "deepserve call predict: error: unknown option --cont",
+         "deepserve call predict: error: unknown option '--cont'",
          "did you mean '--count'?"),
         (["--model-name", "typed", "train", "--date", "in.csv"],
-         "deepserve call train: error: unknown option --date",
+         "deepserve call train: error: unknown option '--date'",
          "did you mean '--data'?"),
         (["--model-name", "typed", "predict", "--model-name", "x"],
-         "deepserve call predict: error: unknown option --model-name",
+         "deepserve call predict: error: unknown option '--model-name'",
          "'--model-name' is an option of 'deepserve call': give it before 'predict'"),
         (["--model-name", "typed", "predict", "--count", "1", "extra"],
          "deepserve call predict: error: unexpected argument 'extra'",
          "Try 'deepserve call --model-name typed predict --help' for help."),
         # The help hint repeats the command line, options included...
         (["--no-warm", "--model-name", "typed", "warm", "--nope"],
-         "deepserve call warm: error: unknown option --nope",
+         "deepserve call warm: error: unknown option '--nope'",
          "Try 'deepserve call --no-warm --model-name typed warm --help' for help."),
     ],
 )  # fmt: skip
 def test_usage_errors_suggest(all_env, work, argv, error, hint):
     assert error_lines(call(argv, all_env, work), 2) == (error, hint)
+
+
+@pytest.mark.parametrize("method", ["predict", "train"])
+def test_model_arguments_named_like_prefixes_of_call_options(all_env, work, method):
+    """--config, --n, --d and --mo abbreviate options of 'deepserve call'
+    (--config-file, --no-warm, --debug, --model-name); after the method
+    they are the model's own."""
+    argv = ["--config", "x.yaml", "--n", "2", "--d", "y", "--mo", "z"]
+    answer = ok_json(call(["--model-name", "terse", method, *argv], all_env, work))
+    got = answer["predictions"]["got"] if method == "predict" else answer["args"]
+    assert got == {"config": "x.yaml", "n": 2, "d": "y", "mo": "z"}
+    # In the '--name=value' form, and after '--' too.
+    argv = ["--model-name=terse", "--", method, "--n=3", "--config=c"]
+    answer = ok_json(call(argv, all_env, work))
+    got = answer["predictions"]["got"] if method == "predict" else answer["args"]
+    assert got == {"config": "c", "n": 3, "d": "", "mo": ""}
+
+
+def test_call_options_may_be_abbreviated_before_the_method(all_env, work, tmp_path):
+    config = tmp_path / "terse.conf"
+    config.write_text("[DEFAULT]\nmodel_name = terse\n")
+    argv = ["--config-f", str(config), "--no-w", "-do", "meta.json", "get_metadata"]
+    result = call(argv, all_env, work)
+    assert result.stdout == "meta.json\n", result.stderr
+    assert json.loads((work / "meta.json").read_text())["id"] == "terse"
+    # An ambiguous one is a usage error, named as argparse names it.
+    line, hint = error_lines(call(["--n", "--model-name", "terse", "warm"],
+                                  all_env, work), 2)  # fmt: skip
+    assert line == (
+        "deepserve call: error: ambiguous option: --n could match --no-warm, --nowarm"
+    )
+    assert hint == "Try 'deepserve call --help' for help."
+
+
+@pytest.mark.parametrize(
+    "option", ["--config-file", "--config-dir", "--model-name", "--debug"]
+)
+def test_call_options_after_the_method_are_named_so(all_env, work, option):
+    argv = ["--model-name", "terse", "predict", "--n", "1", option, "x"]
+    assert error_lines(call(argv, all_env, work), 2) == (
+        f"deepserve call predict: error: unknown option '{option}'",
+        f"'{option}' is an option of 'deepserve call': give it before 'predict'",
+    )
 
 
 def test_help_hint_names_the_help_option_the_model_leaves(all_env, work):

@@ -3,7 +3,7 @@
 This module reads the command line and reports what goes wrong, in the
 style of every ``deepserve`` command (:mod:`deepserve.console`)::
 
-    deepserve call predict: error: unknown option --txt
+    deepserve call predict: error: unknown option '--txt'
     did you mean '--text'?
 
 Exit status: 0 when done, 1 when the model failed or could not be found or
@@ -60,6 +60,7 @@ EPILOG = (
         "goes to standard error; standard output holds the result alone."
     )
 )
+
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Colours of the level names in log lines, on a terminal.
@@ -139,6 +140,60 @@ class Parser(argparse.ArgumentParser):
             raise self._unknown(extras[0], elsewhere or {})
         return self.parse_known_args(list(args))[0]
 
+    def split_at_positional(self, args: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``args`` cut after the first positional word (the method's name).
+
+        What follows it belongs to the method, whatever it looks like: a
+        model's ``--n`` or ``--config`` must never be read as an
+        abbreviation of one of this parser's options (argparse would look
+        for those in every word, the method's included).
+
+        :returns: the words up to the positional one included, and the rest.
+        """
+        index = 0
+        while index < len(args):
+            word = args[index]
+            index += 1
+            if word == "--":  # what follows is positional: the next word
+                return list(args[: index + 1]), list(args[index + 1 :])
+            if word == "-" or not word.startswith("-"):
+                return list(args[:index]), list(args[index:])
+            if self._value_follows(word):
+                index += 1
+        return list(args), []
+
+    def _value_follows(self, word: str) -> bool:
+        """Whether option ``word`` takes the next word as its value."""
+        if word.startswith("--"):
+            flag, equals, _ = word.partition("=")
+            if equals:
+                return False
+            actions = self._long_option(flag)
+            # Unknown or ambiguous: parse_all reports it.
+            return bool(actions) and all(a.nargs != 0 for a in actions)
+        # Short options, grouped maybe: -d, -o FILE, -oFILE, -do FILE.
+        for position in range(1, len(word)):
+            action = self._option_string_actions.get(f"-{word[position]}")
+            if action is None:
+                return False
+            if action.nargs != 0:
+                return position == len(word) - 1
+        return False
+
+    def _long_option(self, flag: str) -> list[argparse.Action]:
+        """The actions ``flag`` names, as argparse reads it (abbreviated)."""
+        exact = self._option_string_actions.get(flag)
+        if exact is not None:
+            return [exact]
+        if not self.allow_abbrev:
+            return []
+        found: list[argparse.Action] = []
+        for option, action in self._option_string_actions.items():
+            # flag starts with "--": only long options start with it.
+            if option.startswith(flag) and action not in found:
+                found.append(action)
+        return found
+
     def visible_options(self) -> list[str]:
         """The option strings ``--help`` shows."""
         return [
@@ -153,7 +208,7 @@ class Parser(argparse.ArgumentParser):
             message, hint = f"unexpected argument '{word}'", ""
         else:
             flag = word.partition("=")[0]
-            message = f"unknown option {flag}"
+            message = f"unknown option '{flag}'"
             hint = elsewhere.get(flag) or console.did_you_mean(
                 flag, self.visible_options()
             )
@@ -196,8 +251,11 @@ def describe(exc: DeepserveError) -> str:
 
 def _main(argv: list[str], prog: str) -> int:
     parser = call_parser(prog)
+    # Everything after the method is the method's, read once the model is.
+    head, tail = parser.split_at_positional(argv)
     try:
-        ns = parser.parse_all(argv)
+        ns = parser.parse_all(head)
+        ns.args = tail
         _check_method(ns.method)
     except UsageError as exc:
         return _usage(exc, prog)
@@ -252,7 +310,11 @@ def _main(argv: list[str], prog: str) -> int:
 
 
 def call_parser(prog: str) -> Parser:
-    """The parser of ``deepserve call``'s own options, before the method."""
+    """The parser of ``deepserve call``'s own options, up to the method.
+
+    Give it the words up to the method's name only
+    (:meth:`Parser.split_at_positional`).
+    """
     parser = Parser(
         prog=prog,
         usage=USAGE,
@@ -310,7 +372,7 @@ def call_parser(prog: str) -> Parser:
         nargs="?",
         help="get_metadata, warm, predict or train (see below)",
     )
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # The method's options are cut off before parsing: see split_at_positional.
     return parser
 
 
