@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 from marshmallow import fields as mf
 
-from deepserve import adapters
+from deepserve import adapters, console, logs
 from deepserve.api import create_app
 from deepserve.api.args import ArgSpec
 from deepserve.loader import ModelRef
@@ -999,7 +999,14 @@ def on_a_terminal(
 
 
 RED_ERROR = "\x1b[1;31merror:\x1b[0m"
-YELLOW_WARNING = "\x1b[33mWARNING\x1b[0m"
+
+
+def level(name: str) -> str:
+    """A log level's name as ``deepserve run`` colours it on a terminal."""
+    return console.paint(name, *logs.ColourFormatter.STYLES[name], force=True)
+
+
+WARNING = level("WARNING")
 
 
 def test_colour_on_a_terminal_never_on_standard_output(all_env, work):
@@ -1012,8 +1019,19 @@ def test_colour_on_a_terminal_never_on_standard_output(all_env, work):
         ["--model-name", "noisy", "get_metadata"], env, work
     )
     assert status == 0
-    assert YELLOW_WARNING in shown
+    assert WARNING in shown
     assert "\x1b" not in out and json.loads(out)["name"] == "noisy"
+
+
+def test_log_levels_have_the_colours_of_deepserve_run(all_env, work):
+    env = dict(all_env, TERM="xterm")
+    status, out, shown = on_a_terminal(["--model-name", "noisy", "warm"], env, work)
+    assert status == 0 and out == ""
+    assert f" {WARNING} fake_noisy: noisy: a log record on import" in shown
+    assert f" {level('INFO')} deepserve.shell: Model 'noisy' warmed in " in shown
+    # As deepserve run has them: WARNING bold yellow, INFO green.
+    assert WARNING == "\x1b[1;33mWARNING\x1b[0m"
+    assert level("INFO") == "\x1b[32mINFO\x1b[0m"
 
 
 def test_no_colour_with_no_color_or_through_a_pipe(all_env, work):
@@ -1033,7 +1051,7 @@ def test_forced_colour_leaves_results_plain(all_env, work):
     assert "\x1b" not in meta.stdout and ok_json(meta)["name"] == "typed"
     result = call(["--model-name", "noisy", "predict", "--text", "x"], env, work)
     assert "\x1b" not in result.stdout and ok_json(result)["predictions"]["text"] == "x"
-    assert YELLOW_WARNING in result.stderr
+    assert WARNING in result.stderr
     failed = call(["--model-name", "oldstyle", "predict", "--mode", "crash"], env, work)
     assert failed.returncode == 1 and RED_ERROR in failed.stderr
 

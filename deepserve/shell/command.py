@@ -15,7 +15,6 @@ names a method: ``deepserve call --help`` stays quick.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import shlex
@@ -60,16 +59,6 @@ EPILOG = (
         "goes to standard error; standard output holds the result alone."
     )
 )
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-#: Colours of the level names in log lines, on a terminal.
-LEVEL_STYLES = {
-    logging.DEBUG: ("dim",),
-    logging.WARNING: ("yellow",),
-    logging.ERROR: ("bold", "red"),
-    logging.CRITICAL: ("bold", "red"),
-}
 
 
 class UsageError(console.UsageError):
@@ -413,22 +402,9 @@ def _config_argv(ns: argparse.Namespace) -> list[str]:
     return argv
 
 
-class _Formatter(logging.Formatter):
-    """The log format, with the level's name in colour on a terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        styles = LEVEL_STYLES.get(record.levelno, ())
-        if styles and console.colour_on(sys.stderr):
-            record = copy.copy(record)
-            record.levelname = console.paint(
-                record.levelname, *styles, stream=sys.stderr
-            )
-        return super().format(record)
-
-
 def _configure_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(LOG_FORMAT))
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, handlers=[handler]
-    )
+    """Log to standard error as ``deepserve run`` does in text: the same
+    format, the same colours on a terminal (:mod:`deepserve.logs`)."""
+    from deepserve import logs
+
+    logs.configure(level=logging.DEBUG if debug else logging.INFO, log_format="text")
