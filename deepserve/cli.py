@@ -60,8 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "deepserve", f"unknown {kind} '{first}'", hint=hint, status=console.USAGE
         )
     module, _, function = target.partition(":")
-    command = getattr(importlib.import_module(module), function)
-    status: int = command(args[1:])
+    try:
+        command = getattr(importlib.import_module(module), function)
+        status: int = command(args[1:])
+    except KeyboardInterrupt:
+        # Ctrl-C before a command set up its own handling (a server still
+        # importing its models, say): no traceback.
+        return console.error(
+            f"deepserve {first}", "interrupted", status=console.INTERRUPTED
+        )
     return status
 
 

@@ -521,7 +521,7 @@ def _delete(store: Store, args: argparse.Namespace) -> int:
     entries = [_find(store, tag, args.store_shown) for tag in args.tags]
     tags = list(dict.fromkeys(m.tag for m in entries))
     if not args.yes:
-        if not _isatty(sys.stdin):
+        if not console.is_terminal(sys.stdin):
             # Nobody can answer: a script must say --yes, not pipe a "y".
             raise Failure(
                 f"{', '.join(tags)} not deleted: standard input is not a "
@@ -827,7 +827,7 @@ class Progress:
         self._label = label
         self._stream = stream
         self._clock = clock
-        self._terminal = _isatty(stream) if terminal is None else terminal
+        self._terminal = console.is_terminal(stream) if terminal is None else terminal
         self._width = width
         self._start: float | None = None
         self._last_draw: float | None = None
@@ -840,7 +840,7 @@ class Progress:
         """A progress display on stderr if ``wanted`` (default: if stderr is
         a terminal)."""
         if wanted is None:
-            wanted = _isatty(sys.stderr)
+            wanted = console.is_terminal(sys.stderr)
         return cls(label, sys.stderr) if wanted else _NoProgress()
 
     def __call__(self, done: int, total: int) -> None:
@@ -913,10 +913,3 @@ class _NoProgress:
 
     def __exit__(self, *exc: object) -> None:
         pass
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

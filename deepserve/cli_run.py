@@ -92,14 +92,14 @@ def _serve(registry: Registry, settings: ServerSettings) -> int:
 
     app.cleanup_ctx.append(job_store)
     app.cleanup_ctx.append(lifecycle)
-    banner = _banner(settings, list(registry))
+    names = list(registry)
     status = asyncio.run(
         server.serve(
             app,
             registry,
             settings,
             # Called once the socket listens: the banner tells the truth.
-            announce=lambda: print(banner, flush=True),
+            announce=lambda port: print(_banner(settings, names, port), flush=True),
             fail=_fail,
         )
     )
@@ -138,11 +138,11 @@ def build_registry(settings: ServerSettings) -> Registry:
     return Registry(served, jobs=JobStore(settings.jobs))
 
 
-def _banner(settings: ServerSettings, names: list[str]) -> str:
+def _banner(settings: ServerSettings, names: list[str], port: int) -> str:
     host = settings.listen_ip
     if ":" in host:
         host = f"[{host}]"
-    base = f"http://{host}:{settings.listen_port}{settings.api.base_path}"
+    base = f"http://{host}:{port}{settings.api.base_path}"
 
     def url(path: str) -> str:  # in colour on a terminal
         return console.paint(base + path, "cyan")

@@ -372,7 +372,8 @@ job_opts = [
             "(locked, unreachable) before the server stopped are written; the "
             "next start records them. Default: next to an SQLite database "
             "(FILE.recovery.jsonl), else "
-            "$XDG_DATA_HOME/deepserve/jobs-recovery.jsonl."
+            "$XDG_DATA_HOME/deepserve/jobs-recovery-HASH.jsonl (HASH names "
+            "the database URL)."
         ),
     ),
 ]
@@ -427,7 +428,7 @@ class _Options(cfg.ConfigOpts):
         if unknown:
             word = unknown[0].partition("=")[0]
             raise console.UsageError(
-                f"unknown option {word}"
+                f"unknown option '{word}'"
                 if word.startswith("-")
                 else f"unexpected argument '{word}'",
                 hint=console.did_you_mean(word, known),
@@ -453,6 +454,7 @@ class _Options(cfg.ConfigOpts):
             value = self._substitute(value, group=group, namespace=namespace)
             try:
                 self._convert_value(value, opt)
+                _refuse_empty(opt, value)
             except ValueError:
                 cli_name = opt.name if group is None else f"{group.name}-{opt.name}"
                 problem = _invalid_value(opt, value)
@@ -471,6 +473,8 @@ class _Options(cfg.ConfigOpts):
 def _invalid_value(opt: cfg.Opt, value: Any) -> str:
     """``invalid value 'x': expected ...`` for ``opt``'s type."""
     shown = value if not isinstance(value, list) else ",".join(map(str, value))
+    if isinstance(shown, str) and not shown.strip():
+        return "empty value: give one, or leave the option out"
     kind = opt.type
     choices = getattr(kind, "choices", None)
     low, high = getattr(kind, "min", None), getattr(kind, "max", None)
@@ -491,6 +495,17 @@ def _invalid_value(opt: cfg.Opt, value: Any) -> str:
     else:
         expected = f"a {type(kind).__name__.lower()}"
     return f"invalid value '{shown}': expected {expected}"
+
+
+def _refuse_empty(opt: cfg.Opt, value: Any) -> None:
+    """oslo.config takes ``--workers=`` as "unset" (the default) and
+    ``--listen-port=`` as ``None``: an empty value is almost always a shell
+    variable that was not set, so it is refused, except where an empty text
+    means something (``--base-path=`` is the root)."""
+    values = value if isinstance(value, list) else [value]
+    meaningful = isinstance(opt.type, types.String) and not opt.multi
+    if not meaningful and any(isinstance(v, str) and not v.strip() for v in values):
+        raise ValueError("empty value")
 
 
 def _value_hint(opt: cfg.Opt, value: Any) -> str:
@@ -694,11 +709,27 @@ def _model_sections(conf: cfg.ConfigOpts) -> dict[str, ExecutorSettings]:
         if not name:
             raise ConfigError(f"Config section [{section}] names no model")
         conf.register_opts(_model_opts(), group=section)
-        try:
-            found[name] = _executor_settings(conf[section], default)
-        except (ValueError, cfg.Error) as exc:
-            raise ConfigError(f"[{section}]: {exc}") from exc
+        values = conf[section]
+        for opt in _model_opts():
+            try:
+                getattr(values, opt.dest)
+            except (ValueError, cfg.Error) as exc:
+                raise ConfigError(_section_problem(conf, section, opt, exc)) from exc
+        found[name] = _executor_settings(values, default)
     return found
+
+
+def _section_problem(
+    conf: cfg.ConfigOpts, section: str, opt: cfg.Opt, exc: Exception
+) -> str:
+    """``[model:NAME] key in FILE: invalid value ...``, as for [DEFAULT]."""
+    try:
+        namespace: Any = conf._namespace
+        raw, loc = opt._get_from_namespace(namespace, section)
+    except (KeyError, AttributeError):  # not where oslo.config keeps it
+        return f"[{section}] {opt.dest}: {exc}"
+    where = getattr(loc, "detail", None) or "a config file"
+    return f"[{section}] {opt.dest} in {where}: {_invalid_value(opt, raw)}"
 
 
 def _model_names(values: Sequence[str]) -> tuple[str, ...]:

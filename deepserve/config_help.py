@@ -114,7 +114,7 @@ _KEEP = "\u00a0"
 
 def render(conf: Any, prog: str) -> str:
     """The help text for the options registered in ``conf``."""
-    width = max(60, min(100, shutil.get_terminal_size((80, 24)).columns))
+    width = max(20, min(100, shutil.get_terminal_size((80, 24)).columns))
     opts = {cli_name(opt, group): opt for opt, group in conf._all_cli_opts()}
     lines = [USAGE.format(prog=prog), ""]
     lines += textwrap.wrap(DESCRIPTION, width, break_on_hyphens=False)
@@ -160,6 +160,8 @@ def _help(opt: cfg.Opt) -> str:
         shown = "on" if default else "off"
     elif isinstance(default, list):
         shown = ",".join(map(str, default))
+    elif isinstance(default, float):
+        shown = f"{default:g}"  # 30, 0.5: as one would type them
     else:
         shown = "" if default is None else str(default)
     if shown:
@@ -193,7 +195,9 @@ def _seconds(help_text: str) -> bool:
 
 def _entries(items: Iterable[tuple[str, str | None]], width: int) -> list[str]:
     lines: list[str] = []
-    indent = " " * _COLUMN
+    # Help beside the labels needs room; on a narrow terminal it goes on the
+    # lines below each label, indented a little.
+    indent = " " * (_COLUMN if width >= _COLUMN + 40 else _INDENT + 4)
     for label, text in items:
         head = " " * _INDENT + label
         body = re.sub(r"[ \t\r\n]+", " ", text or "").strip()
@@ -207,7 +211,7 @@ def _entries(items: Iterable[tuple[str, str | None]], width: int) -> list[str]:
                 break_on_hyphens=False,
             )
         ]
-        if len(head) + 2 <= _COLUMN:
+        if len(head) + 2 <= len(indent):
             first = wrapped[0][len(head) :] if wrapped else ""
             lines.append(head + first)
             lines += wrapped[1:]

@@ -6,7 +6,8 @@ Every command reports a problem the same way::
     (did you mean 'x'?)
 
 and exits :data:`USAGE` (2) when the command line is wrong, :data:`FAILURE`
-(1) when the work failed. Colour is used on a terminal only: never for a
+(1) when the work failed. Control characters in a message are shown escaped
+(``\x1b``), never sent to the terminal. Colour is used on a terminal only: never for a
 pipe or a file, never when ``NO_COLOR`` is set (https://no-color.org), and
 always when ``FORCE_COLOR`` is set to anything but ``0``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import TextIO
@@ -57,9 +59,14 @@ def colour_on(stream: TextIO) -> bool:
         return False
     if os.environ.get("TERM") == "dumb":
         return False
+    return is_terminal(stream)
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (a closed or fake one is not)."""
     try:
         return stream.isatty()
-    except (AttributeError, ValueError):  # closed or not a real stream
+    except (AttributeError, ValueError):
         return False
 
 
@@ -95,6 +102,17 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"did you mean '{match}'?" if match else ""
 
 
+#: C0 and C1 control characters and DEL: never written raw to a terminal,
+#: where they could move the cursor, retitle the window or hide text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as ``\\xNN``: names, tags
+    and messages that came from files or models, shown on a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def error(
     command: str,
     message: str,
@@ -109,11 +127,11 @@ def error(
     ``command`` is the program as typed, e.g. ``"deepserve models"``.
     """
     out = stream or sys.stderr
-    one_line = " ".join(message.split())
+    one_line = printable(" ".join(message.split()))
     label = paint("error:", "bold", "red", stream=out)
     print(f"{command}: {label} {one_line}", file=out)
     if hint:
-        print(paint(hint, "dim", stream=out), file=out)
+        print(paint(printable(" ".join(hint.split())), "dim", stream=out), file=out)
     return status
 
 

@@ -75,12 +75,13 @@ async def serve(
     registry: Registry,
     settings: ServerSettings,
     *,
-    announce: Callable[[], None],
+    announce: Callable[[int], None],
     fail: Callable[[str], int],
 ) -> int:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully.
 
-    :param announce: called once the socket listens (prints the banner).
+    :param announce: called with the port once the socket listens (prints
+        the banner; the port is the one the system chose for port 0).
     :param fail: reports a start-up error; returns the exit status.
     :returns: the exit status: 0 after a signal, ``fail``'s on failure.
     """
@@ -116,7 +117,7 @@ async def serve(
                 f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
                 f"{exc.strerror or exc}"
             )
-        announce()
+        announce(runner.addresses[0][1])
         starting = asyncio.create_task(registry.start())
         stopping = asyncio.create_task(signals.stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -67,7 +67,7 @@ class Server:
         split_stderr: bool = False,
         port: int | None = None,
     ) -> None:
-        self.port = port or free_port()
+        self.port = free_port() if port is None else port
         self.base = f"http://127.0.0.1:{self.port}"
         self.stderr = ""
         self.proc = subprocess.Popen(

@@ -104,11 +104,15 @@ def test_help_groups_options_in_sections_and_each_boolean_once(fake_site):
         ),
         (
             ["--listen_port", "8000"],
-            "unknown option --listen_port",
+            "unknown option '--listen_port'",
             "did you mean '--listen-port'?",
         ),
-        (["--wrokers=2"], "unknown option --wrokers", "did you mean '--workers'?"),
-        (["--bogus"], "unknown option --bogus", "Try 'deepserve run --help' for help."),
+        (["--wrokers=2"], "unknown option '--wrokers'", "did you mean '--workers'?"),
+        (
+            ["--bogus"],
+            "unknown option '--bogus'",
+            "Try 'deepserve run --help' for help.",
+        ),
         (
             ["--listen-port"],
             "argument --listen-port: expected one argument",
@@ -358,6 +362,50 @@ def test_model_whose_warm_fails_stops_startup_with_one_line(fake_site, tmp_path)
     assert lines == [
         "deepserve run: error: Model 'cold' failed to start: RuntimeError: no weights"
     ]
+
+
+def test_ctrl_c_while_a_model_imports_is_no_traceback(fake_site, tmp_path):
+    started = tmp_path / "importing"
+    (tmp_path / "fake_heavy.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(started)!r}).touch()\n"
+        "time.sleep(60)  # a framework taking its time to import\n"
+        "def predict(**kwargs):\n    return 1\n"
+    )
+    site = write_dist(
+        tmp_path, "heavy-model", {"heavy": ("deepserve.v2.model", "fake_heavy")}
+    )
+    proc = subprocess.Popen(
+        [*DEEPSERVE, "run", "--listen-port", str(free_port()), "--model-name", "heavy"],
+        env=subprocess_env(fake_site, site),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "deepserve run: error: interrupted"
+    assert "Traceback" not in err
+
+
+def test_the_banner_names_the_port_the_system_chose(fake_site):
+    server = Server(["--model-name", "minimal"], subprocess_env(fake_site), port=0)
+    try:
+        deadline = time.monotonic() + 60
+        while "V2 endpoint:" not in server.output and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (line,) = [x for x in server.output.splitlines() if "V2 endpoint:" in x]
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        assert port > 0
+        assert get_json(f"http://127.0.0.1:{port}/v2/health/live") is not None
+    finally:
+        server.kill()
 
 
 def test_port_in_use_is_a_one_line_error(fake_site):

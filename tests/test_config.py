@@ -115,10 +115,26 @@ def test_config_file(tmp_path):
         ),
         (
             ["--max-qeue", "3"],
-            "unknown option --max-qeue",
+            "unknown option '--max-qeue'",
             "did you mean '--max-queue'?",
         ),
         (["extra"], "unexpected argument 'extra'", ""),
+        # An unset shell variable ($PORT) is not the default.
+        (
+            ["--listen-port="],
+            "argument --listen-port: empty value: give one, or leave the option out",
+            "",
+        ),
+        (
+            ["--workers", ""],
+            "argument --workers: empty value: give one, or leave the option out",
+            "",
+        ),
+        (
+            ["--model-name="],
+            "argument --model-name: empty value: give one, or leave the option out",
+            "",
+        ),
     ],
 )
 def test_command_line_mistakes_raise_usage_errors(bad, message, hint, capsys):
@@ -400,3 +416,29 @@ def test_connection_limits():
     assert (load([]).header_timeout, load([]).max_connections) == (20.0, 1000)
     with pytest.raises(console.UsageError, match="--max-connections: invalid value"):
         load(["--max-connections", "0"])
+
+
+def test_an_empty_base_path_is_the_root():
+    assert load(["--base-path="]).api.base_path == ""
+
+
+def test_a_bad_value_in_a_model_section_reads_like_one_in_default(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text("[model:demo]\nexecutor = proces\n")
+    with pytest.raises(ConfigError) as exc:
+        load(["--config-file", str(conf)])
+    assert str(exc.value) == (
+        f"[model:demo] executor in {conf}: invalid value 'proces': expected one "
+        "of process, thread, inline"
+    )
+
+
+def test_help_fits_a_narrow_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "50")
+    with pytest.raises(SystemExit):
+        load(["--help"])
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 50
+    assert "  --listen-port PORT\n      Port the server listens on." in out
+    # Defaults as one types them: 30, not 30.0.
+    assert "(default: 30)" in out and "(default: 30.0)" not in out

@@ -79,3 +79,18 @@ def test_error_is_one_line_with_its_hint():
         "deepserve run: \033[1;31merror:\033[0m bad\n"
         "\033[2mTry 'deepserve run --help' for help.\033[0m\n"
     )
+
+
+def test_control_characters_never_reach_the_terminal():
+    out = io.StringIO()
+    console.error(
+        "deepserve models",
+        "no model 'evil\x1b]0;PWNED\x07\x1b[2J' here\x9b",
+        hint="did you mean 'x\x1b[31m'?",
+        stream=out,
+    )
+    assert out.getvalue() == (
+        "deepserve models: error: no model 'evil\\x1b]0;PWNED\\x07\\x1b[2J' "
+        "here\\x9b\ndid you mean 'x\\x1b[31m'?\n"
+    )
+    assert console.printable("tab\there, é ü 漢") == "tab\there, é ü 漢"
