@@ -181,6 +181,14 @@ def test_broken(error: aiohttp.ClientError, expected: bool) -> None:
     assert retry.broken(error) is expected
 
 
+def test_a_lost_connection_is_broken() -> None:
+    lost = getattr(aiohttp, "ClientConnectionResetError", None)
+    if lost is None:
+        pytest.skip(f"aiohttp {aiohttp.__version__} has no ClientConnectionResetError")
+    assert retry.broken(lost("Connection lost"))
+    assert retry.broken(lost("Cannot write to closing transport"))
+
+
 # -- deadlines ---------------------------------------------------------------------
 
 

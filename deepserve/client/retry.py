@@ -106,12 +106,19 @@ def unreached(error: aiohttp.ClientError) -> bool:
     )
 
 
+#: aiohttp 3.10+ raises this (a ConnectionResetError, not a ClientOSError)
+#: for "Connection lost" and "Cannot write to closing transport".
+_LOST: type[Exception] = getattr(
+    aiohttp, "ClientConnectionResetError", aiohttp.ServerDisconnectedError
+)
+
+
 def broken(error: aiohttp.ClientError) -> bool:
     """Whether ``error`` is an open connection the server closed or reset,
     so that the request may or may not have reached it."""
     if isinstance(error, aiohttp.ClientConnectorError):
         return False
-    if isinstance(error, aiohttp.ServerDisconnectedError):
+    if isinstance(error, aiohttp.ServerDisconnectedError | _LOST):
         return True
     return isinstance(error, aiohttp.ClientOSError) and error.errno in _RESET
 
