@@ -364,6 +364,38 @@ def test_a_reader_that_goes_away_is_no_error(env, work):
     assert "Error" not in stderr and "Traceback" not in stderr, stderr
 
 
+def test_standard_output_gone_leaves_no_descriptor_open(env, work):
+    """After the reader went away, standard output is /dev/null, and the
+    descriptor opened for it is closed again."""
+    code = (
+        "import os, sys\n"
+        "from deepserve.shell import main\n"
+        "def nulls():\n"
+        "    found = set()\n"
+        "    for fd in map(int, os.listdir('/proc/self/fd')):\n"
+        "        try:  # the listing's own descriptor is gone: skipped\n"
+        "            if fd > 2 and os.readlink(f'/proc/self/fd/{fd}') == os.devnull:\n"
+        "                found.add(fd)\n"
+        "        except FileNotFoundError:\n"
+        "            pass\n"
+        "    return found\n"
+        "read, write = os.pipe()\n"
+        "os.close(read)  # the reader is gone before anything is written\n"
+        "os.dup2(write, 1)\n"
+        "os.close(write)\n"
+        "before = nulls()\n"
+        "status = main(['--model-name', 'files', 'predict', '-o', '-'])\n"
+        "left = sorted(nulls() - before)\n"
+        "print(status, os.readlink('/proc/self/fd/1'), left, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=work, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "1 /dev/null []", result.stderr
+
+
 async def test_uploaded_file_returned_as_is(client, env, work):
     upload = csv_file(work)
     result = call(

@@ -216,9 +216,14 @@ def main(argv: Sequence[str], *, prog: str = "deepserve call") -> int:
     except KeyboardInterrupt:
         return console.error(prog, "interrupted", status=console.INTERRUPTED)
     except BrokenPipeError:
-        # The reader of our output went away (| head): nothing to report,
-        # and nothing left to flush at exit either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader of our output went away (| head): nothing to report.
+        # Standard output goes nowhere from now on, so that flushing it at
+        # exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
         return console.FAILURE
 
 
