@@ -69,8 +69,8 @@ def plain_env(*sites: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def own_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A site where ``noisy``, ``follow`` and ``terse`` (tests/fakes) are
-    installed."""
+    """A site where ``noisy``, ``follow``, ``terse`` and ``unruly``
+    (tests/fakes) are installed."""
     return write_dist(
         tmp_path_factory.mktemp("own-site"),
         "call-models",
@@ -78,6 +78,7 @@ def own_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "noisy": ("deepserve.v2.model", "fake_noisy"),
             "follow": ("deepserve.v2.model", "fake_follow"),
             "terse": ("deepserve.v2.model", "fake_terse"),
+            "unruly": ("deepserve.v2.model", "fake_unruly"),
         },
     )
 
@@ -576,6 +577,46 @@ def test_model_errors_exit_1(env, work):
         ["--model-name", "classy", "predict", "--x", "1", "--bad_output"], env, work
     )
     assert "does not match the model's schema" in one_line_error(bad, 1)
+
+
+@pytest.mark.parametrize("method", ["get_metadata", "predict", "train"])
+def test_what_the_model_runs_while_its_result_is_written_stays_off_stdout(
+    all_env, work, method
+):
+    # A value JSON has no type for is written as its str(): model code.
+    result = call(["--model-name", "unruly", method], all_env, work)
+    answer = ok_json(result)  # standard output: the JSON alone
+    written = {
+        "get_metadata": lambda: answer["lazy"],
+        "predict": lambda: answer["predictions"]["value"],
+        "train": lambda: answer["result"]["output"]["value"],
+    }[method]()
+    assert written == "lazy"
+    assert "unruly: printed while written" in result.stderr
+
+
+@pytest.mark.parametrize("method", ["predict", "train"])
+def test_a_model_that_exits_while_its_result_is_written_is_a_failure(
+    all_env, work, method
+):
+    argv = ["--model-name", "unruly", method, "--mode", "exit"]
+    line, hint = error_lines(call(argv, all_env, work), 1)
+    assert line.startswith(
+        "deepserve call: error: Model 'unruly' failed with SystemExit: "
+        "sys.exit('unruly: "
+    )
+    assert hint == ""
+
+
+def test_a_returned_file_is_named_as_the_http_api_offers_it(all_env, work):
+    argv = ["--model-name", "unruly", "predict", "--mode", "file"]
+    result = call([*argv, "--accept", "text/csv"], all_env, work)
+    assert result.returncode == 0, result.stderr
+    # No directory and no control characters, in the file's name or on
+    # the terminal: what Content-Disposition offers over HTTP.
+    assert result.stdout == "]0;titleevilname.csv\n"
+    assert [p.name for p in work.iterdir()] == ["]0;titleevilname.csv"]
+    assert (work / "]0;titleevilname.csv").read_bytes() == b"a,b\n"
 
 
 def test_warm_runs_and_predict_warms_first(typed_site, work, tmp_path):

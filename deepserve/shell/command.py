@@ -254,7 +254,7 @@ def _main(argv: list[str], prog: str) -> int:
     except UsageError as exc:
         return _usage(exc, prog)
     except SystemExit as exc:  # --help, printed
-        return _exit_status(exc)
+        return _exit_status(exc, prog)
 
     from deepserve import config  # oslo.config: not needed until here
 
@@ -282,7 +282,7 @@ def _main(argv: list[str], prog: str) -> int:
     except UsageError as exc:
         return _usage(exc, prog)
     except SystemExit as exc:  # a method's --help, printed
-        return _exit_status(exc)
+        return _exit_status(exc, prog)
     except LoaderError as exc:
         return console.error(prog, str(exc), hint=exc.hint)
     except output.OutputError as exc:
@@ -387,12 +387,12 @@ def _usage(exc: UsageError, prog: str) -> int:
     return console.error(command, exc.message, hint=hint, status=console.USAGE)
 
 
-def _exit_status(exc: SystemExit) -> int:
+def _exit_status(exc: SystemExit, prog: str) -> int:
     code = exc.code
     if code is None or isinstance(code, int):
         return code or 0
-    print(code, file=sys.stderr)
-    return console.FAILURE
+    # sys.exit("message"): a message, written as every error is.
+    return console.error(prog, str(code))
 
 
 def _config_argv(ns: argparse.Namespace) -> list[str]:

@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import BinaryIO
 
-from deepserve.api.media import FileBody
+from deepserve.api.media import FileBody, download_name
 
 #: ``--output -``: standard output, whatever the result is.
 STDOUT = "-"
@@ -78,12 +78,14 @@ def _copy(body: bytes | str | FileBody, out: BinaryIO) -> None:
 def _file_name(body: bytes | str | FileBody, media_type: str, stem: str) -> str:
     """A plain file name: never a path the model chose.
 
-    The name the model offers as the download name when it offers one;
-    otherwise ``stem`` with an extension that fits the file or media type.
+    The name the model offers, as the HTTP API offers it for download (no
+    directory, no control characters, of bounded length), when it offers
+    one; otherwise ``stem`` with an extension that fits the file or media
+    type.
     """
     extension = mimetypes.guess_extension(media_type.split(";")[0].strip()) or ""
     if isinstance(body, FileBody):
-        name = os.path.basename(body.download_name or "").strip()
+        name = download_name(body.download_name or "").strip()
         if name not in ("", ".", ".."):
             return name
         extension = os.path.splitext(body.path)[1] or extension

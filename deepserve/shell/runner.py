@@ -171,8 +171,10 @@ class _Call:
         if method == "get_metadata":
             with model_code(model.name):
                 meta = {"id": model.name, "name": model.name, **model.metadata()}
+                # Written as JSON, a value's str() or tolist() is model code.
+                text = media.dumps(meta)
             where = getattr(ns, "output", None)
-            self._emit(where, media.dumps(meta), media.JSON, f"{model.name}-metadata")
+            self._emit(where, text, media.JSON, f"{model.name}-metadata")
         elif method == "warm":
             self._warm(model, level=logging.INFO)
         elif method == "predict":
@@ -321,13 +323,15 @@ class _Call:
             kwargs = {**parsed.kwargs, **self._uploads(parsed.files, uploads)}
             if warm:
                 self._warm(model)
+            assert parsed.accept is not None  # predict always negotiates
             with model_code(model.name):
                 result = model.call("predict", kwargs)
-            assert parsed.accept is not None  # predict always negotiates
-            media_type = parsed.accept.media_type(result)
-            body = media.encode(
-                result, media_type, model=model.name, schema=model.response_schema
-            )
+                # Encoding runs model code too: the str() or tolist() of
+                # what it returned, the fields of its response schema.
+                media_type = parsed.accept.media_type(result)
+                body = media.encode(
+                    result, media_type, model=model.name, schema=model.response_schema
+                )
             # Written before the uploads go: the result may be one of them.
             self._emit(parsed.output, body, media_type, f"{model.name}-prediction")
         finally:
@@ -360,7 +364,8 @@ class _Call:
             )
         finally:
             uploads.cleanup()
-        view = media.dumps(training_view(job))
+        with model_code(model.name):  # the result's str() or tolist()
+            view = media.dumps(training_view(job))
         self._emit(parsed.output, view, media.JSON, f"{model.name}-training")
 
     def _emit(
