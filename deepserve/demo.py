@@ -28,7 +28,6 @@ def get_metadata() -> dict[str, Any]:
         "author": "deepserve",
         "license": "Apache-2.0",
         "version": "1.0",
-        "url": "https://pypi.org/project/deepserve/",
     }
 
 
@@ -182,4 +181,7 @@ def train(**kwargs: Any) -> dict[str, Any]:
     for epoch in range(kwargs["epochs"]):
         time.sleep(kwargs["seconds_per_epoch"])
         losses.append(round(1.0 / (epoch + 1), 4))
+        # Shown as it comes by `deepserve call ... train`, and kept in the
+        # training's log (GET .../train/UUID/logs) by a server.
+        print(f"epoch {epoch + 1}/{kwargs['epochs']}: loss {losses[-1]}", flush=True)
     return {"epochs": kwargs["epochs"], "losses": losses, "final_loss": losses[-1]}

@@ -197,10 +197,10 @@ def _stored(store: Store | None) -> list[str]:
 def _demo_notice(store: Store | None) -> str:
     stored = _stored(store)
     if not stored:
-        return "No model installed; serving the bundled demo model"
+        return "No model installed; using the bundled demo model"
     shown = ", ".join(stored[:3]) + (", ..." if len(stored) > 3 else "")
     return (
-        f"No model named and none installed; serving the bundled demo model. "
+        f"No model named and none installed; using the bundled demo model. "
         f"The model store holds {len(stored)} ({shown}): name them with "
         f"--model-name to serve them"
     )

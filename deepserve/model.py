@@ -43,9 +43,10 @@ class UploadedFile(NamedTuple):
 class ReturnedFile(NamedTuple):
     """A file returned by ``predict`` when the response is not JSON.
 
-    deepserve sends the file at ``filename`` with the negotiated media type;
-    ``original_filename``, when set, is offered to the client as the download
-    name.
+    deepserve sends the file at ``filename`` with the negotiated media type
+    (when that is a range such as ``image/*``, the type ``content_type``
+    names or the file's name or first bytes suggest); ``original_filename``,
+    when set, is offered to the client as the download name.
     """
 
     name: str | None = None

@@ -292,7 +292,7 @@ def test_first_start_prints_the_banner_and_no_warnings(serve, tmp_path):
     noisy = [line for line in lines if " WARNING " in line or "igrat" in line]
     assert noisy == [], out
     assert lines[0].endswith(
-        "INFO deepserve.loader: No model installed; serving the bundled demo model"
+        "INFO deepserve.loader: No model installed; using the bundled demo model"
     )
     assert "deepserve 0.1.0 is serving: demo" in out
     assert (tmp_path / "data" / "deepserve" / "jobs.sqlite").is_file()
@@ -312,7 +312,7 @@ def test_demo_notice_says_what_the_store_holds(serve, tmp_path, fake_site):
     out = server.stop()
     assert "No model installed" not in out
     assert (
-        "No model named and none installed; serving the bundled demo model. The "
+        "No model named and none installed; using the bundled demo model. The "
         f"model store holds 1 ({saved.tag}): name them with --model-name to serve "
         "them" in out
     )
@@ -421,3 +421,17 @@ def test_port_in_use_is_a_one_line_error(fake_site):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"deepserve run: error: cannot listen on 127.0.0.1:{port}: ")
     assert "address already in use" in line.lower()
+
+
+def test_the_demo_training_shows_its_progress(tmp_path):
+    # What a first-time user sees: the epochs as they end, on stderr; the
+    # record alone on stdout.
+    env = _bare_env(tmp_path)
+    result = run(
+        ["call", "--model-name", "demo", "train", "--epochs", "2",
+         "--seconds_per_epoch", "0"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["epoch 1/2: loss 1.0", "epoch 2/2: loss 0.5"]
+    assert json.loads(result.stdout)["result"]["output"]["losses"] == [1.0, 0.5]

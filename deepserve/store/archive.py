@@ -587,7 +587,7 @@ class _Unpacker:
 
     def bad(self, name: str, problem: str) -> BadArchive:
         return BadArchive(
-            f"Unsafe or damaged archive '{self.src}': member '{name}' {problem}"
+            f"Unsafe or damaged archive '{self.src}': member {_named(name)} {problem}"
         )
 
     def run(self, raw: IO[bytes]) -> None:
@@ -730,7 +730,7 @@ class _Unpacker:
         if info.isdir():
             self._mkdir(name, target)
             self.dirs.add(name)
-            self.where = f"after member '{name}'"
+            self.where = f"after member {_named(name)}"
             return
         if info.size > self.max_member_size:
             raise self.bad(
@@ -742,9 +742,9 @@ class _Unpacker:
             raise self.bad(
                 name, f"claims {info.size} bytes, {MANIFEST} says {expected.size}"
             )
-        self.where = f"member '{name}'"
+        self.where = f"member {_named(name)}"
         self._write(tar, info, expected, target)
-        self.where = f"after member '{name}'"
+        self.where = f"after member {_named(name)}"
 
     def _check_type(self, info: tarfile.TarInfo) -> None:
         name = info.name
@@ -858,6 +858,16 @@ class _Unpacker:
                     f"Unsafe or damaged archive '{self.src}': {self.where}: data "
                     "follows the end of the archive"
                 )
+
+
+#: Control characters and DEL, written escaped when a member's name is shown.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _named(name: str) -> str:
+    """A member's name, quoted, for a message: an archive made to attack
+    the reader's terminal shows its escape sequences, not their effect."""
+    return "'" + _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", name) + "'"
 
 
 # -- where archives live ---------------------------------------------------

@@ -537,6 +537,15 @@ def test_unsafe_paths(site: Site, name: str, problem: str) -> None:
     site.rejects(name, problem)
 
 
+def test_a_member_name_never_carries_escape_sequences_into_a_message(
+    site: Site,
+) -> None:
+    name = "x\x1b]0;PWNED\x07\x1b[2Jy"
+    forge(site.archive, [(info(name, b"x"), b"x")])
+    error = site.rejects("x\\x1b]0;PWNED\\x07\\x1b[2Jy", "control character")
+    assert "\x1b" not in str(error)
+
+
 def test_unsafe_path_in_the_manifest_alone(site: Site) -> None:
     forge(site.archive, [], {"../evil": b"x"})
     site.rejects("../evil", "has a '..' component")
