@@ -129,11 +129,7 @@ def main(argv: Sequence[str]) -> int:
         name = signal.Signals(exc.signum).name
         return console.error(prog, f"stopped by {name}", status=128 + exc.signum)
     except OutputError as exc:
-        # Stdout goes nowhere from now on, so that flushing it at exit does
-        # not fail again (and print "Exception ignored").
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        console.discard_stdout()
         if isinstance(exc.error, BrokenPipeError):
             # The reader went away (`deepserve models list | head`): not
             # worth a message.

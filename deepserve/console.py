@@ -135,6 +135,17 @@ def error(
     return status
 
 
+def discard_stdout() -> None:
+    """Point standard output at ``/dev/null`` for the rest of the process:
+    after its reader went away (``| head``), so that flushing it at exit
+    does not fail again with "Exception ignored ... BrokenPipeError"."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def usage_error(command: str, exc: UsageError, *, stream: TextIO | None = None) -> int:
     """Report a :class:`UsageError`, pointing at ``--help``; return 2."""
     hint = exc.hint or f"Try '{command} --help' for help."

@@ -217,13 +217,7 @@ def main(argv: Sequence[str], *, prog: str = "deepserve call") -> int:
         return console.error(prog, "interrupted", status=console.INTERRUPTED)
     except BrokenPipeError:
         # The reader of our output went away (| head): nothing to report.
-        # Standard output goes nowhere from now on, so that flushing it at
-        # exit does not fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        finally:
-            os.close(devnull)
+        console.discard_stdout()
         return console.FAILURE
 
 
