@@ -8,7 +8,13 @@ bare ``python -c pass`` measured in the same run as the baseline. Targets
 
 Run it with the Python of a venv where deepserve is installed::
 
-    .venv/bin/python benchmarks/startup.py [--runs 15]
+    .venv/bin/python benchmarks/startup.py [--runs 15] [--compare-with DIR]
+
+``--compare-with DIR`` also times the deepserve source tree in ``DIR`` (a
+worktree of an older commit: ``git worktree add /tmp/old REV``) with the
+same venv, the commands run as ``python -c "from deepserve.cli import
+main..."`` with ``PYTHONPATH=DIR``, in the same run: before and after, side
+by side.
 """
 
 from __future__ import annotations
@@ -26,10 +32,15 @@ TARGETS = {"deepserve --version": 0.3, "deepserve models list": 0.6}
 
 
 def measure(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    """Wall times of ``runs`` runs, in an empty directory (``python -c``
+    puts the working directory first on ``sys.path``: no source tree there
+    may shadow the one measured)."""
     times = []
     for i in range(runs + 1):
         start = time.perf_counter()
-        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, cwd=env["DEEPSERVE_HOME"]
+        )
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.strip()}")
@@ -57,9 +68,14 @@ def fill_store(home: Path) -> int:
     return len(store.list())
 
 
+#: The ``deepserve`` command, for a source tree put first on PYTHONPATH.
+RUN_TREE = "import sys; from deepserve.cli import main; sys.exit(main())"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--compare-with", metavar="DIR", type=Path)
     args = parser.parse_args()
     exe = Path(sys.executable).parent / "deepserve"
     if not exe.exists():
@@ -84,8 +100,16 @@ def main() -> int:
             f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
         print()
-        print("| command | median s | slowest s | x baseline | target |")
-        print("|---|---:|---:|---:|---|")
+        other = {}
+        if args.compare_with:
+            other = {**env, "PYTHONPATH": str(args.compare_with.resolve())}
+        head = "| command | median s | slowest s | x baseline | target |"
+        rule = "|---|---:|---:|---:|---|"
+        if other:
+            head += f" {args.compare_with} median s | before / now |"
+            rule += "---:|---:|"
+        print(head)
+        print(rule)
         baseline = None
         for label, argv in commands.items():
             times = measure(argv, env, args.runs)
@@ -96,10 +120,18 @@ def main() -> int:
             if target is not None:
                 met = "met" if median < target else "NOT met"
                 verdict = f"< {target} s: {met}"
-            print(
+            row = (
                 f"| `{label}` | {median:.3f} | {max(times):.3f} | "
                 f"{median / baseline:.1f} | {verdict} |"
             )
+            if other:
+                if argv[0] == str(exe):
+                    then = [sys.executable, "-c", RUN_TREE, *argv[1:]]
+                    before = statistics.median(measure(then, other, args.runs))
+                    row += f" {before:.3f} | {before / median:.2f} |"
+                else:
+                    row += " | |"
+            print(row)
     return 0
 
 
