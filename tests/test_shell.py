@@ -1168,3 +1168,17 @@ def test_argument_that_cannot_be_an_option_is_reported():
         parse_options(declared, [], frozenset({"--accept"}))
     with pytest.raises(options.OptionError, match=r"'two words'"):
         parse_options({"two words": mf.Str()}, [])
+
+
+def test_the_configured_log_format_is_used(env, work, tmp_path):
+    # log_format = json in a config file: call's own log lines are JSON too,
+    # as deepserve run would write them.
+    conf = tmp_path / "json.conf"
+    conf.write_text("[DEFAULT]\nlog_format = json\n")
+    result = call(
+        ["--config-file", str(conf), "--model-name", "minimal", "warm"], env, work
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any("warmed in" in r["message"] for r in records)
+    assert {r["logger"] for r in records} >= {"deepserve.shell"}

@@ -21,9 +21,12 @@ import shlex
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from deepserve import console
+
+if TYPE_CHECKING:
+    from deepserve.settings import LogFormat
 from deepserve.exceptions import (
     ConfigError,
     DeepserveError,
@@ -258,7 +261,7 @@ def _main(argv: list[str], prog: str) -> int:
         return console.usage_error(prog, exc)
     except ConfigError as exc:
         return console.error(prog, str(exc))
-    _configure_logging(debug)
+    _configure_logging(debug, settings.log_format)
 
     from deepserve.shell import output, runner  # the model's world: heavy
 
@@ -401,9 +404,11 @@ def _config_argv(ns: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _configure_logging(debug: bool) -> None:
-    """Log to standard error as ``deepserve run`` does in text: the same
-    format, the same colours on a terminal (:mod:`deepserve.logs`)."""
+def _configure_logging(debug: bool, log_format: LogFormat) -> None:
+    """Log to standard error as ``deepserve run`` does: the configuration's
+    ``log_format``, the same colours on a terminal (:mod:`deepserve.logs`)."""
     from deepserve import logs
 
-    logs.configure(level=logging.DEBUG if debug else logging.INFO, log_format="text")
+    logs.configure(
+        level=logging.DEBUG if debug else logging.INFO, log_format=log_format
+    )
