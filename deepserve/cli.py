@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return console.error(
             "deepserve", f"unknown {kind} '{first}'", hint=hint, status=console.USAGE
         )
+    if args[1:2] == ["--version"]:  # deepserve models --version, and so on
+        print(f"deepserve {deepserve.__version__}")
+        return 0
     module, _, function = target.partition(":")
     try:
         command = getattr(importlib.import_module(module), function)

@@ -175,6 +175,9 @@ def test_top_level_usage_and_version(fake_site):
     result = run(["--help"], env)
     assert result.returncode == 0 and "run" in result.stdout
     assert run(["--version"], env).stdout.startswith("deepserve ")
+    for command in ("run", "models", "call"):
+        result = run([command, "--version"], env)
+        assert (result.returncode, result.stdout) == (0, run(["--version"], env).stdout)
     unknown = run(["fly"], env)
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
     assert "\033[" not in unknown.stderr
