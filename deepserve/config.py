@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import posixpath
 import sys
 from collections.abc import Mapping, Sequence
@@ -105,8 +106,8 @@ server_opts = [
     ),
     cfg.StrOpt(
         "upload-dir",
-        help="Directory for uploaded files while requests use them. "
-        "Default: the system's temporary directory.",
+        help="Directory for uploaded files while requests use them; it must "
+        "exist. Default: the system's temporary directory.",
     ),
     cfg.StrOpt(
         "unknown-arguments",
@@ -564,7 +565,7 @@ def load(
         train_endpoint=conf.train_endpoint,
         doc_endpoint=conf.doc_endpoint,
         debug_endpoint=conf.debug_endpoint,
-        upload_dir=conf.upload_dir,
+        upload_dir=_upload_dir(conf.upload_dir),
         unknown_arguments=conf.unknown_arguments,
         **_security(conf, environ),
     )
@@ -584,6 +585,21 @@ def load(
         jobs=_job_settings(conf[JOBS_GROUP], environ),
     )
     return settings, bool(conf.debug)
+
+
+def _upload_dir(path: str | None) -> str | None:
+    """The upload directory, checked now: otherwise every upload would
+    fail, each with a 500.
+
+    :raises ConfigError: when it is not a directory this process can write.
+    """
+    if not path:
+        return None
+    if not os.path.isdir(path):
+        raise ConfigError(f"upload-dir {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"upload-dir {path} is not writable by this user")
+    return path
 
 
 def _job_settings(values: Any, environ: Mapping[str, str]) -> JobSettings:

@@ -442,3 +442,12 @@ def test_help_fits_a_narrow_terminal(capsys, monkeypatch):
     assert "  --listen-port PORT\n      Port the server listens on." in out
     # Defaults as one types them: 30, not 30.0.
     assert "(default: 30)" in out and "(default: 30.0)" not in out
+
+
+def test_the_upload_dir_must_be_a_writable_directory(tmp_path):
+    assert load(["--upload-dir", str(tmp_path)]).api.upload_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="is not a directory"):
+        load(["--upload-dir", str(tmp_path / "missing")])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        load(["--upload-dir", str(tmp_path / "file")])
