@@ -2,19 +2,23 @@
 """Run deploy/Dockerfile's steps without Docker, so that a broken one fails CI.
 
 usage: python deploy/check-dockerfile.py [--dockerfile PATH] [--context DIR]
-           [--build-arg NAME=VALUE]... [--keep DIR]
+           [--build-arg NAME=VALUE]... [--python PATH] [--keep DIR]
 
 Each stage of the Dockerfile gets a directory standing for its file system,
-and a fresh venv of this machine's Python standing for the ``python:*``
-image it starts from (``python`` and ``pip`` on the steps' PATH are that
-venv's). Then every instruction is carried out in order: ARG and ENV set
-the variables the steps see, WORKDIR and COPY fill the stage's directory
-(COPY from the build context honours .dockerignore), and each RUN runs in
-``/bin/sh -c`` with the container's own directories (:data:`MAPPED`) moved
-into the stage's directory. A ``--mount=type=bind`` of another stage is that
-stage's directory; a pip cache mount is this machine's pip cache. A RUN step
-that cannot run here (system packages, users) is skipped only when a
-``# check-dockerfile: skip: REASON`` comment stands right above it.
+and a fresh venv of this machine's Python of the image's version standing
+for the ``python:X.Y*`` image it starts from (``python`` and ``pip`` on the
+steps' PATH are that venv's; ``--python`` names another interpreter). Then
+every instruction is carried out in order: ARG and ENV set the variables
+the steps see, WORKDIR and COPY fill the stage's directory (COPY from the
+build context honours .dockerignore), and each RUN runs in ``/bin/sh -c``
+with the container's own directories (:data:`MAPPED`) moved into the
+stage's directory, HOME at the stage's /root, TMPDIR at its /tmp, and pip's
+cache in the check's directory (a pip cache mount's part). A step, ENV or
+build argument naming a place outside those directories is refused (see
+:func:`escapes`). A ``--mount=type=bind`` of another stage is that stage's
+directory. A RUN step that cannot run here (system packages, users) is
+skipped only when a ``# check-dockerfile: skip: REASON`` comment stands
+right above it.
 
 Then the image is started as ``docker run`` would: ENTRYPOINT and CMD (less
 an init such as tini, whose installation was skipped) with the image's ENV
@@ -31,6 +35,7 @@ Only the standard library: CI runs this with any Python 3.11 or newer.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -56,13 +61,14 @@ DOCKERFILE = REPO / "deploy" / "Dockerfile"
 SKIP = "check-dockerfile: skip:"
 
 #: The container directories each stage gets a copy of. Every other absolute
-#: path is this machine's own: a step that names one fails the check (see
-#: :data:`READ_ONLY`), so that no step ever writes outside the check's
+#: path is this machine's own: a step that names one fails the check (but
+#: :data:`HOST_PATHS`), and so does a step naming ``~``, ``$HOME`` or a
+#: ``..`` path component, so that no step's text points outside the check's
 #: directories, even when CI runs as root.
-MAPPED = ("/src", "/wheels", "/opt", "/home")
+MAPPED = ("/src", "/wheels", "/opt", "/home", "/root", "/tmp")
 
-#: This machine's paths a checked step may name: read, never written.
-READ_ONLY = ("/dev/null", "/usr/bin/", "/bin/")
+#: This machine's paths a checked step may name.
+HOST_PATHS = ("/dev/null",)
 
 #: Programs that change the machine itself: a step running one must be
 #: marked skipped, or the check would run it on this machine.
@@ -81,9 +87,34 @@ IMAGE_CMD = ["python3"]
 #: runs the program directly (the init's package is a skipped system step).
 INITS = {"tini": ["--"], "dumb-init": ["--"]}
 
-#: This machine's variables the build steps see: pip's configuration
-#: (indexes, certificates, proxies), nothing of the developer's Python.
-PASSED = re.compile(r"^(PIP_\w+|(?i:https?_proxy|no_proxy)|SSL_CERT_\w+|LANG)$")
+#: This machine's variables the build steps see: proxies, certificates,
+#: nothing of the developer's Python or pip (see :data:`PIP_SOURCES`).
+PASSED = re.compile(r"^((?i:https?_proxy|no_proxy)|SSL_CERT_\w+|LANG)$")
+
+#: The settings of this machine's pip (its configuration files and PIP_*
+#: variables) that the steps' pip gets, as PIP_* variables: where packages
+#: come from, nothing else. Every other pip setting is dropped
+#: (``PIP_CONFIG_FILE=/dev/null``): none may send a step's files elsewhere.
+PIP_SOURCES = (
+    "index-url",
+    "extra-index-url",
+    "find-links",
+    "no-index",
+    "constraint",
+    "cert",
+    "client-cert",
+    "trusted-host",
+    "proxy",
+    "timeout",
+    "default-timeout",
+    "retries",
+)
+
+#: What a step's text may not name: the home directory (this machine's,
+#: whatever HOME says) and a parent directory.
+_TILDE = re.compile(r"(?:^|(?<=[\s=:\"'(]))~")
+_HOME_VAR = re.compile(r"\$\{?HOME\b")
+_PARENT = re.compile(r"(?:^|(?<=[\s=:/\"'(]))\.\.(?=$|[/\s\"';&|)])")
 
 _PATH_CHAR = r"[^\s\"';:&|<>()`,\]]"
 #: An absolute path in a step's text: not inside a URL, a variable or a word.
@@ -96,6 +127,65 @@ _VARIABLE = re.compile(r"\\\$|\$\{(\w+)(?::([-+])([^}]*))?\}|\$(\w+)")
 
 class CheckError(Exception):
     """A step or the run failed; the message names the Dockerfile's line."""
+
+
+def mapped(path: str) -> bool:
+    """Whether a container path is in one of the :data:`MAPPED` directories."""
+    return any(path == m or path.startswith(m + "/") for m in MAPPED)
+
+
+def escapes(text: str) -> str | None:
+    """What in ``text`` (a step, a build argument's value) names a place
+    outside the stage's directories, or None."""
+    if _TILDE.search(text):
+        return "~ (a home directory)"
+    home = _HOME_VAR.search(text)
+    if home:
+        return f"{home.group(0)} (the home directory)"
+    if _PARENT.search(text):
+        return ".. (a parent directory)"
+    for path in _ABSOLUTE.findall(text):
+        if not mapped(path) and path not in HOST_PATHS:
+            return str(path)
+    return None
+
+
+def pip_sources(python: str = sys.executable) -> dict[str, str]:
+    """This machine's :data:`PIP_SOURCES` settings as PIP_* variables, from
+    ``pip config list`` (files, then variables) or, without pip, PIP_*."""
+    found: dict[str, str] = {}
+    try:
+        done = subprocess.run(
+            [python, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            # Its files only (PIP_LOG and the like would act on this run).
+            env={
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"
+                },
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            },
+        )
+        lines = done.stdout.splitlines() if done.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired):
+        lines = []
+    for line in lines:
+        name, sep, value = line.partition("=")
+        key = name.rsplit(".", 1)[-1]
+        if sep and key in PIP_SOURCES:
+            try:
+                found[key] = str(ast.literal_eval(value))
+            except (ValueError, SyntaxError):
+                found[key] = value
+    for key in PIP_SOURCES:
+        var = "PIP_" + key.upper().replace("-", "_")
+        if var in os.environ:
+            found[key] = os.environ[var]
+    return {"PIP_" + k.upper().replace("-", "_"): v for k, v in found.items()}
 
 
 # --- parsing ------------------------------------------------------------------
@@ -356,7 +446,7 @@ class Stage:
         return _MAPPED_RE.sub(lambda m: str(self.root) + m.group(1), text)
 
     def host_workdir(self) -> Path:
-        if not self.workdir.startswith(MAPPED) and self.workdir != "/":
+        if not mapped(self.workdir) and self.workdir != "/":
             raise CheckError(f"WORKDIR {self.workdir} is outside {', '.join(MAPPED)}")
         return self.root if self.workdir == "/" else Path(self.host(self.workdir))
 
@@ -372,7 +462,7 @@ class Stage:
         for entry in self.env.get("PATH", IMAGE_PATH).split(":"):
             if entry == IMAGE_PYTHON_BIN and self.python is not None:
                 entries.append(str(self.python / "bin"))
-            elif entry.startswith(MAPPED):
+            elif mapped(entry):
                 entries.append(self.host(entry))
             elif entry in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
                 entries.append(entry)
@@ -409,6 +499,7 @@ class Build:
         *,
         execute: bool = True,
         out: Any = sys.stdout,
+        python: str | None = None,
     ) -> None:
         self.dockerfile = dockerfile
         self.name = _shown(dockerfile)
@@ -421,6 +512,9 @@ class Build:
         self.stages: list[Stage] = []
         self.global_args: dict[str, str] = {}
         self._context_copy: Path | None = None
+        self._pip_sources: dict[str, str] | None = None
+        #: ``--python``: the interpreter standing in for every python:* image.
+        self.python = python
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -493,6 +587,14 @@ class Build:
                 self.stages[-1].args[name] = value
             if name in self.build_args:
                 self.used_args.add(name)
+                outside = escapes(self.build_args[name])
+                if outside is not None:
+                    raise CheckError(
+                        f"build arg {name} names {outside}, outside the build's "
+                        f"directories ({', '.join(MAPPED)}): put what it names "
+                        "in the build context and give its path relative to "
+                        "the WORKDIR (./models/my-model)"
+                    )
 
     def _from(self, ins: Instruction) -> None:
         _options, rest = flags(ins.text)
@@ -514,17 +616,53 @@ class Build:
         self.stages.append(stage)
         self.say(f"== FROM {image} AS {name}")
         if self.execute:
+            python = self._interpreter(image)
             stage.root.mkdir(parents=True)
             stage.python = self.work / f"stage-{number}-{name}-python"
             subprocess.run(
-                [sys.executable, "-m", "venv", str(stage.python)],
+                [python, "-m", "venv", str(stage.python)],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-            version = ".".join(str(v) for v in sys.version_info[:3])
+            version = subprocess.run(
+                [python, "-c", "import platform; print(platform.python_version())"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             self.say(
-                f"   {image} stands in as a fresh venv of this machine's Python {version}"
+                f"   {image} stands in as a fresh venv of this machine's Python "
+                f"{version} ({python})"
             )
+
+    def _interpreter(self, image: str) -> str:
+        """This machine's Python for a ``python:X.Y...`` image: ``--python``
+        if given, else this Python when it is X.Y, else ``pythonX.Y`` on
+        PATH.
+
+        :raises CheckError: when none is X.Y.
+        """
+        if self.python is not None:
+            return self.python
+        tag = image.split("/")[-1].partition(":")[2]
+        wanted = re.match(r"(\d+)\.(\d+)", tag)
+        if wanted is None:
+            raise CheckError(
+                f"FROM {image}: the tag names no Python version (X.Y); give "
+                "--python PATH for the Python to stand in"
+            )
+        version = f"{wanted.group(1)}.{wanted.group(2)}"
+        if version == "{}.{}".format(*sys.version_info[:2]):
+            return sys.executable
+        found = shutil.which(f"python{version}")
+        if found is None:
+            here = "{}.{}".format(*sys.version_info[:2])
+            raise CheckError(
+                f"FROM {image} wants Python {version}: this is {here}, and no "
+                f"python{version} is on PATH; give --build-arg "
+                f"PYTHON_VERSION={here}, or --python PATH"
+            )
+        return found
 
     def _env(self, stage: Stage, ins: Instruction, where: str) -> None:
         text = ins.text
@@ -539,6 +677,12 @@ class Build:
                 name, _, value = word.partition("=")
                 pairs.append((name, expand(value, values)))
         for name, value in pairs:
+            outside = None if name == "PATH" else escapes(value)
+            if outside is not None:
+                raise CheckError(
+                    f"ENV {name} names {outside}, which the check does not give "
+                    f"the stage a copy of (only {', '.join(MAPPED)})"
+                )
             stage.env[name] = value
 
     def _workdir(self, stage: Stage, ins: Instruction, where: str) -> None:
@@ -595,7 +739,7 @@ class Build:
         origin = options.get("from", [None])[-1]
         base = self._stage_root(origin) if origin else self._context()
         dest_path = dest if dest.startswith("/") else os.path.join(stage.workdir, dest)
-        if not dest_path.startswith(MAPPED):
+        if not mapped(os.path.normpath(dest_path)):
             raise CheckError(f"COPY to {dest_path}, outside {', '.join(MAPPED)}")
         target = Path(stage.host(os.path.normpath(dest_path)))
         as_dir = dest.endswith("/") or len(sources) > 1 or target.is_dir()
@@ -629,31 +773,39 @@ class Build:
         if command.startswith("<<"):
             raise CheckError("heredocs are not known to the check")
         argv = json_or_shell(command)
-        text = " ".join(argv)
+        # The shell the shell form runs is the check's; what it runs is the
+        # step's.
+        text = " ".join(argv[2:] if argv[:2] == ["/bin/sh", "-c"] else argv)
         system = SYSTEM.search(text)
         if system:
             raise CheckError(
                 f"RUN runs {system.group(1)}, which would change this machine: "
                 f"mark the step '# {SKIP} REASON'"
             )
-        for path in _ABSOLUTE.findall(text):
-            if not path.startswith(MAPPED) and not path.startswith(READ_ONLY):
-                raise CheckError(
-                    f"RUN names {path}, which the check does not give the stage a "
-                    f"copy of (only {', '.join(MAPPED)} and, to read, "
-                    f"{', '.join(READ_ONLY)}): keep the step to those, or mark it "
-                    f"'# {SKIP} REASON'"
-                )
+        outside = escapes(text)
+        if outside is not None:
+            raise CheckError(
+                f"RUN names {outside}, which the check does not give the stage a "
+                f"copy of (only {', '.join(MAPPED)}, and {', '.join(HOST_PATHS)}): "
+                f"keep the step to those, or mark it '# {SKIP} REASON'"
+            )
         argv = [stage.host(a) for a in argv]
         if not self.execute:
             return
         with self._mounts(stage, options):
             passed = {k: v for k, v in os.environ.items() if PASSED.match(k)}
             passed.setdefault("LANG", "C.UTF-8")
-            # pip's cache (a cache mount's usual target) is this machine's.
-            passed["HOME"] = os.environ.get("HOME", str(self.work))
-            if "XDG_CACHE_HOME" in os.environ:
-                passed["XDG_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
+            if self._pip_sources is None:
+                self._pip_sources = pip_sources()
+            passed.update(self._pip_sources)
+            # The image's root user's home and /tmp, in the stage; pip's
+            # cache (a cache mount's usual target) is the check's own.
+            passed["HOME"] = str(stage.root / "root")
+            passed["TMPDIR"] = str(stage.root / "tmp")
+            passed["PIP_CONFIG_FILE"] = "/dev/null"
+            passed["PIP_CACHE_DIR"] = str(self.work / "cache" / "pip")
+            for name in ("HOME", "TMPDIR", "PIP_CACHE_DIR"):
+                Path(passed[name]).mkdir(parents=True, exist_ok=True)
             cwd = stage.host_workdir()
             cwd.mkdir(parents=True, exist_ok=True)
             done = subprocess.run(argv, cwd=cwd, env=stage.host_env(passed))
@@ -714,7 +866,7 @@ class Build:
                         raise CheckError(
                             f"RUN --mount=type={kind} is not known to the check"
                         )
-                    if not target.startswith(MAPPED):
+                    if not mapped(os.path.normpath(target or "/")):
                         raise CheckError(
                             f"a mount at {target}, outside {', '.join(MAPPED)}"
                         )
@@ -894,6 +1046,12 @@ def main(argv: list[str] | None = None) -> int:
         "--build-arg", action="append", default=[], metavar="NAME=VALUE"
     )
     parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the Python standing in for the python:* images (default: "
+        "pythonX.Y on PATH for python:X.Y, this Python if it is X.Y)",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         metavar="DIR",
@@ -922,7 +1080,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         build = Build(
-            options.dockerfile.resolve(), options.context.resolve(), work, build_args
+            options.dockerfile.resolve(),
+            options.context.resolve(),
+            work,
+            build_args,
+            python=options.python,
         )
         stage = build.run()
         run_image(stage, build.say, work / "server.log")

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
+import deepserve
 from deepserve import config
 from deepserve.settings import ServerSettings
 from tests.servers import free_port
@@ -48,8 +49,12 @@ K8S_VERSIONS = ("1.29", "1.35")
 #: stop its workers and close the database before the kubelet's SIGKILL.
 CLEANUP_MARGIN = 5
 
-#: The manifests ``kubectl apply -k`` applies; the example Secret is not one.
-EXAMPLE_SECRET = "secret.example.yaml"
+#: The example Secret: outside deploy/kubernetes, so that neither
+#: ``kubectl apply -k`` nor ``kubectl apply -f deploy/kubernetes/`` applies it.
+EXAMPLE_SECRET = DEPLOY / "examples" / "secret.yaml"
+
+#: Where the pod reads the jobs database's URL: the Secret's ``jobs.conf``.
+SECRET_CONFIG = "/etc/deepserve-secret/jobs.conf"
 
 
 def _check_module() -> ModuleType:
@@ -79,8 +84,13 @@ def kubernetes_validate() -> Any:
 # --- reading the manifests ------------------------------------------------------
 
 
-def manifest_files() -> list[Path]:
+def applied_files() -> list[Path]:
+    """What ``kubectl apply -f deploy/kubernetes/`` would apply."""
     return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def manifest_files() -> list[Path]:
+    return [*applied_files(), EXAMPLE_SECRET]
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -140,9 +150,15 @@ def container_env(
 
 class Pod:
     """The container's file system as far as deepserve sees it: each
-    volume mount is a directory of ``root`` (a ConfigMap's keys as files)."""
+    volume mount is a directory of ``root`` (a ConfigMap's keys as files, a
+    Secret's from the example Secret or ``overrides``, by key)."""
 
-    def __init__(self, res: dict[str, dict[str, Any]], root: Path) -> None:
+    def __init__(
+        self,
+        res: dict[str, dict[str, Any]],
+        root: Path,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
         spec = res["Deployment"]["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         self.mounts: dict[str, Path] = {}
@@ -155,6 +171,19 @@ class Pod:
                 assert configmap["metadata"]["name"] == volume["configMap"]["name"]
                 for key, text in configmap["data"].items():
                     (host / key).write_text(text)
+            if "secret" in volume:
+                ref = volume["secret"]
+                data = res["Secret"].get("stringData") or {}
+                if res["Secret"]["metadata"]["name"] == ref["secretName"]:
+                    items = ref.get("items") or [
+                        {"key": k, "path": k} for k in sorted(data)
+                    ]
+                    for item in items:
+                        value = (overrides or {}).get(
+                            item["key"], data.get(item["key"])
+                        )
+                        if value is not None:
+                            (host / item["path"]).write_text(value)
             self.mounts[mount["mountPath"].rstrip("/")] = host
 
     def host(self, text: str) -> str:
@@ -193,7 +222,7 @@ def settings_of(
     res: dict[str, dict[str, Any]], image: dict[str, Any], tmp: Path
 ) -> ServerSettings:
     """What ``deepserve run`` makes of the container's command line, its
-    variables and its mounted configuration file."""
+    variables and its mounted configuration files."""
     env = container_env(res)
     argv = effective_argv(res, image, env, Pod(res, tmp).host)
     assert argv[:2] == ["deepserve", "run"], argv
@@ -213,9 +242,60 @@ def _port_number(value: Any, ports: list[dict[str, Any]]) -> int | None:
     return None
 
 
+def option_given(argv: list[str], name: str) -> bool:
+    """Whether ``--name`` (``--name=V``, ``--name V``, dashes or
+    underscores) is in ``argv``."""
+    wanted = "--" + name.replace("_", "-")
+    return any(a.replace("_", "-").partition("=")[0] == wanted for a in argv)
+
+
 def _uid(user: str) -> int | None:
     name = user.split(":")[0]
     return int(name) if name.isdigit() else None
+
+
+def secret_problems(res: dict[str, dict[str, Any]]) -> list[str]:
+    """How the container's use of the Secret goes wrong: keys the example
+    Secret has not, files others may read, the URL on the command line."""
+    found: list[str] = []
+    c = container(res)
+    spec = res["Deployment"]["spec"]["template"]["spec"]
+    # Secrets the container reads exist in the example Secret.
+    for var in c.get("env", []):
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref and secret_value(res, ref) is None:
+            found.append(
+                f"{var['name']} reads key {ref['key']} of Secret {ref['name']}, "
+                "which the example Secret has not"
+            )
+    secret_mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    for volume in spec.get("volumes", []):
+        ref = volume.get("secret")
+        if ref is None:
+            continue
+        for item in ref.get("items", []):
+            key = item["key"]
+            if secret_value(res, {"name": ref["secretName"], "key": key}) is None:
+                found.append(
+                    f"volume {volume['name']} reads key {key} of Secret "
+                    f"{ref['secretName']}, which the example Secret has not"
+                )
+        mode = ref.get("defaultMode", 0o644)
+        if mode & 0o007:
+            found.append(
+                f"volume {volume['name']}: the Secret's files are readable by "
+                f"every user (defaultMode {mode:04o})"
+            )
+        mount = secret_mounts.get(volume["name"])
+        if mount is not None and not mount.get("readOnly"):
+            found.append(f"volume {volume['name']} is not mounted readOnly")
+    if option_given(c.get("args", []), "jobs-database"):
+        found.append(
+            "the jobs database is on the command line (--jobs-database): its "
+            "password would show in /proc/PID/cmdline; read it from the "
+            "Secret's jobs.conf (--config-file)"
+        )
+    return found
 
 
 def problems(
@@ -228,10 +308,11 @@ def problems(
     deployment = res["Deployment"]
     pod = deployment["spec"]["template"]
     spec = pod["spec"]
+    found.extend(secret_problems(res))
     try:
         settings = settings_of(res, image, tmp)
     except Exception as exc:  # a wrong option, a missing file...
-        return [f"deepserve run refuses the container's options: {exc}"]
+        return [*found, f"deepserve run refuses the container's options: {exc}"]
     base = settings.api.base_path
     port = settings.listen_port
 
@@ -290,14 +371,6 @@ def problems(
             "with a token, /metrics needs it: Prometheus' pod annotations send none"
         )
 
-    # Secrets the container reads exist in the example Secret.
-    for var in c.get("env", []):
-        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
-        if ref and secret_value(res, ref) is None:
-            found.append(
-                f"{var['name']} reads key {ref['key']} of Secret {ref['name']}, "
-                "which the example Secret has not"
-            )
     database = settings.jobs.database
     if not database.startswith("postgresql+psycopg://"):
         found.append(
@@ -410,13 +483,19 @@ def test_the_validation_catches_a_broken_deployment(spoil):
         validator.validate(deployment, K8S_VERSIONS[0], strict=True)
 
 
-def test_kustomization_applies_every_manifest_but_the_example_secret():
+def test_kustomization_applies_every_manifest_of_its_directory():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     applied = sorted(kustomization["resources"])
-    assert applied == sorted(
-        p.name for p in manifest_files() if p.name != EXAMPLE_SECRET
-    )
+    assert applied == sorted(p.name for p in applied_files())
     assert all((K8S / name).is_file() for name in applied)
+
+
+def test_applying_the_directory_puts_no_secret_over_the_real_one():
+    """``kubectl apply -f deploy/kubernetes/`` applies every file there:
+    the example Secret's CHANGE-ME values must not be one of them."""
+    kinds = [doc["kind"] for path in applied_files() for doc in load(path)]
+    assert "Secret" not in kinds
+    assert [d["kind"] for d in load(EXAMPLE_SECRET)] == ["Secret"]
 
 
 # --- the manifests agree with the image and the server --------------------------
@@ -432,8 +511,14 @@ def test_the_image_runs_deepserve_as_a_numeric_non_root_user(image):
     assert image["user"] == "10001:10001"
     argv = check.program(image["entrypoint"], image["cmd"])
     assert argv[:2] == ["deepserve", "run"]
-    # tini is process 1: it forwards SIGTERM and reaps orphans.
+    # tini is process 1: it forwards SIGTERM and reaps orphans. The check
+    # runs the image without it: its installation is a skipped apt step of
+    # the runtime stage.
     assert image["entrypoint"][:2] == ["tini", "--"]
+    steps = check.parse(DOCKERFILE.read_text())
+    last = max(n for n, ins in enumerate(steps) if ins.keyword == "FROM")
+    skipped = [i.text for i in steps[last:] if i.keyword == "RUN" and i.skip]
+    assert [t for t in skipped if re.search(r"apt-get install [^&]*\btini\b", t)]
     settings, _ = config.load(argv[2:], {}, default_config_files=[])
     assert (settings.listen_ip, settings.listen_port) == ("0.0.0.0", 5000)
 
@@ -442,15 +527,67 @@ def test_manifests_agree_with_the_image_and_the_server(image, tmp_path):
     res = resources()
     assert problems(res, image, tmp_path) == []
     settings = settings_of(res, image, tmp_path / "again")
-    # What the kit means to set, as deepserve reads it.
-    assert settings.jobs.database == secret_value(
-        res, {"name": "deepserve", "key": "jobs-database-url"}
-    )
+    # What the kit means to set, as deepserve reads it: the database from
+    # the Secret's file, and on no command line.
+    jobs_conf = secret_value(res, {"name": "deepserve", "key": "jobs.conf"})
+    assert jobs_conf is not None
+    url = re.search(r"^database = (\S+)$", jobs_conf, re.M)
+    assert url is not None and "$" not in url.group(1)
+    assert settings.jobs.database == url.group(1)
+    assert f"--config-file={SECRET_CONFIG}" in container(res)["args"]
+    assert not [a for a in container(res)["args"] if "postgresql" in a]
     assert settings.api.auth_tokens == ("CHANGE-ME-to-a-long-random-string",)
     assert settings.log_format == "json"
     # The ConfigMap's file was read.
     assert settings.executor.predict_timeout == 20
     assert settings.executor.max_queue == 64
+
+
+DOLLAR_SCRIPT = """\
+import sys
+from deepserve import config
+
+settings, _ = config.load(
+    ["--config-file", sys.argv[1]], {}, default_config_files=[]
+)
+print(settings.jobs.database)
+"""
+
+
+@pytest.mark.parametrize("venv", [".venv", ".venv-deepaas"])
+def test_a_dollar_of_the_password_is_written_twice_in_jobs_conf(tmp_path, venv):
+    """oslo.config reads ``$name`` in a file's value as another option:
+    doc/deploying.rst and the example Secret say to write ``$`` as ``$$``,
+    which must give the password's ``$`` with the newest oslo.config and
+    with DEEPaaS' older one (8.8.1)."""
+    python = ROOT / venv / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"no {venv} here")
+    url = "postgresql+psycopg://deepserve:pa$word$@postgres:5432/deepserve"
+    jobs_conf = tmp_path / "jobs.conf"
+    jobs_conf.write_text("[jobs]\ndatabase = " + url.replace("$", "$$") + "\n")
+    done = subprocess.run(
+        [str(python), "-c", DOLLAR_SCRIPT, str(jobs_conf)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == url
+    # Written once, it is refused (not silently another password).
+    jobs_conf.write_text("[jobs]\ndatabase = " + url + "\n")
+    done = subprocess.run(
+        [str(python), "-c", DOLLAR_SCRIPT, str(jobs_conf)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "no such option word" in done.stderr
+    text = (ROOT / "doc" / "deploying.rst").read_text()
+    assert "``$$``" in text
+    assert '"$$"' in EXAMPLE_SECRET.read_text()
 
 
 def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
@@ -502,15 +639,27 @@ def _args(change: Callable[[list[str]], list[str]]) -> Callable[[dict[str, Any]]
          "with a token, /metrics needs it"),
         (_set([*CONTAINER, "env", 0, "valueFrom", "secretKeyRef", "key"], "db-url"),
          "reads key db-url of Secret deepserve"),
-        (_set(["Secret", "stringData", "jobs-database-url"], "postgresql://db/x"),
+        (_set(["Secret", "stringData", "jobs.conf"], "[jobs]\ndatabase = postgresql://db/x\n"),
          "the jobs database is postgresql, not PostgreSQL through psycopg"),
+        (_set(["Secret", "stringData", "jobs.conf"], "[jobs]\ndatabase = postgresql+psycopg://u:pa$word@db/x\n"),
+         "deepserve run refuses the container's options"),
+        (_set([*POD, "spec", "volumes", 1, "secret", "items", 0, "key"], "db.conf"),
+         "volume secret reads key db.conf of Secret deepserve"),
+        (_set([*POD, "spec", "volumes", 1, "secret", "defaultMode"], 0o444),
+         "the Secret's files are readable by every user (defaultMode 0444)"),
+        (_set([*CONTAINER, "volumeMounts", 1, "readOnly"], False),
+         "volume secret is not mounted readOnly"),
+        (_args(lambda a: [*a, "--jobs-database=postgresql+psycopg://u:p@db/x"]),
+         "the jobs database is on the command line (--jobs-database)"),
+        (_args(lambda a: [*a, "--jobs-database", "postgresql+psycopg://u:p@db/x"]),
+         "the jobs database is on the command line (--jobs-database)"),
         (_set([*POD, "spec", "securityContext", "runAsUser"], 0),
          "runAsUser is not the image's user 10001"),
         (_set([*POD, "spec", "securityContext", "seccompProfile"], {"type": "Unconfined"}),
          "no seccomp profile"),
         (_set([*CONTAINER, "securityContext", "readOnlyRootFilesystem"], False),
          "the root file system is writable"),
-        (_set([*CONTAINER, "volumeMounts", 2, "mountPath"], "/data"),
+        (_set([*CONTAINER, "volumeMounts", 3, "mountPath"], "/data"),
          "nothing writable is mounted at /home/deepserve"),
         (_set([*CONTAINER, "lifecycle", "preStop", "exec", "command"], ["sleep", "20"]),
          "after the preStop sleep (20)"),
@@ -555,13 +704,24 @@ def test_each_disagreement_with_the_image_is_caught(image, tmp_path, change, exp
 # --- the Dockerfile's steps, run -------------------------------------------------
 
 
-def run_check(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+#: The Python the check stands in with: this one, named as the Dockerfile's
+#: PYTHON_VERSION (the check refuses an image of another Python).
+HOST_PYTHON = "{}.{}".format(*sys.version_info[:2])
+
+
+def run_check(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The check, for this machine's Python (unless ``args`` name one)."""
+    if not any(a.startswith("PYTHON_VERSION=") for a in args):
+        args = ("--build-arg", f"PYTHON_VERSION={HOST_PYTHON}", *args)
     return subprocess.run(
         [sys.executable, str(CHECK), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )
 
 
@@ -597,12 +757,27 @@ py-modules = ["tiny_model"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """deploy/check-dockerfile.py's build of the image, kept, with a model
-    package given as MODEL_PACKAGES (a directory: what pip takes)."""
-    model = tmp_path_factory.mktemp("tiny-model")
+    package given as MODEL_PACKAGES as users are told to: a directory
+    copied into the build context (a copy of the checkout, as
+    .dockerignore trims it), named relative to the WORKDIR."""
+    context = tmp_path_factory.mktemp("context")
+    patterns = check.ignore_patterns((ROOT / ".dockerignore").read_text())
+    check.copy_context(ROOT, patterns, context)
+    model = context / "models" / "tiny"
+    model.mkdir(parents=True)
     (model / "tiny_model.py").write_text(TINY_MODEL)
     (model / "pyproject.toml").write_text(TINY_PROJECT)
     keep = tmp_path_factory.mktemp("image") / "build"
-    done = run_check("--keep", str(keep), "--build-arg", f"MODEL_PACKAGES={model}")
+    done = run_check(
+        "--dockerfile",
+        str(context / "deploy" / "Dockerfile"),
+        "--context",
+        str(context),
+        "--keep",
+        str(keep),
+        "--build-arg",
+        "MODEL_PACKAGES=./models/tiny",
+    )
     yield done, keep
     shutil.rmtree(keep, ignore_errors=True)
 
@@ -617,7 +792,9 @@ def test_the_dockerfile_builds_and_its_image_serves(built):
     assert [stage for stage, _ in skipped] == ["builder", "runtime"]
     assert "git" in skipped[0][1] and "tini" in skipped[1][1]
     assert "build context: " in out
-    assert "deepserve 0." in out  # the runtime step's deepserve --version
+    # The runtime step's deepserve --version: the checkout's version.
+    assert f"deepserve {deepserve.__version__}\n" in out
+    assert f"stands in as a fresh venv of this machine's Python {HOST_PYTHON}." in out
     assert "No broken requirements found." in out  # its pip check
     assert "HEALTHCHECK fails before the server listens" in out
     assert "HEALTHCHECK passes once the server is ready" in out
@@ -676,7 +853,7 @@ def test_a_failing_step_fails_the_check_naming_its_line(tmp_path):
             "RUN names /var/log/x, which the check does not give the stage",
         ),
         (
-            lambda t: t.replace("FROM python:${PYTHON_VERSION}-slim AS builder", "FROM debian:13 AS builder"),
+            lambda t: t.replace("FROM python:${PYTHON_VERSION}-slim-bookworm AS builder", "FROM debian:13 AS builder"),
             "the check stands in for python:* images only, not debian:13",
         ),
         (
@@ -693,6 +870,130 @@ def test_steps_the_check_cannot_run_safely_are_refused(tmp_path, change, expecte
     assert done.returncode == 1, done.stdout + done.stderr
     assert expected in done.stderr
     assert done.stderr.startswith(f"check-dockerfile: error: {broken}:")
+
+
+def _small_dockerfile(tmp_path: Path, *steps: str) -> Path:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "ARG PYTHON_VERSION=3.12\n"
+        "FROM python:${PYTHON_VERSION}-slim-bookworm AS only\n"
+        "WORKDIR /src\n" + "".join(f"RUN {step}\n" for step in steps)
+    )
+    return dockerfile
+
+
+#: Where an escaping step would have written (CI runs the check as root).
+def _outside(name: str) -> list[Path]:
+    return [
+        Path.home() / name,
+        Path("/") / name,
+        Path("/tmp") / name,
+        Path("/usr/bin") / name,
+        Path("/bin") / name,
+        Path(os.environ.get("PIP_CACHE_DIR", Path.home() / ".cache" / "pip")) / name,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("touch ~/NAME", "RUN names ~ (a home directory)"),
+        ('touch "$HOME/NAME"', "RUN names $HOME (the home directory)"),
+        ("touch ${HOME}/NAME", "RUN names ${HOME (the home directory)"),
+        ("cd ../../.. && echo x > NAME", "RUN names .. (a parent directory)"),
+        ("echo x > ./../../NAME", "RUN names .. (a parent directory)"),
+        ("echo x > /usr/bin/NAME", "RUN names /usr/bin/NAME,"),
+        ("cp /bin/sh /bin/NAME", "RUN names /bin/sh,"),
+        ("echo x > /NAME", "RUN names /NAME,"),
+    ],
+    ids=["tilde", "home", "home-braces", "parent-cd", "parent-path", "usr-bin", "bin", "root"],
+)  # fmt: skip
+def test_a_step_naming_a_place_outside_the_build_is_refused(tmp_path, step, expected):
+    name = f"check-dockerfile-escape-{os.getpid()}-{tmp_path.name}"
+    dockerfile = _small_dockerfile(
+        tmp_path, "echo ok > /dev/null", step.replace("NAME", name)
+    )
+    done = run_check(
+        "--dockerfile", str(dockerfile), "--context", str(tmp_path), timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert expected.replace("NAME", name) in done.stderr
+    assert f"{dockerfile}:5: RUN names" in done.stderr  # the /dev/null step ran
+    assert [p for p in _outside(name) if p.exists()] == []
+
+
+@pytest.mark.timeout(300)
+def test_a_step_writes_its_home_and_temporary_files_in_the_stage(tmp_path):
+    """What no text reveals lands in the stage: HOME is the image's root
+    home (``/root``) in the stage, TMPDIR its ``/tmp``, pip's cache the
+    check's own; this machine's pip settings other than its package
+    sources (PIP_TARGET here, which would send installs elsewhere) and
+    configuration files do not reach the steps."""
+    name = f"check-dockerfile-confined-{os.getpid()}"
+    outside = tmp_path / "outside"
+    dockerfile = _small_dockerfile(
+        tmp_path,
+        'python -c "import os, pathlib, tempfile; '
+        f"pathlib.Path(os.environ['HO' + 'ME'], '{name}').write_text('home'); "
+        f"pathlib.Path(tempfile.gettempdir(), '{name}').write_text('tmp'); "
+        f"pathlib.Path(os.path.expanduser(chr(126)), '{name}.2').write_text('home')\"",
+        'python -c "import os, sys; '
+        "sys.exit(3 if 'PIP_TARGET' in os.environ else 0)\"",
+        'test "$PIP_CONFIG_FILE" = /dev/null && python -m pip config list > /dev/null',
+        "python -m pip cache dir > /src/cache-dir",
+    )
+    keep = tmp_path / "keep"
+    env = {**os.environ, "PIP_TARGET": str(outside), "PIP_LOG": str(outside / "log")}
+    done = run_check(
+        "--dockerfile", str(dockerfile), "--context", str(tmp_path), "--keep", str(keep),
+        env=env,
+    )  # fmt: skip
+    # Every step ran: the image, without HEALTHCHECK, is what fails.
+    assert "the image has no HEALTHCHECK" in done.stderr, done.stdout + done.stderr
+    stage = keep / "stage-1-only"
+    assert (stage / "root" / name).read_text() == "home"
+    assert (stage / "root" / f"{name}.2").read_text() == "home"
+    assert (stage / "tmp" / name).read_text() == "tmp"
+    cache = Path((stage / "src" / "cache-dir").read_text().strip())
+    assert cache.is_relative_to(keep)
+    assert [p for p in _outside(name) if p.exists()] == []
+    assert not outside.exists()
+
+
+def test_a_build_arg_naming_a_place_outside_the_build_is_refused(tmp_path):
+    for value, named in (
+        ("/var/models/tiny", "/var/models/tiny"),
+        ("./models/../../tiny", ".. (a parent directory)"),
+        ("~/models/tiny", "~ (a home directory)"),
+    ):
+        done = run_check("--build-arg", f"MODEL_PACKAGES={value}", timeout=120)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"build arg MODEL_PACKAGES names {named}, outside" in done.stderr
+        assert "./models/my-model" in done.stderr
+        assert "== [builder" in done.stdout and "pip wheel" not in done.stdout
+
+
+def test_an_image_of_another_python_is_refused_unless_one_is_given(tmp_path):
+    """python:3.99 is not this machine's Python, and no python3.99 is on
+    PATH: the check says so instead of standing in with the wrong one."""
+    done = run_check("--build-arg", "PYTHON_VERSION=3.99", timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"FROM python:3.99-slim-bookworm wants Python 3.99: this is {HOST_PYTHON}, "
+        "and no python3.99 is on PATH; give --build-arg "
+        f"PYTHON_VERSION={HOST_PYTHON}, or --python PATH"
+    ) in done.stderr
+    # --python names the one to use.
+    dockerfile = _small_dockerfile(
+        tmp_path, "python -c 'import sys; print(sys.version)'"
+    )
+    done = run_check(
+        "--dockerfile", str(dockerfile), "--context", str(tmp_path),
+        "--build-arg", "PYTHON_VERSION=3.99", "--python", sys.executable,
+        timeout=120,
+    )  # fmt: skip
+    assert "the image has no HEALTHCHECK" in done.stderr, done.stdout + done.stderr
+    assert f"this machine's Python {HOST_PYTHON}." in done.stdout
 
 
 def test_a_wrong_command_line_is_a_usage_error(tmp_path):
@@ -716,6 +1017,9 @@ def test_dockerignore_patterns_match_as_docker_matches_them():
         "build/lib/deepserve/old_module.py",
         "tests/test_deploy.py",
         "doc/_build/html/index.html",
+        # Manifests are no part of the image: changing one rebuilds nothing.
+        "deploy/kubernetes/deployment.yaml",
+        "deploy/examples/secret.yaml",
     ]
     kept = [
         "setup.cfg",
@@ -778,16 +1082,21 @@ def test_the_pod_serves_as_its_manifests_say(built, postgres, tmp_path):
     res = resources()
     database = postgres.new_database()
     token = secret_value(res, {"name": "deepserve", "key": "auth-token"})
-    env = container_env(res, {"jobs-database-url": database})
-    pod = Pod(res, tmp_path)
+    env = container_env(res)
+    # The Secret's jobs.conf, as doc/deploying.rst says to write it.
+    jobs_conf = "[jobs]\ndatabase = " + database.replace("$", "$$") + "\n"
+    pod = Pod(res, tmp_path, {"jobs.conf": jobs_conf})
     argv = effective_argv(res, image, env, pod.host)
+    # The URL and its password are in a file, on no command line.
+    assert not [a for a in argv if database in a or "postgresql" in a]
     port = free_port()
     # The image's variables, its directories moved where the check built
     # them, except those a volume of the pod covers.
     stage = check.Stage("runtime", 2, Path(image["root"]), python=Path(image["python"]))
-    stage.env = {k: pod.host(v) for k, v in image["env"].items()}
+    stage.env = dict(image["env"])
     process_env = {
         **stage.host_env({"LANG": "C.UTF-8"}),
+        **{k: pod.host(v) for k, v in image["env"].items() if pod.host(v) != v},
         **env,
         "TMPDIR": str(pod.mounts["/tmp"]),
     }
