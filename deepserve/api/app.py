@@ -1,9 +1,9 @@
-"""The application factory."""
+"""The application factory, and the list of endpoints it serves."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -12,6 +12,7 @@ from deepserve.api import (
     auth,
     cors,
     docs,
+    endpoints,
     health,
     media,
     metrics,
@@ -19,14 +20,16 @@ from deepserve.api import (
     requestids,
 )
 from deepserve.api.args import ArgSpec
-from deepserve.api.debug import LogBuffer
-from deepserve.api.errors import error_middleware
+from deepserve.api.debug import DebugLog
+from deepserve.api.endpoints import Access, Doc, Endpoint
+from deepserve.api.errors import Handler, error_middleware
 from deepserve.api.inflight import IN_FLIGHT, InFlight
 from deepserve.api.routes import Handlers
 from deepserve.runtime import Registry
 from deepserve.settings import ApiSettings
 
-SLASH = "{slash:/?}"
+#: The OpenAPI document an app serves, as text.
+SPEC_TEXT = web.AppKey("openapi_text", str)
 
 
 def model_ops(registry: Registry) -> dict[str, openapi.ModelOps]:
@@ -52,6 +55,191 @@ def model_ops(registry: Registry) -> dict[str, openapi.ModelOps]:
             response_schema=model.response_schema,
         )
     return ops
+
+
+@dataclasses.dataclass(frozen=True)
+class Answers:
+    """What answers the endpoints of one app."""
+
+    api: Handlers
+    health: health.Health
+    swagger: Handler
+    ui: docs.SwaggerUI
+    debug: DebugLog
+    #: ``None`` when the metrics endpoint is off.
+    metrics: Handler | None
+
+
+async def _swagger(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[SPEC_TEXT], content_type=media.JSON)
+
+
+async def _not_served(_request: web.Request) -> web.Response:
+    """The handler of a list written only to be documented."""
+    raise web.HTTPNotFound()
+
+
+def declare(settings: ApiSettings, answers: Answers | None = None) -> list[Endpoint]:
+    """Every endpoint of an app with ``settings``, in the order the OpenAPI
+    document lists them: the one list routing, the document and
+    authentication follow.
+
+    :param answers: the handlers; without them, the endpoints answer 404
+        (a list to document, not to serve).
+    """
+
+    def on(pick: Callable[[Answers], Handler | None]) -> Handler:
+        handler = pick(answers) if answers is not None else None
+        return handler or _not_served
+
+    model = "/v2/models/{name}"
+    uuid = (openapi.UUID_PARAM,)
+    listed = [
+        Endpoint(
+            "GET",
+            "/",
+            on(lambda a: a.api.versions),
+            Access.PUBLIC,
+            Doc("/", openapi.versions_op),
+        ),
+        Endpoint(
+            "GET",
+            "/swagger.json",
+            on(lambda a: a.swagger),
+            Access.PUBLIC,
+            slash=False,
+        ),
+        Endpoint(
+            "GET",
+            "/v2",
+            on(lambda a: a.api.version),
+            Access.PUBLIC,
+            Doc("/v2/", openapi.version_op),
+        ),
+        Endpoint(
+            "GET",
+            "/v2/models",
+            on(lambda a: a.api.models),
+            Access.PUBLIC,
+            Doc("/v2/models/", openapi.models_op),
+        ),
+        # Probes must reach health and readiness without credentials.
+        Endpoint(
+            "GET",
+            "/v2/health/live",
+            on(lambda a: a.health.live),
+            Access.PUBLIC,
+            Doc("/v2/health/live", openapi.live_op, group="health"),
+        ),
+        Endpoint(
+            "GET",
+            "/v2/health/ready",
+            on(lambda a: a.health.ready),
+            Access.PUBLIC,
+            Doc("/v2/health/ready", openapi.ready_op, group="health"),
+        ),
+        Endpoint(
+            "GET",
+            f"{model}/ready",
+            on(lambda a: a.health.model_ready),
+            Access.PUBLIC,
+            Doc(f"{model}/ready", openapi.model_ready_op, group="health"),
+        ),
+    ]
+    if settings.debug_endpoint:
+        listed.append(
+            Endpoint(
+                "GET",
+                "/v2/debug",
+                on(lambda a: a.debug.handler),
+                Access.PROTECTED,
+                Doc("/v2/debug/", openapi.debug_op),
+            )
+        )
+    listed.append(
+        Endpoint(
+            "GET",
+            model,
+            on(lambda a: a.api.model),
+            Access.PUBLIC,
+            Doc(f"{model}/", openapi.metadata_op, group="model"),
+        )
+    )
+    if settings.predict_endpoint:
+        listed.append(
+            Endpoint(
+                "POST",
+                f"{model}/predict",
+                on(lambda a: a.api.predict),
+                Access.PREDICT,
+                Doc(f"{model}/predict/", openapi.predict_op, group="model"),
+            )
+        )
+    if settings.train_endpoint:
+        train = f"{model}/train"
+        one = f"{train}/{{uuid}}"
+        logs = f"{one}/logs"
+        listed += [
+            Endpoint(
+                "POST",
+                train,
+                on(lambda a: a.api.start_training),
+                Access.PROTECTED,
+                Doc(f"{train}/", openapi.train_op, group="model"),
+            ),
+            Endpoint(
+                "GET",
+                train,
+                on(lambda a: a.api.trainings),
+                Access.PROTECTED,
+                Doc(f"{train}/", openapi.trainings_op, group="model"),
+            ),
+            Endpoint(
+                "GET",
+                one,
+                on(lambda a: a.api.training),
+                Access.PROTECTED,
+                Doc(one, openapi.training_op, uuid, group="model"),
+            ),
+            Endpoint(
+                "DELETE",
+                one,
+                on(lambda a: a.api.cancel_training),
+                Access.PROTECTED,
+                Doc(one, openapi.cancel_training_op, uuid, group="model"),
+            ),
+            Endpoint(
+                "GET",
+                logs,
+                on(lambda a: a.api.training_logs),
+                Access.PROTECTED,
+                Doc(logs, openapi.training_logs_op, uuid, group="model"),
+            ),
+        ]
+    if settings.metrics_endpoint:
+        listed.append(
+            Endpoint(
+                "GET",
+                "/metrics",
+                on(lambda a: a.metrics),
+                Access.METRICS,
+                Doc("/metrics", openapi.metrics_op),
+                slash=False,
+            )
+        )
+    if settings.doc_endpoint:
+        listed += [
+            Endpoint("GET", "/api", on(lambda a: a.ui.index), Access.PUBLIC),
+            Endpoint("GET", "/ui", on(lambda a: a.ui.redirect), Access.PUBLIC),
+            Endpoint(
+                "GET",
+                "/api/static",
+                None,
+                Access.PUBLIC,
+                directory=docs.SwaggerUI.directory,
+            ),
+        ]
+    return listed
 
 
 def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
@@ -82,63 +270,34 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     requestids.install(app)
     cors.add_signals(app, settings)
     ops = model_ops(registry)
-    spec = openapi.build(list(ops.values()), settings)
-    metrics.document(spec, meter)
-    auth.document(spec, settings)
-    spec_text = media.dumps(spec)
 
     base = settings.base_path
     spec_url = f"{base}/swagger.json"
-    docs_url = (
-        docs.add_routes(app, base_path=base, spec_url=spec_url)
-        if settings.doc_endpoint
-        else None
-    )
-    h = Handlers(registry, ops, settings, docs_url=docs_url, spec_url=spec_url)
-
-    async def swagger(_request: web.Request) -> web.Response:
-        return web.Response(text=spec_text, content_type=media.JSON)
-
-    r = app.router
-    r.add_get(base + "/" if not base else base + SLASH, h.versions, allow_head=False)
-    r.add_get(spec_url, swagger, allow_head=False)
-    r.add_get(f"{base}/v2{SLASH}", h.version, allow_head=False)
-    r.add_get(f"{base}/v2/models{SLASH}", h.models, allow_head=False)
-    health.add_routes(app, registry, base)
-    model = f"{base}/v2/models/{{name}}"
-    r.add_get(f"{model}{SLASH}", h.model, allow_head=False)
-    if settings.predict_endpoint:
-        r.add_post(f"{model}/predict{SLASH}", h.predict)
-    if settings.train_endpoint:
-        r.add_post(f"{model}/train{SLASH}", h.start_training)
-        r.add_get(f"{model}/train{SLASH}", h.trainings, allow_head=False)
-        r.add_get(f"{model}/train/{{uuid}}{SLASH}", h.training, allow_head=False)
-        r.add_delete(f"{model}/train/{{uuid}}{SLASH}", h.cancel_training)
-        r.add_get(
-            f"{model}/train/{{uuid}}/logs{SLASH}", h.training_logs, allow_head=False
-        )
+    ui = docs.SwaggerUI(base_path=base, spec_url=spec_url)
+    debug = DebugLog()
     if settings.debug_endpoint:
-        _add_debug(app, base)
-    metrics.add_routes(app, meter, base)
+        app.cleanup_ctx.append(debug.capture)
+    answers = Answers(
+        api=Handlers(
+            registry,
+            ops,
+            settings,
+            docs_url=ui.url if settings.doc_endpoint else None,
+            spec_url=spec_url,
+        ),
+        health=health.Health(registry),
+        swagger=_swagger,
+        ui=ui,
+        debug=debug,
+        metrics=metrics.handler(meter) if meter is not None else None,
+    )
+    served = declare(settings, answers)
+    endpoints.add_routes(app, served, base)
+
+    spec = openapi.build(list(ops.values()), settings, served)
+    auth.document(spec, settings, served, list(ops))
+    app[SPEC_TEXT] = media.dumps(spec)
     return app
 
 
-def _add_debug(app: web.Application, base: str) -> None:
-    buffer = LogBuffer()
-
-    async def capture(_app: web.Application) -> AsyncIterator[None]:
-        logger = logging.getLogger("deepserve")
-        logger.addHandler(buffer)
-        try:
-            yield
-        finally:
-            logger.removeHandler(buffer)
-
-    async def debug(_request: web.Request) -> web.Response:
-        return web.Response(text=buffer.text(), content_type="text/plain")
-
-    app.cleanup_ctx.append(capture)
-    app.router.add_get(f"{base}/v2/debug{SLASH}", debug, allow_head=False)
-
-
-__all__ = ["create_app"]
+__all__ = ["Answers", "create_app", "declare"]

@@ -1,18 +1,16 @@
 """Optional bearer-token authentication.
 
 Deny by default: with tokens configured, every endpoint needs one except
-the few that are public on purpose. Those are read-only and tell a client
-only what the OpenAPI document already tells it:
-
-- the version documents (``/``, ``/v2``) and the OpenAPI document;
-- the model list and each model's metadata;
-- the Swagger UI and its static files;
-- health and readiness (``/v2/health/*``, ``/v2/models/{name}/ready``), which
-  probes must reach without credentials.
+those declared :attr:`~deepserve.api.endpoints.Access.PUBLIC` in the app's
+list of endpoints (:func:`deepserve.api.app.declare`). Those are read-only
+and tell a client only what the OpenAPI document already tells it: the
+version documents and the OpenAPI document, the model list and each model's
+metadata, the Swagger UI and its files, and health and readiness, which
+probes must reach without credentials.
 
 Predictions are protected unless ``auth_predict`` is off, ``/metrics`` unless
 ``auth_metrics`` is off. Training, debug and any endpoint added later are
-always protected, since they are not on the list.
+protected unless declared otherwise.
 
 Tokens are compared in constant time and never logged.
 """
@@ -21,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
-from deepserve.api.endpoints import template
+from deepserve.api.endpoints import Access, Endpoint, endpoint_of
 from deepserve.api.errors import Handler
 from deepserve.api.openapi import refer_errors
 from deepserve.exceptions import Unauthorized
@@ -33,25 +32,6 @@ from deepserve.settings import ApiSettings
 
 #: The security scheme's name in the OpenAPI document.
 SCHEME = "bearerAuth"
-
-_READS = frozenset({"GET", "HEAD"})
-#: Route templates anyone may read.
-PUBLIC = frozenset(
-    {
-        "/",
-        "/swagger.json",
-        "/v2",
-        "/v2/models",
-        "/v2/models/{name}",
-        "/v2/models/{name}/ready",
-        "/api",
-        "/ui",
-    }
-)
-#: Template prefixes anyone may read.
-PUBLIC_PREFIXES = ("/api/static", "/v2/health/")
-PREDICT = "/v2/models/{name}/predict"
-METRICS = "/metrics"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +53,13 @@ class Policy:
             metrics=settings.auth_metrics,
         )
 
-    def protects(self, method: str, path: str) -> bool:
-        """Whether ``method`` on the route template ``path`` needs a token."""
-        if method in _READS and (
-            path in PUBLIC or any(path.startswith(p) for p in PUBLIC_PREFIXES)
-        ):
+    def protects(self, access: Access) -> bool:
+        """Whether an endpoint declared with ``access`` needs a token."""
+        if access is Access.PUBLIC:
             return False
-        if path == PREDICT and method == "POST":
+        if access is Access.PREDICT:
             return self.predict
-        if path == METRICS and method in _READS:
+        if access is Access.METRICS:
             return self.metrics
         return True
 
@@ -108,24 +86,29 @@ def middlewares(settings: ApiSettings) -> list[Any]:
     policy = Policy.from_settings(settings)
     if policy is None:
         return []
-    base = settings.base_path
 
     @web.middleware
     async def authenticate(
         request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        path = template(request, base)
+        endpoint = endpoint_of(request)
         # Unrouted requests go on to their 404 or 405.
-        if path is not None and policy.protects(request.method, path):
+        if endpoint is not None and policy.protects(endpoint.access):
             policy.check(request.headers.get("Authorization"))
         return await handler(request)
 
     return [authenticate]
 
 
-def document(spec: dict[str, Any], settings: ApiSettings) -> None:
-    """Declare the bearer scheme in an OpenAPI document, and mark each
-    protected operation with it, so that Swagger UI offers to authorise."""
+def document(
+    spec: dict[str, Any],
+    settings: ApiSettings,
+    endpoints: Iterable[Endpoint],
+    models: Iterable[str],
+) -> None:
+    """Declare the bearer scheme in an OpenAPI document, and mark the
+    operation of each protected endpoint (written for each of ``models``)
+    with it, so that Swagger UI offers to authorise."""
     policy = Policy.from_settings(settings)
     if policy is None:
         return
@@ -135,27 +118,15 @@ def document(spec: dict[str, Any], settings: ApiSettings) -> None:
         "scheme": "bearer",
         "description": "A token the server was configured with.",
     }
-    models = {p.split("/")[3] for p in spec.get("paths", {}) if _is_model_path(p)}
-    for path, item in spec.get("paths", {}).items():
-        route = _as_template(path, models)
-        for method, op in item.items():
-            if method in _METHODS and policy.protects(method.upper(), route):
-                op["security"] = [{SCHEME: []}]
-                # The shared 401: the error body, and the challenge.
-                op.setdefault("responses", {}).update(refer_errors(spec, 401))
-
-
-_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
-
-
-def _is_model_path(path: str) -> bool:
-    parts = path.split("/")
-    return len(parts) > 3 and parts[1:3] == ["v2", "models"] and bool(parts[3])
-
-
-def _as_template(path: str, models: set[str]) -> str:
-    """A documented path as the route template it is served by."""
-    parts = path.rstrip("/").split("/")
-    if _is_model_path(path) and parts[3] in models:
-        parts[3] = "{name}"
-    return "/".join(parts) or "/"
+    paths = spec.get("paths", {})
+    names = list(models)
+    for endpoint in endpoints:
+        if not policy.protects(endpoint.access):
+            continue
+        for path in endpoint.documented_paths(names):
+            op = paths.get(path, {}).get(endpoint.method.lower())
+            if op is None:  # a model without the operation
+                continue
+            op["security"] = [{SCHEME: []}]
+            # The shared 401: the error body, and the challenge.
+            op.setdefault("responses", {}).update(refer_errors(spec, 401))

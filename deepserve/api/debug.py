@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
 
 from deepserve import logs
 
@@ -29,3 +32,22 @@ class LogBuffer(logging.Handler):
 
     def text(self) -> str:
         return "\n".join(self._lines) + ("\n" if self._lines else "")
+
+
+class DebugLog:
+    """The debug endpoint: deepserve's recent log lines, recorded while the
+    app runs (:meth:`capture` is one of its cleanup contexts)."""
+
+    def __init__(self) -> None:
+        self.buffer = LogBuffer()
+
+    async def capture(self, _app: web.Application) -> AsyncIterator[None]:
+        logger = logging.getLogger("deepserve")
+        logger.addHandler(self.buffer)
+        try:
+            yield
+        finally:
+            logger.removeHandler(self.buffer)
+
+    async def handler(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.buffer.text(), content_type="text/plain")

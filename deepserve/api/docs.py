@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import string
+from pathlib import Path
 
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
@@ -39,22 +40,24 @@ _PAGE = string.Template(
 )
 
 
-def add_routes(app: web.Application, *, base_path: str, spec_url: str) -> str:
-    """Add the UI at ``{base_path}/api``; return its URL path."""
-    static = f"{base_path}/api/static"
-    page = _PAGE.substitute(
-        title="deepserve API",
-        static=html.escape(static),
-        spec=html.escape(spec_url),
-    )
+class SwaggerUI:
+    """The UI's page at ``{base_path}/api``, the old ``/ui`` sending there,
+    and the files the page loads from ``{base_path}/api/static``."""
 
-    async def index(_request: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html")
+    #: The UI's files.
+    directory = Path(swagger_ui_path)
 
-    async def redirect(_request: web.Request) -> web.Response:
-        raise web.HTTPFound(f"{base_path}/api")
+    def __init__(self, *, base_path: str, spec_url: str) -> None:
+        #: The page's URL path.
+        self.url = f"{base_path}/api"
+        self.page = _PAGE.substitute(
+            title="deepserve API",
+            static=html.escape(f"{self.url}/static"),
+            spec=html.escape(spec_url),
+        )
 
-    app.router.add_get(f"{base_path}/api{{slash:/?}}", index, allow_head=False)
-    app.router.add_get(f"{base_path}/ui{{slash:/?}}", redirect, allow_head=False)
-    app.router.add_static(static, swagger_ui_path)
-    return f"{base_path}/api"
+    async def index(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.page, content_type="text/html")
+
+    async def redirect(self, _request: web.Request) -> web.Response:
+        raise web.HTTPFound(self.url)

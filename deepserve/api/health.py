@@ -17,8 +17,6 @@ from marshmallow import Schema, fields
 
 from deepserve.runtime import Registry
 
-#: One optional trailing slash, as on every other path.
-SLASH = "{slash:/?}"
 #: Probes must see the state now, never a cached answer.
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -72,14 +70,3 @@ class Health:
             served.ready,
             starting=not self.registry.draining,
         )
-
-
-def add_routes(app: web.Application, registry: Registry, base: str) -> None:
-    """Serve the three health paths under ``base``."""
-    h = Health(registry)
-    r = app.router
-    r.add_get(f"{base}/v2/health/live{SLASH}", h.live, allow_head=False)
-    r.add_get(f"{base}/v2/health/ready{SLASH}", h.ready, allow_head=False)
-    r.add_get(
-        f"{base}/v2/models/{{name}}/ready{SLASH}", h.model_ready, allow_head=False
-    )

@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from deepserve.api.endpoints import template
+from deepserve.api.endpoints import endpoint_of
 from deepserve.api.errors import Handler
 from deepserve.exceptions import JobStoreError
 from deepserve.runtime import Registry
@@ -63,12 +63,10 @@ class Meter:
     """The metrics of one app.
 
     :param registry: the served models, read at scrape time.
-    :param base_path: stripped from route templates.
     """
 
-    def __init__(self, registry: Registry, *, base_path: str = "") -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.base_path = base_path
         self.collectors = CollectorRegistry(auto_describe=False)
         labels = ("model", "endpoint", "method", "status")
         self.requests = Counter(
@@ -92,11 +90,11 @@ class Meter:
         self.collectors.register(self.models)
 
     def observe(self, request: web.Request, status: str, seconds: float) -> None:
-        endpoint = template(request, self.base_path)
+        endpoint = endpoint_of(request)
         name = request.match_info.get("name", "")
         labels = (
             name if name in self.registry else "",
-            UNMATCHED if endpoint is None else endpoint,
+            UNMATCHED if endpoint is None else endpoint.path,
             request.method if request.method in METHODS else "OTHER",
             status,
         )
@@ -222,36 +220,15 @@ def create(registry: Registry, settings: ApiSettings) -> Meter | None:
     """The app's meter, or ``None`` when the endpoint is off."""
     if not settings.metrics_endpoint:
         return None
-    return Meter(registry, base_path=settings.base_path)
+    return Meter(registry)
 
 
-def add_routes(app: web.Application, meter: Meter | None, base_path: str) -> None:
-    """Serve ``meter`` at ``{base_path}/metrics``."""
-    if meter is None:
-        return
+def handler(meter: Meter) -> Handler:
+    """The handler of ``GET /metrics``, answering ``meter``'s metrics."""
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(
             body=await meter.text(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    app.router.add_get(f"{base_path}/metrics", metrics, allow_head=False)
-
-
-def document(spec: dict[str, Any], meter: Meter | None) -> None:
-    """Describe ``/metrics`` in the OpenAPI document."""
-    if meter is None:
-        return
-    spec.setdefault("paths", {})["/metrics"] = {
-        "get": {
-            "tags": ["metrics"],
-            "summary": "Prometheus metrics (text exposition format)",
-            "operationId": "metrics",
-            "responses": {
-                "200": {
-                    "description": "The metrics",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    }
+    return metrics

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import http
+import itertools
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import marshmallow
@@ -19,6 +20,7 @@ import deepserve
 from deepserve import exceptions as exc
 from deepserve.api import health, schemas
 from deepserve.api.args import ArgSpec, external_name, is_multiple, location_of
+from deepserve.api.endpoints import NAME, Endpoint
 from deepserve.api.media import ACCEPT, JSON, Offer, is_json
 from deepserve.api.pagination import MAX_LIMIT
 from deepserve.jobs import STATUSES
@@ -96,6 +98,8 @@ class _Plugin(MarshmallowPlugin):
 
 
 class _Builder:
+    """The document being written, and what its operations share."""
+
     def __init__(self) -> None:
         # No names: the models' nested schemas are inlined, so two models
         # with equally named schema classes cannot clash.
@@ -427,8 +431,18 @@ def _ok(schema_ref: str, description: str = "Success") -> dict[str, Any]:
     }
 
 
-def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
-    """The whole document, as a JSON-ready dict."""
+def build(
+    models: list[ModelOps],
+    settings: ApiSettings,
+    endpoints: Sequence[Endpoint] | None = None,
+) -> dict[str, Any]:
+    """The whole document, as a JSON-ready dict: the operation of each of
+    ``endpoints`` that has one (by default, those ``settings`` declare),
+    written once per model for the paths that name one."""
+    if endpoints is None:
+        from deepserve.api.app import declare
+
+        endpoints = declare(settings)
     b = _Builder()
     for name in (
         "Error",
@@ -444,56 +458,39 @@ def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
         "TrainingLogs",
     ):
         b.spec.components.schema(name, schema=getattr(schemas, name))
-
-    b.spec.path(
-        "/",
-        operations={
-            "get": {
-                "tags": ["versions"],
-                "summary": "List the API versions and documentation links",
-                "responses": _ok("Versions"),
-            }
-        },
-    )
-    b.spec.path(
-        "/v2/",
-        operations={
-            "get": {
-                "tags": ["versions"],
-                "summary": "Describe the V2 API",
-                "responses": _ok("Version"),
-            }
-        },
-    )
-    b.spec.path(
-        "/v2/models/",
-        operations={
-            "get": {
-                "tags": ["models"],
-                "summary": "List the served models with their metadata",
-                "responses": _ok("ModelList"),
-            }
-        },
-    )
-    _add_health(b, [ops.name for ops in models])
-    if settings.debug_endpoint:
-        b.spec.path(
-            "/v2/debug/",
-            operations={
-                "get": {
-                    "tags": ["debug"],
-                    "summary": "Recent server log records (debug endpoint)",
-                    "responses": {
-                        "200": {
-                            "description": "Log text",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-        )
+    for name in ("Liveness", "Readiness", "ModelReadiness"):
+        b.spec.components.schema(name, schema=getattr(health, name))
     for ops in models:
-        _add_model(b, ops, settings)
+        b.spec.tag(
+            {"name": _tag(ops), "description": f"Operations of model '{ops.name}'"}
+        )
+
+    #: path -> (operations by method, the path's own parameters)
+    items: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+
+    def add(endpoint: Endpoint, ops: ModelOps | None) -> None:
+        assert endpoint.doc is not None
+        operation = endpoint.doc.operation(b, ops)
+        if operation is None:
+            return
+        path = endpoint.doc.path.replace(NAME, ops.name) if ops else endpoint.doc.path
+        operations, _ = items.setdefault(
+            path, ({}, [dict(p) for p in endpoint.doc.parameters])
+        )
+        operations[endpoint.method.lower()] = operation
+
+    documented = [e for e in endpoints if e.doc is not None]
+    # A run of one group's endpoints naming a model is written model by model.
+    runs = itertools.groupby(
+        documented, lambda e: (e.doc.group if e.doc else "", e.per_model)
+    )
+    for (_, per_model), run in runs:
+        group = list(run)
+        for model in models if per_model else [None]:
+            for endpoint in group:
+                add(endpoint, model)
+    for path, (operations, parameters) in items.items():
+        b.spec.path(path, operations=operations, parameters=parameters or None)
     doc: dict[str, Any] = b.spec.to_dict()
     declare_errors(doc, b.error_codes, settings)
     if settings.base_path:
@@ -501,79 +498,115 @@ def build(models: list[ModelOps], settings: ApiSettings) -> dict[str, Any]:
     return doc
 
 
+def _tag(ops: ModelOps) -> str:
+    return f"model: {ops.name}"
+
+
+def _of(ops: ModelOps | None) -> ModelOps:
+    """The model a per-model operation is written for."""
+    if ops is None:
+        raise ValueError("an operation of a model's path, written for no model")
+    return ops
+
+
 def _probe(schema: str, summary: str, false_means: str) -> dict[str, Any]:
     """A health operation: 200 when true, 503 (same body) when false."""
     content = {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     return {
-        "get": {
-            "tags": ["health"],
-            "summary": summary,
-            "responses": {
-                "200": {"description": "Yes", "content": content},
-                "503": {
-                    "description": f"No: {false_means}",
-                    "content": content,
-                    "headers": {"Retry-After": RETRY_AFTER},
-                },
+        "tags": ["health"],
+        "summary": summary,
+        "responses": {
+            "200": {"description": "Yes", "content": content},
+            "503": {
+                "description": f"No: {false_means}",
+                "content": content,
+                "headers": {"Retry-After": RETRY_AFTER},
             },
-        }
+        },
     }
 
 
-def _add_health(b: _Builder, names: list[str]) -> None:
-    """The Open Inference Protocol's health paths."""
-    for name in ("Liveness", "Readiness", "ModelReadiness"):
-        b.spec.components.schema(name, schema=getattr(health, name))
-    b.spec.path(
-        "/v2/health/live",
-        operations=_probe(
-            "Liveness", "Whether the server answers (liveness probe)", "never sent"
-        ),
-    )
-    b.spec.path(
-        "/v2/health/ready",
-        operations=_probe(
-            "Readiness",
-            "Whether every model is started and warmed (readiness probe)",
-            "models still warming, or the server is shutting down",
-        ),
-    )
-    for name in names:
-        ready = _probe(
-            "ModelReadiness",
-            f"Whether model '{name}' is started and warmed",
-            "the model is still warming, or the server is shutting down",
-        )
-        ready["get"]["operationId"] = f"{name}.ready"
-        ready["get"]["responses"].update(b.errors(404))
-        b.spec.path(f"/v2/models/{name}/ready", operations=ready)
+# -- The operations, one function each (see :class:`Doc`) ----------------------
 
 
-def _add_model(b: _Builder, ops: ModelOps, settings: ApiSettings) -> None:
-    tag = f"model: {ops.name}"
-    base = f"/v2/models/{ops.name}"
-    b.spec.tag({"name": tag, "description": f"Operations of model '{ops.name}'"})
-    b.spec.path(
-        f"{base}/",
-        operations={
-            "get": {
-                "tags": [tag],
-                "summary": f"Metadata of model '{ops.name}'",
-                "operationId": f"{ops.name}.metadata",
-                "responses": {**_ok("ModelMeta"), **b.errors(404)},
+def versions_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return {
+        "tags": ["versions"],
+        "summary": "List the API versions and documentation links",
+        "responses": _ok("Versions"),
+    }
+
+
+def version_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return {
+        "tags": ["versions"],
+        "summary": "Describe the V2 API",
+        "responses": _ok("Version"),
+    }
+
+
+def models_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return {
+        "tags": ["models"],
+        "summary": "List the served models with their metadata",
+        "responses": _ok("ModelList"),
+    }
+
+
+def live_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return _probe(
+        "Liveness", "Whether the server answers (liveness probe)", "never sent"
+    )
+
+
+def ready_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return _probe(
+        "Readiness",
+        "Whether every model is started and warmed (readiness probe)",
+        "models still warming, or the server is shutting down",
+    )
+
+
+def model_ready_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any]:
+    name = _of(ops).name
+    ready = _probe(
+        "ModelReadiness",
+        f"Whether model '{name}' is started and warmed",
+        "the model is still warming, or the server is shutting down",
+    )
+    ready["operationId"] = f"{name}.ready"
+    ready["responses"].update(b.errors(404))
+    return ready
+
+
+def debug_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return {
+        "tags": ["debug"],
+        "summary": "Recent server log records (debug endpoint)",
+        "responses": {
+            "200": {
+                "description": "Log text",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
             }
         },
-    )
-    if settings.predict_endpoint and ops.predict is not None:
-        b.spec.path(
-            f"{base}/predict/",
-            operations={"post": _predict_op(b, ops, ops.predict, tag)},
-        )
-    if settings.train_endpoint and ops.train is not None:
-        _add_training(b, ops, ops.train, tag, base)
+    }
 
 
-def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str, Any]:
+def metadata_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any]:
+    ops = _of(ops)
+    return {
+        "tags": [_tag(ops)],
+        "summary": f"Metadata of model '{ops.name}'",
+        "operationId": f"{ops.name}.metadata",
+        "responses": {**_ok("ModelMeta"), **b.errors(404)},
+    }
+
+
+def predict_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+    ops = _of(ops)
+    if ops.predict is None:
+        return None
+    args = ops.predict
     params = b.parameters(args, "query") + b.parameters(args, "headers")
     accept = _accept_schema(args, ops.offer)
     if accept is not None and args.accept_from != "form":
@@ -599,7 +632,7 @@ def _predict_op(b: _Builder, ops: ModelOps, args: ArgSpec, tag: str) -> dict[str
         else:
             content[media] = {"schema": {"type": "string", "format": "binary"}}
     op: dict[str, Any] = {
-        "tags": [tag],
+        "tags": [_tag(ops)],
         "summary": f"Predict with model '{ops.name}'",
         "operationId": f"{ops.name}.predict",
         "parameters": params,
@@ -643,11 +676,13 @@ def _accept_schema(args: ArgSpec, offer: Offer) -> dict[str, Any] | None:
     }
 
 
-def _add_training(
-    b: _Builder, ops: ModelOps, args: ArgSpec, tag: str, base: str
-) -> None:
-    train_op: dict[str, Any] = {
-        "tags": [tag],
+def train_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+    ops = _of(ops)
+    if ops.train is None:
+        return None
+    args = ops.train
+    op: dict[str, Any] = {
+        "tags": [_tag(ops)],
         "summary": f"Start a training of model '{ops.name}'",
         "operationId": f"{ops.name}.train",
         "parameters": b.parameters(args, "query") + b.parameters(args, "headers"),
@@ -661,89 +696,112 @@ def _add_training(
     }
     body = b.request_body(args)
     if body is not None:
-        train_op["requestBody"] = body
-    training_list = {
-        "200": {
-            "description": "Trainings of this model, oldest first",
-            "headers": PAGE_HEADERS,
-            "content": {
-                JSON: {
-                    "schema": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Training"},
+        op["requestBody"] = body
+    return op
+
+
+def trainings_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+    ops = _of(ops)
+    if ops.train is None:
+        return None
+    return {
+        "tags": [_tag(ops)],
+        "summary": f"List the trainings of model '{ops.name}'",
+        "operationId": f"{ops.name}.trainings",
+        "parameters": LIST_PARAMS,
+        "responses": {
+            "200": {
+                "description": "Trainings of this model, oldest first",
+                "headers": PAGE_HEADERS,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Training"},
+                        }
                     }
-                }
-            },
-        },
-        **b.errors(404, 422, 503),
-    }
-    b.spec.path(
-        f"{base}/train/",
-        operations={
-            "post": train_op,
-            "get": {
-                "tags": [tag],
-                "summary": f"List the trainings of model '{ops.name}'",
-                "operationId": f"{ops.name}.trainings",
-                "parameters": LIST_PARAMS,
-                "responses": training_list,
-            },
-        },
-    )
-    uuid_param = {
-        "name": "uuid",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "Training identifier",
-    }
-    b.spec.path(
-        f"{base}/train/{{uuid}}",
-        parameters=[uuid_param],
-        operations={
-            "get": {
-                "tags": [tag],
-                "summary": "Status and result of a training",
-                "operationId": f"{ops.name}.training",
-                "responses": {**_ok("Training"), **b.errors(404)},
-            },
-            "delete": {
-                "tags": [tag],
-                "summary": "Cancel a running training",
-                "description": (
-                    "Stops the training (its process is terminated) and keeps "
-                    "its record, 'cancelled', with its output so far. A "
-                    "training another replica runs is stopped at that "
-                    "replica's next heartbeat; the answer may still say "
-                    "'running' then. A training that already ended is "
-                    "answered as it is."
-                ),
-                "operationId": f"{ops.name}.cancel_training",
-                "responses": {
-                    **_ok("Training", "The training, cancelled"),
-                    **b.errors(404),
                 },
             },
+            **b.errors(404, 422, 503),
         },
-    )
-    b.spec.path(
-        f"{base}/train/{{uuid}}/logs",
-        parameters=[uuid_param],
-        operations={
-            "get": {
-                "tags": [tag],
-                "summary": "Output and log records of a training",
-                "description": (
-                    "Lines the training wrote to stdout and stderr and its log "
-                    "records, oldest first, while it runs and after. Follow a "
-                    "running training by passing the answer's 'next' as 'since'."
-                ),
-                "operationId": f"{ops.name}.training_logs",
-                "parameters": LOG_PARAMS,
-                "responses": {
-                    **_ok("TrainingLogs"),
-                    **b.errors(404, 422, 503),
-                },
+    }
+
+
+#: The path parameter naming a training.
+UUID_PARAM = {
+    "name": "uuid",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Training identifier",
+}
+
+
+def training_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+    ops = _of(ops)
+    if ops.train is None:
+        return None
+    return {
+        "tags": [_tag(ops)],
+        "summary": "Status and result of a training",
+        "operationId": f"{ops.name}.training",
+        "responses": {**_ok("Training"), **b.errors(404)},
+    }
+
+
+def cancel_training_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+    ops = _of(ops)
+    if ops.train is None:
+        return None
+    return {
+        "tags": [_tag(ops)],
+        "summary": "Cancel a running training",
+        "description": (
+            "Stops the training (its process is terminated) and keeps "
+            "its record, 'cancelled', with its output so far. A "
+            "training another replica runs is stopped at that "
+            "replica's next heartbeat; the answer may still say "
+            "'running' then. A training that already ended is "
+            "answered as it is."
+        ),
+        "operationId": f"{ops.name}.cancel_training",
+        "responses": {
+            **_ok("Training", "The training, cancelled"),
+            **b.errors(404),
+        },
+    }
+
+
+def training_logs_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+    ops = _of(ops)
+    if ops.train is None:
+        return None
+    return {
+        "tags": [_tag(ops)],
+        "summary": "Output and log records of a training",
+        "description": (
+            "Lines the training wrote to stdout and stderr and its log "
+            "records, oldest first, while it runs and after. Follow a "
+            "running training by passing the answer's 'next' as 'since'."
+        ),
+        "operationId": f"{ops.name}.training_logs",
+        "parameters": LOG_PARAMS,
+        "responses": {
+            **_ok("TrainingLogs"),
+            **b.errors(404, 422, 503),
+        },
+    }
+
+
+def metrics_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+    return {
+        "tags": ["metrics"],
+        "summary": "Prometheus metrics (text exposition format)",
+        "operationId": "metrics",
+        "responses": {
+            "200": {
+                "description": "The metrics",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
             }
         },
-    )
+    }
