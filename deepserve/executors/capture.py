@@ -2,9 +2,9 @@
 (so C-level writes and child processes count too) and its log records.
 
 The server makes three pipes per job. The job process puts two of them in
-place of its fds 1 and 2, and sends its log records down the third as JSON
-lines; the event loop reads the other ends and hands each line to a
-:class:`~deepserve.executors.JobWatch`.
+place of its fds 1 and 2, and writes its log records to the third, each a
+:class:`~deepserve.executors.messages.LogLine`; the event loop reads the
+other ends and hands each line to a :class:`~deepserve.executors.JobWatch`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import sys
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
-from typing import Any
 
 from deepserve.executors import JobWatch
+from deepserve.executors.messages import LogLine
 
 #: Longest line passed on, in bytes; a longer one is passed on in pieces, so
 #: a process writing without newlines cannot grow the server's memory.
@@ -77,7 +76,7 @@ def flush() -> None:
 
 
 class _RecordSender(logging.Handler):
-    """Writes each record as one JSON line to a pipe."""
+    """Writes each record as a :class:`LogLine` to a pipe."""
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
@@ -87,14 +86,8 @@ class _RecordSender(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = json.dumps(
-                {
-                    "time": record.created,
-                    "level": record.levelname,
-                    "text": self.format(record),
-                }
-            )
-            os.write(self._fd, line.encode() + b"\n")
+            line = LogLine(record.created, record.levelname, self.format(record))
+            os.write(self._fd, line.encode())
         except Exception:
             self.handleError(record)
 
@@ -185,9 +178,8 @@ class Reader:
             self._watch.output(name, text, None, time.time())
             return
         try:
-            record: Any = json.loads(text)
-            self._watch.output(
-                "log", str(record["text"]), str(record["level"]), float(record["time"])
-            )
-        except (ValueError, KeyError, TypeError):
+            record = LogLine.decode(text)
+        except ValueError:
             self._watch.output("log", text, None, time.time())
+            return
+        self._watch.output("log", record.text, record.level, record.time)

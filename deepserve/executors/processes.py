@@ -1,8 +1,9 @@
 """Run model code in spawn-started worker processes.
 
 Each worker holds one model built once, so what ``warm()`` did stays for
-every later call. A call sends only ``(method, kwargs)`` down a pipe; uploads
-travel as paths. The event loop reads the pipes itself (no reader threads),
+every later call. A call sends only its method and arguments down a pipe
+(the messages are in :mod:`deepserve.executors.messages`); uploads travel as
+paths. The event loop reads the pipes itself (no reader threads),
 and calls are pipelined: while a worker runs one call, the next already
 waits in its pipe, so the worker never idles between calls.
 
@@ -45,6 +46,16 @@ from deepserve.exceptions import (
 from deepserve.executors import JobWatch, callspace, describe, start_failure, within
 from deepserve.executors import capture as capture_mod
 from deepserve.executors import worker as worker_main
+from deepserve.executors.messages import (
+    Answer,
+    Call,
+    Cancel,
+    Failure,
+    FromWorker,
+    Ready,
+    Skipped,
+    StartFailed,
+)
 from deepserve.loader import ModelRef
 from deepserve.model import Method
 
@@ -146,7 +157,9 @@ class _Worker:
             _settle(call.answer, error=WorkerDied(self.model, self.death()))
             return
         try:
-            self._conn.send((call.id, call.method, dict(call.kwargs), call.request_id))
+            self._conn.send(
+                Call(call.id, call.method, dict(call.kwargs), call.request_id)
+            )
         except (OSError, EOFError):
             pass  # _readable sees the death and fails the call
         except Exception as exc:  # the arguments do not pickle
@@ -161,41 +174,38 @@ class _Worker:
     def cancel(self, call: _Call) -> None:
         """Ask the worker to skip ``call`` if it has not started it yet."""
         with contextlib.suppress(OSError, EOFError):
-            self._conn.send((worker_main.CANCEL, call.id))
+            self._conn.send(Cancel(call.id))
 
     def _readable(self) -> None:
         try:
             while self._conn.poll():
-                kind, payload = self._conn.recv()
-                self._answer(kind, payload)
+                self._answer(self._conn.recv())
         except (EOFError, OSError):
             self._lost()
         except Exception as exc:  # an answer that does not unpickle
-            self._answer(
-                worker_main.ERR,
-                DeepserveError(f"Cannot read the worker's answer: {exc}"),
-            )
+            error = DeepserveError(f"Cannot read the worker's answer: {exc}")
+            self._answer(Failure(error) if self.ready.done() else StartFailed(error))
 
-    def _answer(self, kind: str, payload: Any) -> None:
-        if kind == worker_main.READY:
-            _settle(self.ready, payload)
+    def _answer(self, message: FromWorker) -> None:
+        if isinstance(message, Ready):
+            _settle(self.ready, message.pid)
             return
-        if not self.ready.done():
-            _settle(self.ready, error=payload)
+        if isinstance(message, StartFailed):
+            _settle(self.ready, error=message.error)
             return
         if not self.pending:
             return
         call = self.pending.popleft()
-        if kind == worker_main.OK:
+        if isinstance(message, Answer):
             if call.answer.done():
                 # Its caller left (a client that disconnected): nobody
                 # will send the file it may have returned.
-                callspace.release(payload)
-            _settle(call.answer, payload)
-        elif kind == worker_main.SKIPPED:
+                callspace.release(message.value)
+            _settle(call.answer, message.value)
+        elif isinstance(message, Skipped):
             call.answer.cancel()
         else:
-            _settle(call.answer, error=payload)
+            _settle(call.answer, error=message.error)
         if self._listener is not None:
             self._listener.answered(self)
 

@@ -2,9 +2,9 @@
 
 A worker builds its model once from a :class:`~deepserve.loader.ModelRef`,
 optionally warms it, reports ready, then answers
-``(id, method, kwargs, request_id)`` messages in order, one at a time, until
-its pipe closes. While a call runs, its request id tags the worker's log
-lines, as in the server.
+:class:`~deepserve.executors.messages.Call` messages in order, one at a
+time, until its pipe closes. While a call runs, its request id tags the
+worker's log lines, as in the server.
 """
 
 from __future__ import annotations
@@ -26,18 +26,19 @@ from deepserve import adapters, logs
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
 from deepserve.executors import callspace
 from deepserve.executors import capture as output
+from deepserve.executors.messages import (
+    Answer,
+    Call,
+    Cancel,
+    Failure,
+    FromWorker,
+    Ready,
+    Skipped,
+    StartFailed,
+)
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
 from deepserve.settings import LogFormat
-
-READY = "ready"
-OK = "ok"
-ERR = "err"
-#: The answer to a call cancelled before it started.
-SKIPPED = "skipped"
-#: A message asking to skip a call that has not started: ``(CANCEL, id)``.
-CANCEL = "cancel"
-
 
 #: How worker processes format the log records of the models they run.
 LOG_FORMAT = (
@@ -86,14 +87,14 @@ def main(
         if warm:
             model.call("warm", {})
     except DeepserveError as exc:
-        _send(conn, ERR, exc)
+        _send(conn, StartFailed(exc))
         return
     except BaseException as exc:
-        _send(conn, ERR, _unexpected(ref.name, exc))
+        _send(conn, StartFailed(_unexpected(ref.name, exc)))
         return
     if capture is not None:
         output.flush()  # what warm() printed comes before the training's
-    _send(conn, READY, os.getpid())
+    _send(conn, Ready(os.getpid()))
     _serve(conn, model, ref.name, base, output.flush if capture is not None else None)
 
 
@@ -120,20 +121,19 @@ def _serve(
     """Answer calls in order until the pipe closes.
 
     Calls may arrive before the previous one is done (the server pipelines
-    them); a ``(CANCEL, id)`` message read before a call starts skips it.
+    them); a :class:`Cancel` read before a call starts skips it. Anything
+    else ends the worker, as a closed pipe does.
     """
-    backlog: collections.deque[tuple[int, Method, Any, str | None]] = (
-        collections.deque()
-    )
+    backlog: collections.deque[Call] = collections.deque()
     cancelled: set[int] = set()
 
-    def take(message: Any) -> bool:
-        if message is None:
-            return False
-        if message[0] == CANCEL:
-            cancelled.add(message[1])
-        else:
+    def take(message: object) -> bool:
+        if isinstance(message, Call):
             backlog.append(message)
+        elif isinstance(message, Cancel):
+            cancelled.add(message.id)
+        else:
+            return False
         return True
 
     while True:
@@ -147,32 +147,32 @@ def _serve(
             return
         if not backlog:
             continue
-        call_id, method, kwargs, request_id = backlog.popleft()
-        if call_id in cancelled:
-            cancelled.discard(call_id)
-            _send(conn, SKIPPED, None)
+        call = backlog.popleft()
+        if call.id in cancelled:
+            cancelled.discard(call.id)
+            _send(conn, Skipped())
             continue
-        token = logs.REQUEST_ID.set(request_id)
+        token = logs.REQUEST_ID.set(call.request_id)
         try:
-            result = _call(model, method, kwargs, base)
+            result = _call(model, call.method, call.kwargs, base)
         except DeepserveError as exc:
             _after(after_call)
-            _send(conn, ERR, exc)
+            _send(conn, Failure(exc))
             continue
         except BaseException as exc:  # SystemExit from a model, say
             error = _unexpected(name, exc)
             _after(after_call)
-            _send(conn, ERR, error)
+            _send(conn, Failure(error))
             continue
         finally:
             logs.REQUEST_ID.reset(token)
         _after(after_call)
         try:
-            conn.send((OK, result))
+            conn.send(Answer(result))
         except (EOFError, OSError):
             return
         except Exception as exc:  # the result does not pickle
-            _send(conn, ERR, BadModelOutput(name, f"result cannot be sent: {exc}"))
+            _send(conn, Failure(BadModelOutput(name, f"result cannot be sent: {exc}")))
 
 
 def _after(hook: Callable[[], None] | None) -> None:
@@ -180,9 +180,9 @@ def _after(hook: Callable[[], None] | None) -> None:
         hook()
 
 
-def _send(conn: Connection, kind: str, payload: Any) -> None:
+def _send(conn: Connection, message: FromWorker) -> None:
     with contextlib.suppress(EOFError, OSError):
-        conn.send((kind, payload))
+        conn.send(message)
 
 
 def _unexpected(model: str, exc: BaseException) -> ModelFailed:

@@ -1,0 +1,105 @@
+"""What the server and its worker processes say to each other.
+
+Every value sent down a worker's pipe is one of the types below, and so is
+every log record a job process sends up its log pipe; nothing else crosses.
+The server sends :data:`ToWorker` messages, the worker answers with
+:data:`FromWorker` ones.
+
+A worker answers its calls in the order they came, one answer each
+(:class:`Answer`, :class:`Failure` or :class:`Skipped`): the first call in
+its pipe is the one answered, so answers carry no call id.
+
+They are :class:`~typing.NamedTuple` classes: a prediction's round trip
+pickles two of them, and a named tuple pickles as little more than the bare
+tuple it is (a reference to its class, then its fields).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from deepserve.exceptions import DeepserveError
+from deepserve.model import Method
+
+# -- from the server ---------------------------------------------------------
+
+
+class Call(NamedTuple):
+    """Run ``method`` with ``kwargs``; while it runs, ``request_id`` tags
+    the worker's log lines."""
+
+    id: int
+    method: Method
+    kwargs: dict[str, Any]
+    request_id: str | None
+
+
+class Cancel(NamedTuple):
+    """Skip call ``id`` if it has not started yet."""
+
+    id: int
+
+
+ToWorker = Call | Cancel
+
+
+# -- from the worker ---------------------------------------------------------
+
+
+class Ready(NamedTuple):
+    """The model is built (and warmed, if asked): calls may come."""
+
+    pid: int
+
+
+class StartFailed(NamedTuple):
+    """The model could not be built or warmed; the worker exits."""
+
+    error: DeepserveError
+
+
+class Answer(NamedTuple):
+    """What the call returned."""
+
+    value: Any
+
+
+class Failure(NamedTuple):
+    """Why the call failed."""
+
+    error: DeepserveError
+
+
+class Skipped(NamedTuple):
+    """The call was cancelled before it started."""
+
+
+FromWorker = Ready | StartFailed | Answer | Failure | Skipped
+
+
+# -- up a job process's log pipe ---------------------------------------------
+
+
+class LogLine(NamedTuple):
+    """One log record of a job process, written to its log pipe as one line
+    of JSON (the server reads that pipe line by line, as it reads the
+    process's stdout and stderr)."""
+
+    time: float
+    level: str
+    text: str
+
+    def encode(self) -> bytes:
+        """The line, newline included."""
+        line = json.dumps({"time": self.time, "level": self.level, "text": self.text})
+        return line.encode() + b"\n"
+
+    @classmethod
+    def decode(cls, line: str) -> LogLine:
+        """:raises ValueError: when ``line`` is not one."""
+        try:
+            record: Any = json.loads(line)
+            return cls(float(record["time"]), str(record["level"]), str(record["text"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a log line: {line!r}") from exc
