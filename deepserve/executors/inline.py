@@ -13,7 +13,7 @@ from typing import Any
 
 from deepserve.exceptions import DeadlineExceeded, DeepserveError
 from deepserve.executors import JobWatch, start_failure
-from deepserve.executors.processes import JobRunner
+from deepserve.executors.jobrunner import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
 

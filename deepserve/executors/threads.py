@@ -28,7 +28,7 @@ from deepserve.exceptions import (
     NotRunning,
 )
 from deepserve.executors import JobWatch, start_failure, within
-from deepserve.executors.processes import JobRunner
+from deepserve.executors.jobrunner import JobRunner
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
 
