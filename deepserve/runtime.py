@@ -22,7 +22,6 @@ from deepserve.exceptions import (
     Overloaded,
 )
 from deepserve.executors import Executor, factory
-from deepserve.executors.batching import BatchingExecutor
 from deepserve.jobs import (
     INTERRUPTED_BY_SHUTDOWN,
     JobPage,
@@ -235,9 +234,7 @@ class ServedModel:
     @property
     def batch_sizes(self) -> Mapping[int, int] | None:
         """Batches sent so far by size, or ``None`` when not batching."""
-        if isinstance(self.executor, BatchingExecutor):
-            return self.executor.batch_sizes
-        return None
+        return self.executor.batch_sizes
 
     def admit(self) -> None:
         """Refuse a prediction at once when the model is not ready or

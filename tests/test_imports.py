@@ -95,6 +95,47 @@ def test_imports_flow_one_way(path: Path) -> None:
         assert target == own or target in ALLOWED[own], f"{own} imports {name}"
 
 
+#: What the layers above the executors may use of them: the protocol and
+#: its helpers (the package), the factory that picks the concrete kind, and
+#: the call spaces whose files the API releases once sent.
+EXECUTORS_SEEN_FROM_ABOVE = {
+    "deepserve.executors",
+    "deepserve.executors.factory",
+    "deepserve.executors.callspace",
+}
+
+
+def deepserve_modules(path: Path) -> set[str]:
+    """Every deepserve module ``path`` imports, submodules named in a
+    ``from package import module`` included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("deepserve"))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if not node.module.startswith("deepserve"):
+                continue
+            found.add(node.module)
+            package = PACKAGE.parent.joinpath(*node.module.split("."))
+            for alias in node.names:
+                child = package / alias.name
+                if child.is_dir() or child.with_suffix(".py").is_file():
+                    found.add(f"{node.module}.{alias.name}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if layer(p) not in {"executors", "cli_run"}],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_no_layer_above_knows_the_concrete_executors(path: Path) -> None:
+    # Only the composition root (cli_run, through the factory) picks an
+    # executor; the runtime and the API see the Executor protocol alone.
+    seen = {m for m in deepserve_modules(path) if m.startswith("deepserve.executors")}
+    assert seen <= EXECUTORS_SEEN_FROM_ABOVE, f"{path.name} imports {seen}"
+
+
 def test_importing_the_package_has_no_side_effects() -> None:
     code = (
         "import logging, sys; import deepserve.cli_run, deepserve.api;"

@@ -63,6 +63,12 @@ class Executor(Protocol):
         """Workers replaced so far, after dying or overrunning a deadline."""
         ...
 
+    @property
+    def batch_sizes(self) -> Mapping[int, int] | None:
+        """Batches sent to the model so far, by size; ``None`` when this
+        executor does not batch."""
+        ...
+
     async def start(self) -> None: ...
 
     async def call(

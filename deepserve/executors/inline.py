@@ -42,6 +42,10 @@ class InlineExecutor:
     def restarts(self) -> int:
         return 0  # nothing to restart: the model runs in the server
 
+    @property
+    def batch_sizes(self) -> None:
+        return None
+
     async def start(self) -> None:
         if self._warm:
             try:

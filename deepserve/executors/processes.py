@@ -91,6 +91,10 @@ class ProcessExecutor:
         """Workers replaced so far (dead, or killed past a deadline)."""
         return self._restarts
 
+    @property
+    def batch_sizes(self) -> None:
+        return None  # a BatchingExecutor around the pool batches
+
     async def start(self) -> None:
         """Spawn every worker and wait until each has built its model.
 

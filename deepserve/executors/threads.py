@@ -74,6 +74,10 @@ class ThreadExecutor:
     def restarts(self) -> int:
         return 0  # threads are never replaced
 
+    @property
+    def batch_sizes(self) -> None:
+        return None
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for i in range(self._size):

@@ -39,6 +39,8 @@ def test_kinds(build, kind, cls):
     _model, executor = build("classy", kind=kind, workers=3)
     assert isinstance(executor, cls)
     assert executor.workers == (1 if kind == "inline" else 3)
+    # Nothing is batched: the runtime reports no batch sizes.
+    assert executor.batch_sizes is None
 
 
 def test_batching_follows_the_model_and_the_config(build):
@@ -46,6 +48,7 @@ def test_batching_follows_the_model_and_the_config(build):
     assert isinstance(executor, BatchingExecutor)
     # The model declares max_batch_size 4 and max_latency_ms 50.
     assert executor.policy == BatchPolicy(4, 0.05)
+    assert executor.batch_sizes == {}
     assert factory.batch_policy(
         model, ExecutorSettings(max_batch_size=2, max_latency_ms=0)
     ) == BatchPolicy(2, 0.0)
