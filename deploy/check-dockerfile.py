@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -957,6 +957,77 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def image_ids(user: str) -> tuple[int, int] | None:
+    """The numeric ``uid:gid`` of a USER (gid: the uid's when not given),
+    or None for a name."""
+    name, _, group = user.partition(":")
+    if not name.isdigit() or (group and not group.isdigit()):
+        return None
+    return int(name), int(group or name)
+
+
+def as_image_user(
+    stage: Stage, env: dict[str, str], say: Any
+) -> Callable[[], None] | None:
+    """When the check runs as root, what makes the image's program run as
+    the image's USER instead, as ``docker run`` would: its home and /tmp
+    stand-ins (``env``'s HOME, and TMPDIR, set here) become that user's, the
+    rest of the stage stays root's, not writable.
+
+    :raises CheckError: for a USER by name, which this machine may not have.
+    """
+    tmp = stage.root / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(tmp)
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    ids = image_ids(stage.user)
+    if ids is None:
+        raise CheckError(
+            f"USER {stage.user}: the check runs the image's program as a "
+            "numeric uid:gid only"
+        )
+    uid, gid = ids
+    if uid == 0:
+        return None
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    # The check's own directory, which the user must cross.
+    os.chmod(stage.root.parent, 0o755)
+    python = stage.python / "bin" / "python" if stage.python else Path(sys.executable)
+    try:
+        runs = (
+            subprocess.run(
+                [str(python), "-c", ""], capture_output=True, preexec_fn=drop, cwd="/"
+            ).returncode
+            == 0
+        )
+    except OSError:  # not even started: a closed directory on the way
+        runs = False
+    if not runs:
+        say(
+            f"warning: the image's program runs as root, not as uid {uid}: "
+            f"uid {uid} cannot run this machine's Python "
+            f"({os.path.realpath(python)}; a directory on the way is closed "
+            "to others); --python names one it can run"
+        )
+        return None
+    home = Path(env.setdefault("HOME", str(stage.root / "root")))
+    home.mkdir(parents=True, exist_ok=True)
+    for directory in (home, tmp):
+        os.chown(directory, uid, gid)
+        os.chmod(directory, 0o700)
+    say(
+        f"   as uid {uid}, gid {gid} (the image's USER; this check runs as "
+        "root): only the home and /tmp stand-ins are writable"
+    )
+    return drop
+
+
 def run_image(stage: Stage, say: Any, logfile: Path) -> None:
     """Start the image's program, check its HEALTHCHECK and its shutdown."""
     argv = program(stage.entrypoint, stage.cmd)
@@ -974,9 +1045,17 @@ def run_image(stage: Stage, say: Any, logfile: Path) -> None:
     argv = [*argv, f"--listen-port={port}"]
     env = stage.host_env({"LANG": "C.UTF-8"})
     cwd = stage.host_workdir()
+    preexec = as_image_user(stage, env, say)
 
     def healthy() -> bool:
-        done = subprocess.run(health, env=env, cwd=cwd, capture_output=True, timeout=30)
+        done = subprocess.run(
+            health,
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            timeout=30,
+            preexec_fn=preexec,
+        )
         return done.returncode == 0
 
     say(f"== run: {shlex.join(argv)}")
@@ -991,14 +1070,22 @@ def run_image(stage: Stage, say: Any, logfile: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     try:
         deadline = time.monotonic() + 180
         while not healthy():
             if proc.poll() is not None:
+                hint = (
+                    ""
+                    if preexec is None
+                    else f" (as USER {stage.user}: every directory on the "
+                    "way to the build and to its Python must be open to others; "
+                    "--python names a Python outside a closed home)"
+                )
                 raise CheckError(
-                    f"the image's program exited with status {proc.returncode}:\n"
-                    + logfile.read_text(errors="replace")
+                    f"the image's program exited with status {proc.returncode}"
+                    f"{hint}:\n" + logfile.read_text(errors="replace")
                 )
             if time.monotonic() > deadline:
                 raise CheckError("the HEALTHCHECK never passed in 180 s")

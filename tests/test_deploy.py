@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -800,6 +801,11 @@ def test_the_dockerfile_builds_and_its_image_serves(built):
     assert "HEALTHCHECK passes once the server is ready" in out
     # The model package came in through MODEL_PACKAGES, and is served alone.
     assert "serving: tiny\n" in out
+    if os.geteuid() == 0:  # the program ran as the image's user, or says why not
+        assert (
+            "as uid 10001, gid 10001 (the image's USER" in out
+            or "warning: the image's program runs as root, not as uid 10001" in out
+        ), out
     assert "SIGTERM: stopped with status 0" in out
     assert out.rstrip().endswith("and its image served")
     image = json.loads((keep / "image.json").read_text())
@@ -994,6 +1000,66 @@ def test_an_image_of_another_python_is_refused_unless_one_is_given(tmp_path):
     )  # fmt: skip
     assert "the image has no HEALTHCHECK" in done.stderr, done.stdout + done.stderr
     assert f"this machine's Python {HOST_PYTHON}." in done.stdout
+
+
+AS_USER_SCRIPT = """\
+import os, pathlib, sys
+print(os.getuid(), os.getgid(), os.getgroups())
+for place in (os.environ["HOME"], os.environ["TMPDIR"]):
+    pathlib.Path(place, "written").write_text("x")
+try:
+    pathlib.Path(sys.argv[1], "written").write_text("x")
+except PermissionError:
+    print("stage root: not writable")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what the check does as root")
+def test_as_root_the_image_runs_as_its_user_writing_only_home_and_tmp():
+    """docker run starts the image's program as its USER: the check, run
+    as root (CI), drops to that uid and gid, with only the home and /tmp
+    stand-ins its own."""
+    system = shutil.which(f"python{HOST_PYTHON}", path="/usr/local/bin:/usr/bin")
+    if system is None:
+        pytest.skip(f"no python{HOST_PYTHON} that every user may run")
+    work = Path(tempfile.mkdtemp(prefix="check-as-user-"))
+    try:
+        root = work / "stage-2-runtime"
+        (root / "opt").mkdir(parents=True)
+        venv = work / "python"
+        subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+        stage = check.Stage("runtime", 2, root, python=venv)
+        stage.user = "10001:10001"
+        stage.env = {"HOME": "/home/deepserve", "PATH": check.IMAGE_PATH}
+        env = stage.host_env({"LANG": "C.UTF-8"})
+        said: list[str] = []
+        drop = check.as_image_user(stage, env, said.append)
+        assert drop is not None, said
+        assert said == [
+            "   as uid 10001, gid 10001 (the image's USER; this check runs as "
+            "root): only the home and /tmp stand-ins are writable"
+        ]
+        assert env["HOME"] == str(root / "home" / "deepserve")
+        assert env["TMPDIR"] == str(root / "tmp")
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", AS_USER_SCRIPT, str(root / "opt")],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            preexec_fn=drop,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [
+            "10001 10001 []",
+            "stage root: not writable",
+        ]
+        assert (root / "home" / "deepserve" / "written").stat().st_uid == 10001
+        assert (root / "tmp" / "written").is_file()
+        assert not (root / "opt" / "written").exists()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_a_wrong_command_line_is_a_usage_error(tmp_path):
