@@ -451,3 +451,17 @@ def test_the_upload_dir_must_be_a_writable_directory(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is not a directory"):
         load(["--upload-dir", str(tmp_path / "file")])
+
+
+def test_a_dollar_in_a_config_file_value_is_written_twice(tmp_path):
+    """oslo.config reads ``$name`` in a value as another option (on 8.8, as
+    DEEPaaS pins it, and on the newest): a database password's ``$`` is
+    written ``$$`` in jobs.conf (doc/deploying.rst)."""
+    url = "postgresql+psycopg://deepserve:pa$word$@postgres:5432/deepserve"
+    jobs_conf = tmp_path / "jobs.conf"
+    jobs_conf.write_text("[jobs]\ndatabase = " + url.replace("$", "$$") + "\n")
+    assert load(["--config-file", str(jobs_conf)]).jobs.database == url
+    # Written once, it is refused, not read as another password.
+    jobs_conf.write_text("[jobs]\ndatabase = " + url + "\n")
+    with pytest.raises(ConfigError, match="no such option word"):
+        load(["--config-file", str(jobs_conf)])

@@ -544,50 +544,11 @@ def test_manifests_agree_with_the_image_and_the_server(image, tmp_path):
     assert settings.executor.max_queue == 64
 
 
-DOLLAR_SCRIPT = """\
-import sys
-from deepserve import config
-
-settings, _ = config.load(
-    ["--config-file", sys.argv[1]], {}, default_config_files=[]
-)
-print(settings.jobs.database)
-"""
-
-
-@pytest.mark.parametrize("venv", [".venv", ".venv-deepaas"])
-def test_a_dollar_of_the_password_is_written_twice_in_jobs_conf(tmp_path, venv):
-    """oslo.config reads ``$name`` in a file's value as another option:
-    doc/deploying.rst and the example Secret say to write ``$`` as ``$$``,
-    which must give the password's ``$`` with the newest oslo.config and
-    with DEEPaaS' older one (8.8.1)."""
-    python = ROOT / venv / "bin" / "python"
-    if not python.exists():
-        pytest.skip(f"no {venv} here")
-    url = "postgresql+psycopg://deepserve:pa$word$@postgres:5432/deepserve"
-    jobs_conf = tmp_path / "jobs.conf"
-    jobs_conf.write_text("[jobs]\ndatabase = " + url.replace("$", "$$") + "\n")
-    done = subprocess.run(
-        [str(python), "-c", DOLLAR_SCRIPT, str(jobs_conf)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == url
-    # Written once, it is refused (not silently another password).
-    jobs_conf.write_text("[jobs]\ndatabase = " + url + "\n")
-    done = subprocess.run(
-        [str(python), "-c", DOLLAR_SCRIPT, str(jobs_conf)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert done.returncode != 0 and "no such option word" in done.stderr
-    text = (ROOT / "doc" / "deploying.rst").read_text()
-    assert "``$$``" in text
+def test_the_docs_say_to_write_a_dollar_twice():
+    # oslo.config reads ``$name`` in a file's value as another option: the
+    # docs and the example Secret say to write ``$`` as ``$$``
+    # (tests/test_config.py checks that on both oslo.config versions).
+    assert "``$$``" in (ROOT / "doc" / "deploying.rst").read_text()
     assert '"$$"' in EXAMPLE_SECRET.read_text()
 
 
