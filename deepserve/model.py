@@ -76,6 +76,42 @@ def as_returned_file(value: Any, filename: str | None = None) -> ReturnedFile:
     )
 
 
+#: The tensor datatypes of the Open Inference Protocol (KServe V2), in the
+#: order its specification lists them.
+DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+)
+
+
+class TensorSpec(NamedTuple):
+    """One input or output tensor a model takes or gives.
+
+    :param name: the tensor's name.
+    :param datatype: one of :data:`DATATYPES`.
+    :param shape: its dimensions; ``-1`` for a dimension of any size (such
+        as the batch dimension).
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
 class BaseModel(abc.ABC):  # noqa: B024 - every method is optional
     """Base class for models; inheriting from it is optional.
 
