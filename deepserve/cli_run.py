@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import deepserve
 from deepserve import config, console, loader, logs
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from deepserve.runtime import Registry
     from deepserve.settings import ServerSettings
+    from deepserve.store import Store
 
 LOG = logging.getLogger("deepserve")
 
@@ -132,10 +133,26 @@ def build_registry(settings: ServerSettings) -> Registry:
             raise LoaderError(
                 f"{exc} (available models: {loader.describe(available, store)})"
             ) from exc
-        served.append(ServedModel.create(ref, model, settings.executor_for(ref.name)))
-    for name in set(settings.model_executors) - {ref.name for ref in refs}:
+        executor = settings.executor_for(ref.name, ref.version)
+        served.append(ServedModel.create(ref, model, executor))
+    known = {ref.name for ref in refs} | {ref.tag for ref in refs}
+    for name in set(settings.model_executors) - known:
         LOG.warning("Config section [model:%s] names a model that is not served", name)
-    return Registry(served, jobs=JobStore(settings.jobs))
+    defaults = {**newest_versions(refs, store), **settings.default_versions}
+    try:
+        return Registry(served, jobs=JobStore(settings.jobs), defaults=defaults)
+    except ValueError as exc:
+        raise LoaderError(f"Cannot serve the models: {exc}") from exc
+
+
+def newest_versions(refs: list[loader.ModelRef], store: Store) -> dict[str, str]:
+    """Name -> its newest version, for the names served in several versions."""
+    created: dict[str, list[tuple[Any, str]]] = {}
+    for ref in refs:
+        if ref.version is not None:
+            info = store.get(ref.tag).info
+            created.setdefault(ref.name, []).append((info.created, ref.version))
+    return {name: max(found)[1] for name, found in created.items() if len(found) > 1}
 
 
 def _banner(settings: ServerSettings, names: list[str], port: int) -> str:

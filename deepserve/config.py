@@ -42,6 +42,14 @@ server_opts = [
         default=5000,
         help="Port the server listens on.",
     ),
+    cfg.PortOpt(
+        "grpc-port",
+        help=(
+            "Also serve the Open Inference Protocol over gRPC on this port "
+            "(same address, models, tokens and limits as HTTP). Needs "
+            'pip install "deepserve[grpc]". Default: off.'
+        ),
+    ),
     cfg.StrOpt(
         "base-path",
         default="",
@@ -61,6 +69,15 @@ server_opts = [
             "bundled demo model when none is installed). The environment "
             "variables DEEPSERVE_V2_MODEL and DEEPAAS_V2_MODEL are read when "
             "neither the command line nor a config file names one."
+        ),
+    ),
+    cfg.MultiStrOpt(
+        "default-version",
+        default=[],
+        help=(
+            "NAME:VERSION: the version of a model served in several versions "
+            "(--model-name iris:v1,iris:v2) that its unversioned paths reach. "
+            "Default: the newest version served. Repeat for several models."
         ),
     ),
     cfg.StrOpt(
@@ -572,12 +589,14 @@ def load(
     settings = ServerSettings(
         listen_ip=conf.listen_ip,
         listen_port=conf.listen_port,
+        grpc_port=conf.grpc_port,
         access_log=conf.access_log,
         log_format=conf.log_format,
         shutdown_grace=conf.shutdown_grace,
         header_timeout=conf.header_timeout,
         max_connections=conf.max_connections,
         model_names=names,
+        default_versions=_default_versions(conf.default_version),
         store_root=store_root(conf.model_store, environ),
         api=api,
         executor=_executor_settings(conf),
@@ -585,6 +604,29 @@ def load(
         jobs=_job_settings(conf[JOBS_GROUP], environ),
     )
     return settings, bool(conf.debug)
+
+
+def _default_versions(values: Sequence[str]) -> dict[str, str]:
+    """``NAME:VERSION`` values as name -> version.
+
+    :raises ConfigError: for a value that is not ``NAME:VERSION``, or two
+        versions for one name.
+    """
+    found: dict[str, str] = {}
+    for value in _model_names(values):
+        name, _, version = value.partition(":")
+        if not name or not version or ":" in version or version == "latest":
+            raise ConfigError(
+                f"default-version: expected NAME:VERSION (an exact version), "
+                f"got '{value}'"
+            )
+        if found.get(name, version) != version:
+            raise ConfigError(
+                f"default-version: two versions for '{name}': "
+                f"{found[name]} and {version}"
+            )
+        found[name] = version
+    return found
 
 
 def _upload_dir(path: str | None) -> str | None:

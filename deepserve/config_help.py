@@ -27,12 +27,13 @@ DESCRIPTION = (
 #: Sections of the help and the options in them, in order. An option that
 #: is in none is listed under "other options" (a test keeps that empty).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("models", ("model-name", "model-store")),
+    ("models", ("model-name", "default-version", "model-store")),
     (
         "server",
         (
             "listen-ip",
             "listen-port",
+            "grpc-port",
             "base-path",
             "shutdown-grace",
             "header-timeout",

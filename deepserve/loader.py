@@ -40,12 +40,20 @@ class ModelRef:
     :param source: the entry point group it was found in, ``builtin`` or
         ``store``.
     :param store: the root directory of the model store it is in.
+    :param version: a stored model's version (served side by side with the
+        name's other versions); ``None`` for an installed model.
     """
 
     name: str
     target: str
     source: str
     store: str | None = None
+    version: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """``name:version``, or the name alone when there is no version."""
+        return f"{self.name}:{self.version}" if self.version else self.name
 
 
 #: Served when no model is installed and none is requested.
@@ -136,7 +144,7 @@ def select(
             )
         if ref in chosen:
             continue
-        twin = next((c for c in chosen if c.name == ref.name), None)
+        twin = next((c for c in chosen if _clash(c, ref)), None)
         if twin is not None:
             raise LoaderError(
                 f"Models {twin.target} and {ref.target} would both be served as "
@@ -144,6 +152,14 @@ def select(
             )
         chosen.append(ref)
     return chosen
+
+
+def _clash(one: ModelRef, other: ModelRef) -> bool:
+    """Whether two references cannot be served together: one name, and not
+    two versions of one stored model."""
+    if one.name != other.name:
+        return False
+    return one.version is None or other.version is None or one.version == other.version
 
 
 def _from_store(store: Store, tag: str) -> ModelRef | None:
@@ -160,8 +176,8 @@ def _from_store(store: Store, tag: str) -> ModelRef | None:
         if ":" not in tag:
             return None  # not even a tag: report it as an unknown model
         raise LoaderError(f"Model '{tag}': {exc}") from exc
-    name, _, _ = str(stored.tag).partition(":")
-    return ModelRef(name, str(stored.tag), STORE, str(store.root))
+    name, _, version = str(stored.tag).partition(":")
+    return ModelRef(name, str(stored.tag), STORE, str(store.root), version=version)
 
 
 #: Stored tags named in a list of available models, at most.

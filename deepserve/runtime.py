@@ -160,9 +160,12 @@ class ServedModel:
         *,
         predict_timeout: float | None = None,
         max_queue: int | None = None,
+        version: str | None = None,
     ) -> None:
         self.model = model
         self.executor = executor
+        #: The stored version served (``None`` for an installed model).
+        self.version = version
         self.predict_timeout = predict_timeout
         self.max_queue = max_queue
         self._store: JobStore | None = None
@@ -187,11 +190,17 @@ class ServedModel:
             factory.create(ref, model, settings),
             predict_timeout=settings.predict_timeout,
             max_queue=settings.max_queue,
+            version=ref.version,
         )
 
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def tag(self) -> str:
+        """``name:version``, or the name alone for an unversioned model."""
+        return f"{self.name}:{self.version}" if self.version else self.name
 
     @property
     def ready(self) -> bool:
@@ -449,6 +458,10 @@ class ServedModel:
 class Registry(Mapping[str, ServedModel]):
     """The served models by name; started and closed as one.
 
+    A name may have several versions served side by side (stored models),
+    each with its own executor and readiness: the mapping gives each name's
+    default version, :meth:`version` any of them, :meth:`every` all.
+
     Its life: :meth:`start` (the models build and warm; :attr:`ready` turns
     true), :meth:`drain` (a shutdown began: :attr:`ready` turns false, new
     work is refused, accepted work carries on), :meth:`close` (trainings
@@ -457,12 +470,33 @@ class Registry(Mapping[str, ServedModel]):
     :param jobs: where trainings are recorded; opened and closed by the
         caller. Without one, an in-memory store that the registry opens
         and closes itself.
+    :param defaults: name -> the version its unversioned paths reach; for
+        a name not in it, the version listed last in ``served`` (the newest,
+        as the CLI orders them).
+    :raises ValueError: when ``defaults`` names a version not served.
     """
 
     def __init__(
-        self, served: list[ServedModel], *, jobs: JobStore | None = None
+        self,
+        served: list[ServedModel],
+        *,
+        jobs: JobStore | None = None,
+        defaults: Mapping[str, str] | None = None,
     ) -> None:
-        self._served = {s.name: s for s in served}
+        self._all = list(served)
+        self._versions: dict[str, dict[str, ServedModel]] = {}
+        self._served: dict[str, ServedModel] = {}
+        for s in served:
+            self._versions.setdefault(s.name, {})[s.version or ""] = s
+            self._served[s.name] = s  # the last one, unless defaults say
+        for name, version in (defaults or {}).items():
+            chosen = self._versions.get(name, {}).get(version)
+            if chosen is None:
+                raise ValueError(
+                    f"default version {name}:{version} is not served "
+                    f"(served: {', '.join(x.tag for x in served) or 'none'})"
+                )
+            self._served[name] = chosen
         self._draining = False
         self._owns_jobs = jobs is None
         self.jobs = jobs if jobs is not None else JobStore(JobSettings())
@@ -484,10 +518,44 @@ class Registry(Mapping[str, ServedModel]):
     def __len__(self) -> int:
         return len(self._served)
 
+    def version(self, name: str, version: str | None) -> ServedModel:
+        """The served version ``version`` of ``name``; its default for
+        ``None``.
+
+        :raises ModelNotFound: for a name or version not served.
+        """
+        if version is None:
+            return self[name]
+        versions = self._versions.get(name, {})
+        found = versions.get(version)
+        if found is None:
+            known = name in self._versions
+            raise ModelNotFound(f"{name}:{version}" if known else name)
+        return found
+
+    def versions(self, name: str) -> list[str]:
+        """The versions served under ``name``, the default first; empty for
+        an unversioned model.
+
+        :raises ModelNotFound: for a name not served.
+        """
+        default = self[name]
+        rest = [v for v in self._versions[name] if v and v != default.version]
+        return [default.version, *rest] if default.version else rest
+
+    def every(self) -> list[ServedModel]:
+        """Every served model, every version, in the order given."""
+        return list(self._all)
+
+    def label(self, served: ServedModel) -> str:
+        """The name ``served`` is counted under: its name, or ``name:version``
+        when the name has several versions served."""
+        return served.tag if len(self._versions[served.name]) > 1 else served.name
+
     @property
     def ready(self) -> bool:
         """Every model started and warmed, and no shutdown begun."""
-        return not self._draining and all(s.ready for s in self._served.values())
+        return not self._draining and all(s.ready for s in self._all)
 
     @property
     def draining(self) -> bool:
@@ -497,7 +565,7 @@ class Registry(Mapping[str, ServedModel]):
     def drain(self) -> None:
         """Mark the registry not ready and refuse new work; idempotent."""
         self._draining = True
-        for s in self._served.values():
+        for s in self._all:
             s.drain()
 
     async def start(self) -> None:
@@ -505,7 +573,7 @@ class Registry(Mapping[str, ServedModel]):
         if self._owns_jobs and not self.jobs.opened:
             await self.jobs.open()
         results = await asyncio.gather(
-            *(s.start() for s in self._served.values()),
+            *(s.start() for s in self._all),
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -522,7 +590,7 @@ class Registry(Mapping[str, ServedModel]):
         executors stop their pools.
         """
         self.drain()
-        served = list(self._served.values())
+        served = self.every()
         if self.jobs.opened:
             await asyncio.gather(*(s.interrupt_trainings() for s in served))
         await asyncio.gather(*(s.executor.close() for s in served))

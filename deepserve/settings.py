@@ -107,6 +107,8 @@ class ServerSettings:
 
     listen_ip: str = "127.0.0.1"
     listen_port: int = 5000
+    #: Port of the Open Inference Protocol's gRPC service; ``None``: off.
+    grpc_port: int | None = None
     #: Log one line per request (logger ``deepserve.access``).
     access_log: bool = True
     #: How log records are written to stderr.
@@ -120,6 +122,9 @@ class ServerSettings:
     max_connections: int = 1000
     #: Models to serve; empty means every model found.
     model_names: tuple[str, ...] = ()
+    #: Name -> the version its unversioned paths reach, for a model served
+    #: in several versions; unset names: the newest version served.
+    default_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Root directory of the model store that store tags are looked up in.
     store_root: str = "~/deepserve/models"
     api: ApiSettings = dataclasses.field(default_factory=ApiSettings)
@@ -132,5 +137,9 @@ class ServerSettings:
     #: The training-job database.
     jobs: JobSettings = dataclasses.field(default_factory=JobSettings)
 
-    def executor_for(self, model: str) -> ExecutorSettings:
+    def executor_for(self, model: str, version: str | None = None) -> ExecutorSettings:
+        """A model's settings: its version's own section
+        (``[model:NAME:VERSION]``), else its name's, else the defaults."""
+        if version is not None and f"{model}:{version}" in self.model_executors:
+            return self.model_executors[f"{model}:{version}"]
         return self.model_executors.get(model, self.executor)

@@ -139,7 +139,8 @@ class ModelCollector(Collector):
             "Predictions merged into each predict_batch call.",
             labels=["model"],
         )
-        for name, served in self.registry.items():
+        for served in self.registry.every():
+            name = self.registry.label(served)
             depth.add_metric([name], served.queue_depth)
             restarts.add_metric([name], served.worker_restarts)
             sizes = served.batch_sizes

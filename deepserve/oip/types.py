@@ -15,9 +15,9 @@ import numpy
 from deepserve.model import TensorSpec
 
 __all__ = [
-    "Inference",
     "InferRequest",
     "InferResponse",
+    "Inference",
     "ModelMetadata",
     "RequestedOutput",
     "ServerMetadata",

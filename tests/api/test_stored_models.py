@@ -286,7 +286,7 @@ def test_select_resolves_latest_to_an_exact_version(stored):
     assert ref.name == "scaler"
 
 
-def test_select_refuses_unknown_tags_and_two_versions_of_one_name(fake_site, tmp_path):
+def test_select_takes_versions_side_by_side_and_refuses_clashes(fake_site, tmp_path):
     import fake_stored
 
     store = Store(tmp_path)
@@ -296,10 +296,15 @@ def test_select_refuses_unknown_tags_and_two_versions_of_one_name(fake_site, tmp
     ]
     with pytest.raises(LoaderError, match="nothing"):
         loader.select({}, ["nothing:latest"], store=store)
-    with pytest.raises(LoaderError, match="both be served"):
-        loader.select({}, tags, store=store)
+    both = loader.select({}, tags, store=store)
+    assert [ref.tag for ref in both] == tags
+    assert {ref.name for ref in both} == {"twin"}
     # the same version asked for twice is served once
     assert len(loader.select({}, [tags[1], "twin:latest", "twin"], store=store)) == 1
+    # an installed model and a stored one cannot share a name
+    installed = {"twin": loader.ModelRef("twin", "fake_classy", "deepserve.v2.model")}
+    with pytest.raises(LoaderError, match="both be served"):
+        loader.select(installed, ["twin", tags[0]], store=store)
 
 
 async def test_deepserve_call_predicts_like_the_server(
