@@ -14,10 +14,12 @@ from __future__ import annotations
 import abc
 import datetime
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
-import marshmallow
-from marshmallow import fields
+if TYPE_CHECKING:  # annotations only: the model store uses this module too,
+    # and the commands that read it must not import marshmallow
+    import marshmallow
+    from marshmallow import fields
 
 Method = Literal["warm", "predict", "predict_batch", "train"]
 

@@ -21,7 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deepserve.exceptions import StoreError
+from deepserve.model import TensorSpec
 from deepserve.store.tag import Tag
+from deepserve.store.tensors import check_batch_dim, parse_specs, specs_to_json
 
 INFO_FILE = "model.json"
 MODEL_FILE = "saved_model.pkl"
@@ -38,37 +40,67 @@ class Signature:
 
     :param batchable: whether calls may be merged into one batched call.
     :param batch_dim: the dimension along which inputs are batched.
+    :param inputs: the tensors the method takes, declared or inferred at
+        save time; ``None`` when unknown.
+    :param outputs: the tensors it gives; ``None`` when unknown.
     """
 
     batchable: bool = False
     batch_dim: int = 0
+    inputs: tuple[TensorSpec, ...] | None = None
+    outputs: tuple[TensorSpec, ...] | None = None
 
     @classmethod
     def from_options(cls, method: str, options: Mapping[str, Any]) -> Signature:
-        """Build from the user's ``{"batchable": ..., "batch_dim": ...}``.
+        """Build from the user's ``{"batchable": ..., "batch_dim": ...,
+        "inputs": [...], "outputs": [...]}``.
 
-        :raises StoreError: naming the method and the bad option.
+        :raises StoreError: naming the method, the option (and the tensor)
+            and the problem.
         """
+        where = f"signatures: '{method}'"
         if not isinstance(options, Mapping):
             raise StoreError(
-                f"signatures: '{method}': options must be a mapping, "
-                f"not {type(options).__name__}"
+                f"{where}: options must be a mapping, not {type(options).__name__}"
             )
-        unknown = sorted(set(options) - {"batchable", "batch_dim"})
+        unknown = sorted(str(key) for key in set(options) - set(_OPTIONS))
         if unknown:
             raise StoreError(
-                f"signatures: '{method}': unknown option(s) {', '.join(unknown)}; "
-                "allowed: batchable, batch_dim"
+                f"{where}: unknown option(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(_OPTIONS)}"
             )
         batchable = options.get("batchable", False)
         batch_dim = options.get("batch_dim", 0)
         if not isinstance(batchable, bool):
-            raise StoreError(f"signatures: '{method}': batchable must be true or false")
+            raise StoreError(f"{where}: batchable must be true or false")
         if isinstance(batch_dim, bool) or not isinstance(batch_dim, int):
-            raise StoreError(f"signatures: '{method}': batch_dim must be an integer")
+            raise StoreError(f"{where}: batch_dim must be an integer")
         if batch_dim < 0:
-            raise StoreError(f"signatures: '{method}': batch_dim must be >= 0")
-        return cls(batchable=batchable, batch_dim=batch_dim)
+            raise StoreError(f"{where}: batch_dim must be >= 0")
+        tensors: dict[str, tuple[TensorSpec, ...] | None] = {}
+        for key in ("inputs", "outputs"):
+            value = options.get(key)
+            specs = None if value is None else parse_specs(f"{where}: {key}", value)
+            if specs is not None and batchable:
+                check_batch_dim(f"{where}: {key}", specs, batch_dim)
+            tensors[key] = specs
+        return cls(batchable, batch_dim, tensors["inputs"], tensors["outputs"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form :meth:`from_options` reads; the tensors only when
+        known."""
+        data: dict[str, Any] = {
+            "batchable": self.batchable,
+            "batch_dim": self.batch_dim,
+        }
+        if self.inputs is not None:
+            data["inputs"] = specs_to_json(self.inputs)
+        if self.outputs is not None:
+            data["outputs"] = specs_to_json(self.outputs)
+        return data
+
+
+_OPTIONS = ("batchable", "batch_dim", "inputs", "outputs")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -121,8 +153,7 @@ class ModelInfo:
             "labels": dict(self.labels),
             "metadata": dict(self.metadata),
             "signatures": {
-                method: dataclasses.asdict(sig)
-                for method, sig in self.signatures.items()
+                method: sig.to_json() for method, sig in self.signatures.items()
             },
             "requirements": list(self.requirements),
             "artifacts": dict(self.artifacts),
