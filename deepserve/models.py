@@ -142,6 +142,7 @@ class FrameworkFunctions:
         artifacts: Artifacts | None = None,
         code_paths: PathList | None = None,
         requirements: Iterable[str] | None = None,
+        input_example: Any = None,
         store: Store | None = None,
     ) -> StoredModel:
         """Save ``obj`` as a new version of the model ``name``.
@@ -153,11 +154,15 @@ class FrameworkFunctions:
         :param custom_objects: name -> object, pickled with cloudpickle and
             given back by :attr:`StoredModel.custom_objects`.
         :param signatures: the methods to serve, as names or
-            ``{"method": {"batchable": bool, "batch_dim": int}}``.
+            ``{"method": {"batchable": bool, "batch_dim": int, "inputs":
+            [...], "outputs": [...]}}``, the tensors as ``{"name": str,
+            "datatype": str, "shape": [int, ...]}`` (``-1``: any size).
         :param artifacts: key -> file or directory, copied into the entry.
         :param code_paths: files or directories of source code, copied into the
             entry and importable when the model loads.
         :param requirements: pip requirement specifiers, checked at load.
+        :param input_example: an input, run once through each signature's
+            method to infer the tensors the signature does not declare.
         :returns: the stored model; its ``tag`` is ``name:version``.
         :raises BadTag: when ``name`` is not a valid name.
         :raises InvalidModel: naming the argument that cannot be saved.
@@ -173,6 +178,7 @@ class FrameworkFunctions:
             artifacts=artifacts,
             code_paths=code_paths,
             requirements=requirements,
+            input_example=input_example,
         )
 
     def load_model(self, tag: str | StoredModel, *, store: Store | None = None) -> Any:

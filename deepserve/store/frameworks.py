@@ -12,9 +12,11 @@ returns. The public modules (:mod:`deepserve.picklable_model`,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import inspect
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterable, Mapping
@@ -25,6 +27,7 @@ import cloudpickle  # type: ignore[import-untyped]
 
 import deepserve
 from deepserve.exceptions import InvalidModel, StoreError, WrongModule
+from deepserve.store import inference
 from deepserve.store import requirements as reqs
 from deepserve.store.entry import (
     ARTIFACTS_DIR,
@@ -43,6 +46,8 @@ from deepserve.store.tag import Tag, check_name
 Signatures = Mapping[str, Mapping[str, Any]] | Iterable[str]
 Artifacts = Mapping[str, str | Path]
 PathList = Iterable[str | Path]
+
+LOG = logging.getLogger(__name__)
 
 _ARTIFACT_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -77,6 +82,25 @@ class Framework:
         """What ``load_model`` returns, given the unpickled object."""
         return obj
 
+    def example_target(
+        self, obj: Any, entry: Path, artifacts: Mapping[str, str]
+    ) -> Any:
+        """What an input example runs through at save time: what
+        ``load_model`` would return, built from the entry being written.
+
+        :param entry: the entry's directory, its model already pickled.
+        :param artifacts: key -> absolute path of the entry's copy.
+        """
+        return obj
+
+    def infer(self, obj: Any, method: str) -> inference.Found:
+        """The tensors of ``method`` known without an input example;
+        ``(None, None)`` when this kind of object tells none.
+
+        :raises CannotInfer: saying why they are not known.
+        """
+        return None, None
+
     # -- the common part --------------------------------------------------
 
     def save(
@@ -92,10 +116,12 @@ class Framework:
         artifacts: Artifacts | None = None,
         code_paths: PathList | None = None,
         requirements: Iterable[str] | None = None,
+        input_example: Any = None,
     ) -> StoredModel:
         """Save ``obj`` as a new version of ``name`` in ``store``.
 
-        Every argument is checked before anything is written.
+        Every argument is checked before anything is written. The tensors
+        a signature does not declare are inferred (see :meth:`_infer`).
 
         :raises BadTag: when ``name`` is not a valid model name.
         :raises InvalidModel: naming the argument and the problem.
@@ -129,6 +155,11 @@ class Framework:
                 _copy(source, entry / rel, "code_paths")
                 stored_code.append(rel)
             assert tag.version is not None
+            absolute = {
+                key: str((entry / rel).resolve())
+                for key, rel in stored_artifacts.items()
+            }
+            inferred = self._infer(tag, obj, sigs, input_example, entry, absolute)
             return ModelInfo(
                 name=tag.name,
                 version=tag.version,
@@ -141,7 +172,7 @@ class Framework:
                 size=0,
                 labels=label_map,
                 metadata=meta,
-                signatures=sigs,
+                signatures=inferred,
                 requirements=requirement_list,
                 artifacts=stored_artifacts,
                 code_paths=tuple(stored_code),
@@ -177,6 +208,71 @@ class Framework:
         with (model.path / MODEL_FILE).open("rb") as stream:
             obj = cloudpickle.load(stream)
         return self.build(obj, model)
+
+    def _infer(
+        self,
+        tag: Tag,
+        obj: Any,
+        sigs: Mapping[str, Signature],
+        example: Any,
+        entry: Path,
+        artifacts: Mapping[str, str],
+    ) -> dict[str, Signature]:
+        """``sigs``, with the tensors they leave undeclared inferred: from
+        ``example`` run once through each method, else (scikit-learn) from
+        the object. Inference never fails a save: what cannot be inferred
+        stays ``None``, with a warning saying why."""
+        result = dict(sigs)
+        wanted = [m for m, s in sigs.items() if s.inputs is None or s.outputs is None]
+        if not wanted:
+            return result
+        target = None
+        if example is not None:
+            try:
+                target = self.example_target(obj, entry, artifacts)
+            except Exception as error:
+                LOG.warning(
+                    "%s: tensors not inferred: building the model to run the "
+                    "input example raised %s: %s",
+                    tag,
+                    type(error).__name__,
+                    error,
+                )
+        for method in wanted:
+            sig = sigs[method]
+            why = []
+            found: inference.Found = (None, None)
+            if target is not None:
+                func = target if method == "__call__" else getattr(target, method)
+                try:
+                    found = inference.from_example(func, example, sig.batch_dim)
+                except inference.CannotInfer as error:
+                    why.append(str(error))
+            if found == (None, None):
+                try:
+                    found = self.infer(obj, method)
+                except inference.CannotInfer as error:
+                    why.append(str(error))
+            candidate = dataclasses.replace(
+                sig,
+                inputs=found[0] if sig.inputs is None else sig.inputs,
+                outputs=found[1] if sig.outputs is None else sig.outputs,
+            )
+            try:  # what was inferred must suit a batchable signature too
+                Signature.from_options(method, candidate.to_json())
+            except StoreError as error:
+                why.append(f"what was inferred does not fit: {error.message}")
+                candidate = sig
+            if why:
+                LOG.warning(
+                    "%s: signature '%s': tensors not inferred%s: %s",
+                    tag,
+                    method,
+                    "" if candidate == sig else " from the input example",
+                    "; ".join(why),
+                )
+            result[method] = candidate
+        return result
 
     def _signatures(
         self, obj: Any, signatures: Signatures | None
@@ -238,6 +334,9 @@ class SklearnFramework(Framework):
                 "use deepserve.picklable_model for other objects"
             )
 
+    def infer(self, obj: Any, method: str) -> inference.Found:
+        return inference.from_estimator(obj, method)
+
 
 class ClassModelFramework(Framework):
     """Classes built as ``cls(artifacts)`` that ``predict(data)``."""
@@ -260,6 +359,11 @@ class ClassModelFramework(Framework):
     def build(self, obj: Any, model: StoredModel) -> Any:
         return obj(artifacts=model.artifacts)
 
+    def example_target(
+        self, obj: Any, entry: Path, artifacts: Mapping[str, str]
+    ) -> Any:
+        return obj(artifacts=dict(artifacts))
+
 
 class PythonModelFramework(Framework):
     """Objects with ``load_context(context)`` and ``predict(context, input)``."""
@@ -281,7 +385,17 @@ class PythonModelFramework(Framework):
         return method == "predict"
 
     def build(self, obj: Any, model: StoredModel) -> Any:
-        context = PythonModelContext(artifacts=model.artifacts)
+        return self._loaded(obj, model.artifacts)
+
+    def example_target(
+        self, obj: Any, entry: Path, artifacts: Mapping[str, str]
+    ) -> Any:
+        # The pickled copy: load_context leaves the caller's object as it was.
+        with (entry / MODEL_FILE).open("rb") as stream:
+            return self._loaded(cloudpickle.load(stream), artifacts)
+
+    def _loaded(self, obj: Any, artifacts: Mapping[str, str]) -> LoadedPythonModel:
+        context = PythonModelContext(artifacts=artifacts)
         load_context = getattr(obj, "load_context", None)
         if callable(load_context):
             load_context(context)

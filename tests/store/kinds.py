@@ -54,3 +54,16 @@ class Tokenizing(PythonModel):
 
     def predict(self, context: PythonModelContext, model_input: str) -> list[int]:
         return [self.vocab.index(w) for w in model_input.split() if w in self.vocab]
+
+
+class Scorer:
+    """A class model whose output is a mapping, read from a file artifact."""
+
+    def __init__(self, artifacts: dict[str, str]) -> None:
+        self.offset = float(Path(artifacts["offset"]).read_text())
+
+    def predict(self, data: list[list[float]]) -> dict[str, Any]:
+        return {
+            "score": [sum(row) + self.offset for row in data],
+            "label": ["high" if sum(row) > 1 else "low" for row in data],
+        }
