@@ -507,7 +507,15 @@ def _get(store: Store, args: argparse.Namespace) -> int:
     if args.output != "table":
         _dump(record, args.output)
         return 0
-    rows = [[key, _describe(key, value)] for key, value in record.items()]
+    rows = []
+    for key, value in record.items():
+        rows.append([key, _describe(key, value)])
+        if key == "signatures":  # then each one's tensors, a row each
+            rows.extend(
+                [f"{method}.{side}", _tensors(sig[side])]
+                for method, sig in value.items()
+                for side in ("inputs", "outputs")
+            )
     _say(_table(None, rows))
     return 0
 
@@ -618,6 +626,9 @@ def _record(stored: StoredModel, *, full: bool = False) -> dict[str, Any]:
     }
     if full:
         record.update(info)
+        for sig in record["signatures"].values():  # null: not known
+            sig.setdefault("inputs", None)
+            sig.setdefault("outputs", None)
     return record
 
 
@@ -697,6 +708,17 @@ def _describe(key: str, value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "-"
     return "-" if value is None else str(value)
+
+
+def _tensors(specs: list[dict[str, Any]] | None) -> str:
+    """A signature's tensors for people: ``input-0 FP64 [-1, 4]; ...``, or
+    ``-`` when not known."""
+    if specs is None:
+        return "-"
+    return "; ".join(
+        f"{spec['name']} {spec['datatype']} [{', '.join(map(str, spec['shape']))}]"
+        for spec in specs
+    )
 
 
 def _size(n: float) -> str:

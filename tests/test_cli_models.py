@@ -220,7 +220,14 @@ def test_json_and_yaml_give_raw_values_the_same_in_list_and_get(store, run, fmt)
         full = load(got.out)
         assert {key: full[key] for key in row} == row
         assert full["framework"]["name"] == "cloudpickle"
-        assert full["signatures"] == {"predict": {"batchable": False, "batch_dim": 0}}
+        assert full["signatures"] == {
+            "predict": {
+                "batchable": False,
+                "batch_dim": 0,
+                "inputs": None,
+                "outputs": None,
+            }
+        }
         assert "format" not in full
 
 
@@ -247,6 +254,72 @@ def test_get_as_a_table_is_for_people(store, run):
     )
     assert fields["labels"] == "factor=2.0"
     assert fields["framework"].startswith("cloudpickle (cloudpickle ")
+
+
+def save_with_tensors(store: Store) -> Any:
+    import fake_stored
+
+    return picklable_model.save_model(
+        "tensors",
+        fake_stored.Scaler(2.0),
+        signatures={
+            "predict": {
+                "batchable": True,
+                "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],
+            },
+            "count": {},
+        },
+        input_example=[[1.0, 2.0, 3.0, 4.0]],
+        store=store,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_get_shows_each_signatures_tensors(store, run, fmt):
+    saved = save_with_tensors(store)
+    load: Callable[[str], Any] = json.loads if fmt == "json" else yaml.safe_load
+    result = run("get", saved.tag, "-o", fmt)
+    assert result.status == 0, result.err
+    signatures = load(result.out)["signatures"]
+    assert signatures["predict"] == {
+        "batchable": True,
+        "batch_dim": 0,
+        "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],
+        "outputs": [{"name": "output-0", "datatype": "FP64", "shape": [-1, 4]}],
+    }
+    assert signatures["count"]["inputs"] == [
+        {"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}
+    ]
+    assert signatures["count"]["outputs"] == [
+        {"name": "rows", "datatype": "INT64", "shape": []},
+        {"name": "calls", "datatype": "INT64", "shape": []},
+    ]
+
+
+def test_get_as_a_table_shows_each_signatures_tensors(store, run):
+    saved = save_with_tensors(store)
+    result = run("get", saved.tag, "-o", "table")
+    assert result.status == 0, result.err
+    lines = result.out.splitlines()
+    fields = dict(line.split(None, 1) for line in lines)
+    assert fields["signatures"] == "count, predict (batchable, batch_dim=0)"
+    assert fields["predict.inputs"] == "x FP64 [-1, 4]"
+    assert fields["predict.outputs"] == "output-0 FP64 [-1, 4]"
+    assert fields["count.inputs"] == "input-0 FP64 [-1, 4]"
+    assert fields["count.outputs"] == "rows INT64 []; calls INT64 []"
+    keys = [line.split()[0] for line in lines]
+    start = keys.index("signatures")
+    assert keys[start : start + 5] == [
+        "signatures",
+        "count.inputs",
+        "count.outputs",
+        "predict.inputs",
+        "predict.outputs",
+    ]
+    # Unknown tensors read as "-".
+    plain = run("get", "other", "-o", "table")
+    fields = dict(line.split(None, 1) for line in plain.out.splitlines())
+    assert (fields["predict.inputs"], fields["predict.outputs"]) == ("-", "-")
 
 
 def test_an_empty_store_lists_no_models(run, home):
@@ -313,8 +386,12 @@ def test_control_characters_in_json_and_yaml_are_escaped_and_read_back(store, ru
         assert record["module"] == info["module"]
         assert record["labels"] == info["labels"]
         if args[0] == "get":
-            for key in ("python_version", "metadata", "requirements", "signatures"):
+            for key in ("python_version", "metadata", "requirements"):
                 assert record[key] == info[key], key
+            (method,) = info["signatures"]
+            assert record["signatures"] == {
+                method: {**info["signatures"][method], "inputs": None, "outputs": None}
+            }
             assert record["framework"] == info["framework"]
 
 
