@@ -39,7 +39,11 @@ ALLOWED["loader"] = _BELOW | {"console"}
 ALLOWED["adapters"] = ALLOWED["loader"] | {"loader"}
 ALLOWED["executors"] = ALLOWED["adapters"] | {"adapters"}
 ALLOWED["runtime"] = ALLOWED["executors"] | {"executors", "jobs"}
-ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "__init__"}
+# What every protocol does alike with a model's operations: no protocol.
+# (executors: its call spaces, as the API uses them.)
+_NEUTRAL = {"exceptions", "model", "settings", "console", "jobs", "runtime"}
+ALLOWED["operations"] = _NEUTRAL | {"executors"}
+ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "operations", "__init__"}
 # Runs the app: listening, start-up, signals, graceful shutdown.
 ALLOWED["server"] = ALLOWED["api"] | {"api"}
 # deepserve call: the command line's in-process sibling of the server.
@@ -54,7 +58,8 @@ ALLOWED["client"] = {"exceptions", "__init__"}
 
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
                 "executors", "runtime", "store", "models", "logs", "jobs",
-                "console", "config_help", "cli", "cli_models"}  # fmt: skip
+                "console", "config_help", "cli", "cli_models",
+                "operations"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

@@ -16,9 +16,10 @@ from marshmallow import validate
 from multidict import MultiDict
 
 from deepserve.api import args, media
-from deepserve.api.args import ArgSpec
 from deepserve.exceptions import BadInput
 from deepserve.model import ReturnedFile
+from deepserve.operations import negotiation
+from deepserve.operations.arguments import ArgSpec
 
 PREDICT = "/v2/models/{}/predict/"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -246,8 +247,8 @@ async def test_accept_declared_in_headers_is_read_from_the_header_only(client):
 # -- the rules, without a server ----------------------------------------------
 
 
-def offer(*types: str, default: str | None = None) -> media.Offer:
-    return media.Offer(types, default or types[0])
+def offer(*types: str, default: str | None = None) -> negotiation.Offer:
+    return negotiation.Offer(types, default or types[0])
 
 
 @pytest.mark.parametrize(
@@ -266,37 +267,72 @@ def offer(*types: str, default: str | None = None) -> media.Offer:
 )
 def test_header_rules(header, offered, requested):
     choice = offer("application/json", "image/*", "application/zip", "text/plain")
-    got = choice.negotiate(argument=None, header=header)
-    assert got == media.Choice(offered, requested)
+    got = choice.choose(argument=None, header=header)
+    assert got == negotiation.Choice(offered, requested)
 
 
 def test_an_exact_offer_beats_a_range():
-    choice = offer("image/*", "image/png").negotiate(argument="image/png", header=None)
-    assert choice == media.Choice("image/png")
+    choice = offer("image/*", "image/png").choose(argument="image/png", header=None)
+    assert choice == negotiation.Choice("image/png")
 
 
 def test_argument_rules():
     o = offer("application/json", "image/*")
-    assert o.negotiate(argument="image/jpeg", header="application/json") == (
-        media.Choice("image/*", "image/jpeg")
+    assert o.choose(argument="image/jpeg", header="application/json") == (
+        negotiation.Choice("image/*", "image/jpeg")
     )
-    assert o.negotiate(argument="*/*", header="image/png") == media.Choice(
+    assert o.choose(argument="*/*", header="image/png") == negotiation.Choice(
         "application/json"
     )
-    assert o.negotiate(argument=" ", header="image/png") == media.Choice(
+    assert o.choose(argument=" ", header="image/png") == negotiation.Choice(
         "image/*", "image/png"
     )
     with pytest.raises(BadInput) as err:
-        o.negotiate(argument="text/csv", header=None)
+        o.choose(argument="text/csv", header=None)
     assert err.value.errors == {
         "accept": ["Must be one of: application/json, image/*."]
     }
 
 
+def test_negotiate_hands_the_choice_to_the_models_accept_argument():
+    field = mf.Str(validate=validate.OneOf(["application/json", "image/*"]))
+    o = negotiation.Offer.from_accept_field(field)
+    assert o.takes_argument
+    kwargs: dict[str, Any] = {"x": 1, "accept": "image/png"}
+    # The argument wins over the header, and the model gets its own type.
+    choice = negotiation.negotiate(o, kwargs, "application/json")
+    assert choice == negotiation.Choice("image/*", "image/png")
+    assert kwargs == {"x": 1, "accept": "image/*"}
+    # No argument (or a null one): the header decides, and the model is told.
+    for given in ({}, {"accept": None}):
+        kwargs = {"x": 1, **given}
+        choice = negotiation.negotiate(o, kwargs, "image/gif")
+        assert choice == negotiation.Choice("image/*", "image/gif")
+        assert kwargs == {"x": 1, "accept": "image/*"}
+    kwargs = {}
+    assert negotiation.negotiate(o, kwargs, None) == negotiation.Choice(
+        "application/json"
+    )
+    assert kwargs == {"accept": "application/json"}
+
+
+def test_negotiate_keeps_accept_from_a_model_without_the_argument():
+    o = negotiation.Offer.from_accept_field(None)
+    assert o == negotiation.Offer(("application/json",), "application/json")
+    assert not o.takes_argument
+    kwargs: dict[str, Any] = {"x": 1, "accept": "application/json"}
+    choice = negotiation.negotiate(o, kwargs, None)
+    assert choice == negotiation.Choice("application/json")
+    assert kwargs == {"x": 1}
+    with pytest.raises(BadInput) as err:
+        negotiation.negotiate(o, {"accept": "image/png"}, None)
+    assert err.value.errors == {"accept": ["Must be one of: application/json."]}
+
+
 def test_media_type_of_an_answer(tmp_path):
     named = tmp_path / "x.jpg"
     named.write_bytes(b"")
-    ranged = media.Choice("image/*", "image/png")
+    ranged = negotiation.Choice("image/*", "image/png")
     assert ranged.media_type(b"") == "image/png"
     assert ranged.media_type(named) == "image/jpeg"
     assert ranged.media_type(
@@ -306,13 +342,15 @@ def test_media_type_of_an_answer(tmp_path):
     assert ranged.media_type(ReturnedFile(filename="x", content_type="text/plain")) == (
         "image/png"
     )
-    assert media.Choice("image/*").media_type(b"") == "image/*"
+    assert negotiation.Choice("image/*").media_type(b"") == "image/*"
     # The bytes, when nothing else says: over what the client asked for.
     assert ranged.media_type(b"GIF89a...") == "image/gif"
-    assert media.Choice("image/*").media_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+    assert negotiation.Choice("image/*").media_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
     # A type the bytes show outside the range is not believed either.
     assert ranged.media_type(b"%PDF-1.7") == "image/png"
-    assert media.Choice("text/plain", "text/plain").media_type(named) == "text/plain"
+    assert (
+        negotiation.Choice("text/plain", "text/plain").media_type(named) == "text/plain"
+    )
 
 
 @pytest.mark.parametrize(
@@ -376,7 +414,7 @@ def test_where_the_accept_argument_is_read(location, expected):
     ],
 )
 def test_sniff(head, expected):
-    assert media.sniff(head) == expected
+    assert negotiation.sniff(head) == expected
 
 
 @pytest.mark.parametrize(
@@ -384,7 +422,7 @@ def test_sniff(head, expected):
 )
 def test_a_malformed_accept_argument_is_422(bad):
     with pytest.raises(BadInput) as err:
-        offer("application/json", "image/*").negotiate(argument=bad, header=None)
+        offer("application/json", "image/*").choose(argument=bad, header=None)
     assert list(err.value.errors) == ["accept"]
 
 
@@ -392,22 +430,22 @@ def test_a_malformed_accept_argument_is_422(bad):
     ("header", "expected"),
     [
         # Refused types are not chosen for a range that covers them.
-        ("image/*, image/png;q=0", media.Choice("image/jpeg")),
-        ("*/*, application/json;q=0", media.Choice("image/png")),
+        ("image/*, image/png;q=0", negotiation.Choice("image/jpeg")),
+        ("*/*, application/json;q=0", negotiation.Choice("image/png")),
         # Malformed items are skipped, the rest still counts.
-        ("*/png, image, image/jpeg;q=0.5", media.Choice("image/jpeg")),
-        ("\r\n, ,;q=1", media.Choice("application/json")),
+        ("*/png, image, image/jpeg;q=0.5", negotiation.Choice("image/jpeg")),
+        ("\r\n, ,;q=1", negotiation.Choice("application/json")),
     ],
 )
 def test_refused_and_malformed_header_items(header, expected):
     o = offer("application/json", "image/png", "image/jpeg")
-    assert o.negotiate(argument=None, header=header) == expected
+    assert o.choose(argument=None, header=header) == expected
 
 
 def test_an_offered_type_with_parameters_is_sent_as_written():
     o = offer("text/csv; charset=latin-1", "application/json")
-    choice = o.negotiate(argument="text/csv", header=None)
-    assert choice == media.Choice("text/csv; charset=latin-1")
+    choice = o.choose(argument="text/csv", header=None)
+    assert choice == negotiation.Choice("text/csv; charset=latin-1")
     response = media.render("é,1\n", choice.media_type(""), model="m", schema=None)
     assert response.headers["Content-Type"] == "text/csv; charset=latin-1"
     assert response.body == "é,1\n".encode("latin-1")
