@@ -46,8 +46,9 @@ ALLOWED["operations"] = _NEUTRAL | {"executors"}
 ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "operations", "__init__"}
 # Runs the app: listening, start-up, signals, graceful shutdown.
 ALLOWED["server"] = ALLOWED["api"] | {"api"}
-# deepserve call: the command line's in-process sibling of the server.
-ALLOWED["shell"] = ALLOWED["api"] | {"api", "config", "console"}
+# deepserve call: the command line's in-process sibling of the server, a
+# protocol of its own beside the HTTP API (not over it).
+ALLOWED["shell"] = ALLOWED["runtime"] | {"runtime", "operations", "config", "console"}
 ALLOWED["cli_models"] = {"exceptions", "store", "models", "console"}
 # deepserve run: the composition root.
 ALLOWED["cli_run"] = ALLOWED["server"] | {"server", "config", "console"}
@@ -58,8 +59,8 @@ ALLOWED["client"] = {"exceptions", "__init__"}
 
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
                 "executors", "runtime", "store", "models", "logs", "jobs",
-                "console", "config_help", "cli", "cli_models",
-                "operations"}  # fmt: skip
+                "console", "config_help", "cli", "cli_models", "operations",
+                "shell"}  # fmt: skip
 
 
 def layer(path: Path) -> str:
@@ -149,6 +150,19 @@ def test_importing_the_package_has_no_side_effects() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_deepserve_call_loads_no_http_layer() -> None:
+    # deepserve call shares the protocol-neutral operations with the API,
+    # not the API itself: neither it nor aiohttp is imported.
+    code = (
+        "import sys; import deepserve.shell.runner;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp'}),"
+        " sorted(m for m in sys.modules if m.startswith('deepserve.api')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] []", out.stdout
 
 
 #: Modules a command that does not serve must not import: each costs

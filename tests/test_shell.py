@@ -30,8 +30,8 @@ from marshmallow import fields as mf
 
 from deepserve import adapters, console, logs
 from deepserve.api import create_app
-from deepserve.api.args import ArgSpec
 from deepserve.loader import ModelRef
+from deepserve.operations.arguments import ArgSpec
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
 from deepserve.shell import options

@@ -14,47 +14,23 @@ from deepserve.api import (
     docs,
     endpoints,
     health,
-    media,
     metrics,
     openapi,
     requestids,
 )
-from deepserve.api.args import ArgSpec
 from deepserve.api.debug import DebugLog
 from deepserve.api.endpoints import Access, Doc, Endpoint
 from deepserve.api.errors import Handler, error_middleware
 from deepserve.api.inflight import IN_FLIGHT, InFlight
 from deepserve.api.routes import Handlers
+from deepserve.operations import plan
+from deepserve.operations.encoding import dumps
+from deepserve.operations.negotiation import JSON
 from deepserve.runtime import Registry
 from deepserve.settings import ApiSettings
 
 #: The OpenAPI document an app serves, as text.
 SPEC_TEXT = web.AppKey("openapi_text", str)
-
-
-def model_ops(registry: Registry) -> dict[str, openapi.ModelOps]:
-    """Prepare every model's argument parsing and negotiation once."""
-    ops = {}
-    for name, served in registry.items():
-        model = served.model
-        predict = (
-            ArgSpec.prepare(model.predict_args(), negotiate_accept=True)
-            if model.supports("predict")
-            else None
-        )
-        train = (
-            ArgSpec.prepare(model.train_args(), negotiate_accept=False)
-            if model.supports("train")
-            else None
-        )
-        ops[name] = openapi.ModelOps(
-            name=name,
-            predict=predict,
-            train=train,
-            offer=media.Offer.from_accept_field(predict.accept if predict else None),
-            response_schema=model.response_schema,
-        )
-    return ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +47,7 @@ class Answers:
 
 
 async def _swagger(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[SPEC_TEXT], content_type=media.JSON)
+    return web.Response(text=request.app[SPEC_TEXT], content_type=JSON)
 
 
 async def _not_served(_request: web.Request) -> web.Response:
@@ -269,7 +245,8 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     app[access.SECRETS] = frozenset(settings.auth_tokens)
     requestids.install(app)
     cors.add_signals(app, settings)
-    ops = model_ops(registry)
+    # Every model's argument reading and negotiation, prepared once.
+    plans = {name: plan.prepare(served.model) for name, served in registry.items()}
 
     base = settings.base_path
     spec_url = f"{base}/swagger.json"
@@ -280,7 +257,7 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     answers = Answers(
         api=Handlers(
             registry,
-            ops,
+            plans,
             settings,
             docs_url=ui.url if settings.doc_endpoint else None,
             spec_url=spec_url,
@@ -294,9 +271,9 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     served = declare(settings, answers)
     endpoints.add_routes(app, served, base)
 
-    spec = openapi.build(list(ops.values()), settings, served)
-    auth.document(spec, settings, served, list(ops))
-    app[SPEC_TEXT] = media.dumps(spec)
+    spec = openapi.build(list(plans.values()), settings, served)
+    auth.document(spec, settings, served, list(plans))
+    app[SPEC_TEXT] = dumps(spec)
     return app
 
 

@@ -3,41 +3,35 @@
 Each argument is looked for where its field says (``location=`` in old
 DEEPaaS style): file arguments in a multipart body, header arguments in the
 headers, and every other argument in the query string, a form body or a JSON
-body; an argument given both in the query string and in the body is refused. Uploads are streamed to files in a per-request
-directory, never held whole in memory; :class:`Uploads` removes them.
+body; an argument given both in the query string and in the body is
+refused. What to read and where comes from the operation's
+:class:`~deepserve.operations.arguments.ArgSpec`. Uploads are streamed to
+files in a per-request directory, never held whole in memory;
+:class:`~deepserve.operations.uploads.Uploads` removes them.
 
 Names a request carries in its query string or body that are not read
 there (typos, mostly) are collected in an :class:`UnknownArgs`: served and
 named in a response header and the log, or refused with a 422, as the
 ``unknown-arguments`` option says. Headers are never arguments unless the
 model declares them, so they are never reported.
-
-The plugin's fields are never modified: validation runs on copies.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import errno
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Awaitable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import marshmallow
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from marshmallow import fields as mf
 from multidict import MultiDict, MultiMapping
 
-from deepserve import console
-from deepserve.api.media import ACCEPT
 from deepserve.exceptions import (
     BadInput,
     InsufficientStorage,
@@ -45,190 +39,14 @@ from deepserve.exceptions import (
     PayloadTooLarge,
 )
 from deepserve.model import UploadedFile
+from deepserve.operations.arguments import Arg, ArgSpec, Place
+from deepserve.operations.negotiation import ACCEPT
+from deepserve.operations.uploads import Uploads
 
 LOG = logging.getLogger(__name__)
 
-Location = Literal["query", "form", "files", "headers", "json"]
-#: Where a request carries a name: the query string, or the body (a form, a
-#: multipart body or a JSON object), or (declared arguments only) headers.
-Place = Literal["query", "body", "headers"]
-_ANYWHERE: frozenset[Place] = frozenset({"query", "body"})
-
 CHUNK = 256 * 1024
 MISSING_MSG = "Missing data for required field."
-
-_LOCATIONS: dict[str, Location] = {
-    "query": "query",
-    "querystring": "query",
-    "form": "form",
-    "formdata": "form",
-    "files": "files",
-    "file": "files",
-    "headers": "headers",
-    "header": "headers",
-    "json": "json",
-    "body": "json",
-}
-
-
-def location_of(field: mf.Field) -> Location:
-    """Where an argument is documented to come from."""
-    meta = field.metadata
-    if meta.get("type") == "file" or meta.get("format") == "binary":
-        return "files"
-    where = str(meta.get("location", "query")).lower()
-    return _LOCATIONS.get(where, "query")
-
-
-def _declared_location(field: mf.Field) -> Location | None:
-    """Where a model said its ``accept`` argument comes from, if it did."""
-    if "location" not in field.metadata:
-        return None
-    where = location_of(field)
-    return "form" if where == "json" else where
-
-
-def external_name(name: str, field: mf.Field) -> str:
-    return field.data_key or name
-
-
-def is_multiple(field: mf.Field) -> bool:
-    return isinstance(field, mf.List | mf.Tuple) or bool(
-        getattr(field, "is_multiple", False)
-    )
-
-
-class Arg(NamedTuple):
-    """One argument, with what parsing needs to know worked out once."""
-
-    name: str
-    key: str  # its name in the request (a field's data_key)
-    where: Location
-    multiple: bool
-    field: mf.Field
-
-
-@dataclasses.dataclass(frozen=True)
-class ArgSpec:
-    """A model operation's arguments, prepared once per app.
-
-    :param fields: the plugin's fields by argument name (read, never changed).
-    :param accept: the ``accept`` field when it is negotiated separately.
-    :param accept_from: where an ``accept`` argument is read: ``query``
-        (the query string only), ``form`` (the body only), ``headers`` (the
-        ``Accept`` header is the argument: nothing else is read), or
-        ``None`` when the model did not say (query string or body, as
-        DEEPaaS reads it).
-    """
-
-    fields: Mapping[str, mf.Field]
-    accept: mf.Field | None
-    #: Validates the non-file arguments; built once (instances are costly).
-    schema: marshmallow.Schema
-    #: External names of the arguments that are files, and of the others.
-    file_keys: frozenset[str]
-    value_keys: frozenset[str]
-    plan: tuple[Arg, ...]
-    accept_from: Location | None = None
-    #: Where each argument is read, by its name in the request.
-    reads: Mapping[str, frozenset[Place]] = dataclasses.field(default_factory=dict)
-    #: The arguments as an error lists them, sorted: ``count``, ``data
-    #: (file)``, ``lang (header)``.
-    described: tuple[str, ...] = ()
-
-    @classmethod
-    def prepare(
-        cls, declared: Mapping[str, mf.Field], *, negotiate_accept: bool
-    ) -> ArgSpec:
-        accept = declared.get(ACCEPT) if negotiate_accept else None
-        kept = {k: f for k, f in declared.items() if not (k == ACCEPT and accept)}
-        plain = {
-            name: copy.deepcopy(field)
-            for name, field in kept.items()
-            if location_of(field) != "files"
-        }
-        schema = marshmallow.Schema.from_dict(plain, name="Arguments")(
-            unknown=marshmallow.EXCLUDE
-        )
-        files = {external_name(n, f) for n, f in kept.items() if n not in plain}
-        values = {external_name(n, f) for n, f in plain.items()}
-        plan = tuple(
-            Arg(n, external_name(n, f), location_of(f), is_multiple(f), f)
-            for n, f in kept.items()
-        )
-        accept_from = _declared_location(accept) if accept is not None else None
-        reads, described = _reads(plan, accept is not None, accept_from)
-        return cls(
-            fields=kept,
-            accept=accept,
-            schema=schema,
-            file_keys=frozenset(files),
-            value_keys=frozenset(values),
-            plan=plan,
-            accept_from=accept_from,
-            reads=reads,
-            described=described,
-        )
-
-    def not_taken(self, name: str, place: Place) -> str:
-        """Why ``name``, found in ``place``, is not an argument there."""
-        reads = self.reads.get(name)
-        if reads is None:
-            text = "Unknown argument"
-            # Looking for a close name is quadratic in the name's length.
-            match = console.suggest(name, self.reads) if len(name) <= 100 else None
-            if match:
-                text += f" (did you mean '{match}'?)"
-            if self.described:
-                return f"{text}. This model takes: {', '.join(self.described)}."
-            return f"{text}. This model takes no arguments."
-        if "headers" in reads:
-            header = "Accept" if name == ACCEPT else name
-            return f"Read from the '{header}' header only."
-        if place == "query":
-            if name in self.file_keys:
-                return (
-                    "A file: send it as a file part of a multipart/form-data "
-                    "body, not in the query string."
-                )
-            return "Read from the request body only, not from the query string."
-        return "Read from the query string only, not from the request body."
-
-    def by_location(self, *locations: Location) -> dict[str, mf.Field]:
-        return {n: f for n, f in self.fields.items() if location_of(f) in locations}
-
-
-_PLACES: dict[Location | None, frozenset[Place]] = {
-    "query": frozenset({"query"}),
-    "form": frozenset({"body"}),
-    "files": frozenset({"body"}),
-    "headers": frozenset({"headers"}),
-}
-
-
-def _reads(
-    plan: tuple[Arg, ...], negotiated: bool, accept_from: Location | None
-) -> tuple[dict[str, frozenset[Place]], tuple[str, ...]]:
-    """Where :func:`parse` reads each argument, ``accept`` included when it
-    is negotiated (read where :func:`_accept` reads it), and the arguments
-    as errors list them."""
-    reads: dict[str, frozenset[Place]] = {}
-    described: dict[str, str] = {}
-    for arg in plan:
-        if arg.where in ("headers", "files"):
-            reads[arg.key] = _PLACES[arg.where]
-            kind = "header" if arg.where == "headers" else "file"
-            described[arg.key] = f"{arg.key} ({kind})"
-        else:
-            reads[arg.key] = _ANYWHERE
-            described[arg.key] = arg.key
-    if negotiated:
-        where = accept_from if accept_from in ("query", "form", "headers") else None
-        reads[ACCEPT] = _PLACES.get(where, _ANYWHERE)
-        header = "headers" in reads[ACCEPT]
-        described[ACCEPT] = f"{ACCEPT} (header)" if header else ACCEPT
-    return reads, tuple(described[k] for k in sorted(described))
-
 
 #: Response header naming what a request carried that the model does not take.
 HEADER = "Deepserve-Unknown-Arguments"
@@ -329,26 +147,6 @@ class UnknownArgs:
         return {n: [spec.not_taken(n, self.names[n])] for n in self.listed()}
 
 
-class Uploads:
-    """The files one request uploaded; remove them with :meth:`cleanup`."""
-
-    def __init__(self, base_dir: str | None) -> None:
-        self._base_dir = base_dir
-        self._dir: str | None = None
-
-    def new_path(self) -> str:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="deepserve-upload-", dir=self._base_dir)
-        fd, path = tempfile.mkstemp(dir=self._dir)
-        os.close(fd)
-        return path
-
-    def cleanup(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-
 @dataclasses.dataclass
 class _Body:
     form: MultiDict[str]
@@ -366,7 +164,7 @@ async def parse(
     *,
     max_upload: int = 0,
     unknown: UnknownArgs | None = None,
-) -> tuple[dict[str, Any], str | None]:
+) -> dict[str, Any]:
     """Parse and validate the arguments.
 
     :param max_size: bytes a request may have read into memory (a JSON or
@@ -376,8 +174,9 @@ async def parse(
     :param unknown: filled in with the names the request carries where they
         are not read; when it says ``reject`` and there are some, they are
         invalid arguments.
-    :returns: the keyword arguments for the model, and the ``accept`` value
-        given as an argument (not as a header), if any.
+    :returns: the keyword arguments for the model; a negotiated ``accept``
+        argument, when given (not as a header), among them as text, for
+        :func:`~deepserve.operations.negotiation.negotiate` to take.
     :raises BadInput: naming every invalid argument.
     :raises PayloadTooLarge: naming the limit that was passed.
     """
@@ -416,7 +215,9 @@ async def parse(
         raise BadInput(message, errors=errors)
     kwargs.update(loaded)
     # A JSON null is no preference, not the type "None".
-    return kwargs, (None if accept is _ABSENT or accept is None else str(accept))
+    if accept is not _ABSENT and accept is not None:
+        kwargs[ACCEPT] = str(accept)
+    return kwargs
 
 
 def _find_unknown(

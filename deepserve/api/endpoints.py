@@ -21,7 +21,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from deepserve.api.errors import Handler
-    from deepserve.api.openapi import ModelOps, _Builder
+    from deepserve.api.openapi import _Builder
+    from deepserve.operations.plan import ModelPlan
 
 #: The optional trailing slash most paths accept.
 SLASH = "{slash:/?}"
@@ -31,7 +32,7 @@ NAME = "{name}"
 #: One operation of the OpenAPI document, written for one served model (for
 #: a path with :data:`NAME`) or for none; ``None`` leaves it out (a model
 #: that does not implement the operation).
-Operation = Callable[["_Builder", "ModelOps | None"], dict[str, Any] | None]
+Operation = Callable[["_Builder", "ModelPlan | None"], dict[str, Any] | None]
 
 
 class Access(enum.Enum):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import http
 import itertools
 import warnings
@@ -19,11 +18,17 @@ from marshmallow.warnings import Marshmallow4Warning
 import deepserve
 from deepserve import exceptions as exc
 from deepserve.api import health, schemas
-from deepserve.api.args import ArgSpec, external_name, is_multiple, location_of
 from deepserve.api.endpoints import NAME, Endpoint
-from deepserve.api.media import ACCEPT, JSON, Offer, is_json
 from deepserve.api.pagination import MAX_LIMIT
 from deepserve.jobs import STATUSES
+from deepserve.operations.arguments import (
+    ArgSpec,
+    external_name,
+    is_multiple,
+    location_of,
+)
+from deepserve.operations.negotiation import ACCEPT, JSON, Offer, is_json
+from deepserve.operations.plan import ModelPlan
 from deepserve.settings import ApiSettings
 
 OPENAPI_VERSION = "3.0.3"
@@ -36,17 +41,6 @@ DESCRIPTION = (
     "metadata, predictions and (when it implements them) trainings; the "
     "arguments of each operation are the model's own."
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelOps:
-    """What the document needs to know of one served model."""
-
-    name: str
-    predict: ArgSpec | None
-    train: ArgSpec | None
-    offer: Offer
-    response_schema: type[marshmallow.Schema] | None
 
 
 class _Converter(OpenAPIConverter):
@@ -432,7 +426,7 @@ def _ok(schema_ref: str, description: str = "Success") -> dict[str, Any]:
 
 
 def build(
-    models: list[ModelOps],
+    models: list[ModelPlan],
     settings: ApiSettings,
     endpoints: Sequence[Endpoint] | None = None,
 ) -> dict[str, Any]:
@@ -468,7 +462,7 @@ def build(
     #: path -> (operations by method, the path's own parameters)
     items: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
-    def add(endpoint: Endpoint, ops: ModelOps | None) -> None:
+    def add(endpoint: Endpoint, ops: ModelPlan | None) -> None:
         assert endpoint.doc is not None
         operation = endpoint.doc.operation(b, ops)
         if operation is None:
@@ -498,11 +492,11 @@ def build(
     return doc
 
 
-def _tag(ops: ModelOps) -> str:
+def _tag(ops: ModelPlan) -> str:
     return f"model: {ops.name}"
 
 
-def _of(ops: ModelOps | None) -> ModelOps:
+def _of(ops: ModelPlan | None) -> ModelPlan:
     """The model a per-model operation is written for."""
     if ops is None:
         raise ValueError("an operation of a model's path, written for no model")
@@ -529,7 +523,7 @@ def _probe(schema: str, summary: str, false_means: str) -> dict[str, Any]:
 # -- The operations, one function each (see :class:`Doc`) ----------------------
 
 
-def versions_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def versions_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return {
         "tags": ["versions"],
         "summary": "List the API versions and documentation links",
@@ -537,7 +531,7 @@ def versions_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
     }
 
 
-def version_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def version_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return {
         "tags": ["versions"],
         "summary": "Describe the V2 API",
@@ -545,7 +539,7 @@ def version_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
     }
 
 
-def models_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def models_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return {
         "tags": ["models"],
         "summary": "List the served models with their metadata",
@@ -553,13 +547,13 @@ def models_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
     }
 
 
-def live_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def live_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return _probe(
         "Liveness", "Whether the server answers (liveness probe)", "never sent"
     )
 
 
-def ready_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def ready_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return _probe(
         "Readiness",
         "Whether every model is started and warmed (readiness probe)",
@@ -567,7 +561,7 @@ def ready_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
     )
 
 
-def model_ready_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any]:
+def model_ready_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any]:
     name = _of(ops).name
     ready = _probe(
         "ModelReadiness",
@@ -579,7 +573,7 @@ def model_ready_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any]:
     return ready
 
 
-def debug_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def debug_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return {
         "tags": ["debug"],
         "summary": "Recent server log records (debug endpoint)",
@@ -592,7 +586,7 @@ def debug_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
     }
 
 
-def metadata_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any]:
+def metadata_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any]:
     ops = _of(ops)
     return {
         "tags": [_tag(ops)],
@@ -602,7 +596,7 @@ def metadata_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any]:
     }
 
 
-def predict_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+def predict_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
     ops = _of(ops)
     if ops.predict is None:
         return None
@@ -676,7 +670,7 @@ def _accept_schema(args: ArgSpec, offer: Offer) -> dict[str, Any] | None:
     }
 
 
-def train_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+def train_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
     ops = _of(ops)
     if ops.train is None:
         return None
@@ -700,7 +694,7 @@ def train_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
     return op
 
 
-def trainings_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+def trainings_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
     ops = _of(ops)
     if ops.train is None:
         return None
@@ -737,7 +731,7 @@ UUID_PARAM = {
 }
 
 
-def training_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+def training_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
     ops = _of(ops)
     if ops.train is None:
         return None
@@ -749,7 +743,7 @@ def training_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
     }
 
 
-def cancel_training_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+def cancel_training_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
     ops = _of(ops)
     if ops.train is None:
         return None
@@ -772,7 +766,7 @@ def cancel_training_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | No
     }
 
 
-def training_logs_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None:
+def training_logs_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
     ops = _of(ops)
     if ops.train is None:
         return None
@@ -793,7 +787,7 @@ def training_logs_op(b: _Builder, ops: ModelOps | None) -> dict[str, Any] | None
     }
 
 
-def metrics_op(_b: _Builder, _ops: ModelOps | None) -> dict[str, Any]:
+def metrics_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
     return {
         "tags": ["metrics"],
         "summary": "Prometheus metrics (text exposition format)",

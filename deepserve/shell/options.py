@@ -2,9 +2,9 @@
 
 An option collects the text typed on the command line, as a query string
 would carry it. The values are then loaded by the very schema the HTTP API
-loads them with (:class:`deepserve.api.args.ArgSpec`), so ``deepserve call``
-and the API accept, convert and reject the same values. The plugin's fields
-are only read.
+loads them with (:class:`deepserve.operations.arguments.ArgSpec`), so
+``deepserve call`` and the API accept, convert and reject the same values.
+The plugin's fields are only read.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import marshmallow
 from marshmallow import fields as mf
 from marshmallow import validate
 
-from deepserve.api.args import Arg, ArgSpec
+from deepserve.operations.arguments import Arg, ArgSpec
 
 #: How an option reads its values: one text, several texts, an on/off flag,
 #: a JSON document, or the path of a file to upload.

@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import BinaryIO
 
-from deepserve.api.media import FileBody, download_name
+from deepserve.operations.encoding import FileBody, download_name
 
 #: ``--output -``: standard output, whatever the result is.
 STDOUT = "-"

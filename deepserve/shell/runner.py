@@ -1,10 +1,12 @@
 """``deepserve call``'s work: load the model, read its method's options, run it.
 
 The model is imported into this process and called directly. Its arguments
-become command-line options, read and checked by the HTTP API's own code
-(:mod:`deepserve.api.args`), and its predictions are encoded by the API's
-own :func:`deepserve.api.media.encode`, so a prediction made here is the one
-the HTTP API would answer for the same input.
+become command-line options, read and checked with the
+:class:`~deepserve.operations.arguments.ArgSpec` every protocol uses; the
+result's media type is negotiated and its body encoded by the same code as
+the HTTP API's (:mod:`deepserve.operations.negotiation`,
+:func:`deepserve.operations.encoding.encode`), so a prediction made here is
+the one the HTTP API would answer for the same input.
 
 :mod:`deepserve.shell.command` imports this module once the command line
 is known to name a method: ``deepserve call --help`` and the command line's
@@ -26,13 +28,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from deepserve import adapters, loader
-from deepserve.api import media
-from deepserve.api.args import ArgSpec, Uploads
-from deepserve.api.media import ACCEPT
-from deepserve.api.routes import training_view
 from deepserve.exceptions import BadInput, LoaderError, ModelFailed, NotSupported
 from deepserve.loader import ModelRef
 from deepserve.model import Method, Model, UploadedFile
+from deepserve.operations.arguments import ArgSpec
+from deepserve.operations.encoding import FileBody, dumps, encode
+from deepserve.operations.negotiation import ACCEPT, JSON, Choice, Offer, negotiate
+from deepserve.operations.uploads import Uploads
+from deepserve.operations.views import metadata_view, record_args, training_view
 from deepserve.runtime import TrainingJob
 from deepserve.settings import ServerSettings
 from deepserve.shell import options, output, streams
@@ -170,11 +173,10 @@ class _Call:
             warm = self.settings.executor_for(model.name).warm
         if method == "get_metadata":
             with model_code(model.name):
-                meta = {"id": model.name, "name": model.name, **model.metadata()}
                 # Written as JSON, a value's str() or tolist() is model code.
-                text = media.dumps(meta)
+                text = dumps(metadata_view(model))
             where = getattr(ns, "output", None)
-            self._emit(where, text, media.JSON, f"{model.name}-metadata")
+            self._emit(where, text, JSON, f"{model.name}-metadata")
         elif method == "warm":
             self._warm(model, level=logging.INFO)
         elif method == "predict":
@@ -263,8 +265,8 @@ class _Call:
             )
         return parser, reserved
 
-    def _offer(self, spec: ArgSpec | None) -> media.Offer:
-        return media.Offer.from_accept_field(spec.accept if spec else None)
+    def _offer(self, spec: ArgSpec | None) -> Offer:
+        return Offer.from_accept_field(spec.accept if spec else None)
 
     def _read(self, method: str, prepared: _Method, ns: argparse.Namespace) -> _Parsed:
         """The model's keyword arguments, from the method's options.
@@ -273,21 +275,19 @@ class _Call:
         """
         spec, parser = prepared.spec, prepared.parser
         assert spec is not None  # predict and train have one
+        choice = None
         try:
             kwargs = options.load(spec, prepared.options, ns)
             defaults, files = options.files(prepared.options, ns)
-            choice = (
-                self._offer(spec).negotiate(argument=ns.accept, header=None)
-                if method == "predict"
-                else None
-            )
+            kwargs.update(defaults)
+            if method == "predict":
+                # --accept is the model's accept argument (its only source).
+                kwargs[ACCEPT] = ns.accept
+                choice = negotiate(self._offer(spec), kwargs, header=None)
         except options.OptionError as exc:
             parser.error(str(exc))
         except BadInput as exc:
             parser.error(f"argument --accept: {' '.join(exc.errors[ACCEPT])}")
-        kwargs.update(defaults)
-        if spec.accept is not None and choice is not None:
-            kwargs[ACCEPT] = choice.offered
         return _Parsed(kwargs, files, getattr(ns, "output", None), choice)
 
     def _uploads(
@@ -329,7 +329,7 @@ class _Call:
                 # Encoding runs model code too: the str() or tolist() of
                 # what it returned, the fields of its response schema.
                 media_type = parsed.accept.media_type(result)
-                body = media.encode(
+                body = encode(
                     result, media_type, model=model.name, schema=model.response_schema
                 )
             # Written before the uploads go: the result may be one of them.
@@ -355,7 +355,7 @@ class _Call:
                 id=uuid.uuid4().hex,
                 model=model.name,
                 status="done",
-                args=_record(kwargs),
+                args=record_args(kwargs),
                 created=started,
                 started=started,
                 finished=finished,
@@ -365,13 +365,13 @@ class _Call:
         finally:
             uploads.cleanup()
         with model_code(model.name):  # the result's str() or tolist()
-            view = media.dumps(training_view(job))
-        self._emit(parsed.output, view, media.JSON, f"{model.name}-training")
+            view = dumps(training_view(job))
+        self._emit(parsed.output, view, JSON, f"{model.name}-training")
 
     def _emit(
         self,
         where: str | None,
-        body: bytes | str | media.FileBody,
+        body: bytes | str | FileBody,
         media_type: str,
         stem: str,
     ) -> None:
@@ -390,18 +390,4 @@ class _Parsed:
     #: ``--output`` given after the method name.
     output: str | None
     #: The negotiated media type (predict only).
-    accept: media.Choice | None
-
-
-def _record(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Arguments as a training record shows them: files by name, not path."""
-    return {
-        key: {
-            "name": value.name,
-            "original_filename": value.original_filename,
-            "content_type": value.content_type,
-        }
-        if isinstance(value, UploadedFile)
-        else value
-        for key, value in kwargs.items()
-    }
+    accept: Choice | None

@@ -13,9 +13,9 @@ from marshmallow import validate
 from openapi_spec_validator import validate as validate_spec
 
 from deepserve.api import create_app, openapi, schemas
-from deepserve.api.args import ArgSpec
-from deepserve.api.media import Offer
-from deepserve.api.openapi import ModelOps
+from deepserve.operations.arguments import ArgSpec
+from deepserve.operations.negotiation import Offer
+from deepserve.operations.plan import ModelPlan
 from deepserve.settings import ApiSettings
 
 SNAPSHOT = Path(__file__).parent.parent / "snapshots" / "openapi.json"
@@ -347,7 +347,7 @@ def test_accept_declared_in_the_body_is_documented_there():
         ),
     }
     spec = ArgSpec.prepare(declared, negotiate_accept=True)
-    ops = ModelOps(
+    ops = ModelPlan(
         name="m",
         predict=spec,
         train=None,

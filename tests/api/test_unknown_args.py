@@ -21,7 +21,7 @@ import pytest
 from marshmallow import fields
 
 from deepserve.api import args, create_app
-from deepserve.api.args import ArgSpec
+from deepserve.operations.arguments import ArgSpec
 from deepserve.settings import ApiSettings
 from tests.checks import assert_error
 from tests.conftest import subprocess_env
