@@ -94,14 +94,25 @@ def _serve(registry: Registry, settings: ServerSettings) -> int:
     app.cleanup_ctx.append(job_store)
     app.cleanup_ctx.append(lifecycle)
     names = list(registry)
+    try:
+        listeners = _grpc(app, settings)
+    except ImportError as exc:
+        return console.error(
+            PROG,
+            f"--grpc-port needs gRPC, which is not installed ({exc})",
+            hint='pip install "deepserve[grpc]"',
+        )
     status = asyncio.run(
         server.serve(
             app,
             registry,
             settings,
             # Called once the socket listens: the banner tells the truth.
-            announce=lambda port: print(_banner(settings, names, port), flush=True),
+            announce=lambda port: print(
+                _banner(settings, names, port, listeners), flush=True
+            ),
             fail=_fail,
+            listeners=[("the gRPC service", grpc) for grpc in listeners],
         )
     )
     # The loop and its signal handlers are gone: a late signal must not
@@ -109,6 +120,32 @@ def _serve(registry: Registry, settings: ServerSettings) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return status
+
+
+def _grpc(app: web.Application, settings: ServerSettings) -> list[Any]:
+    """The gRPC service of the Open Inference Protocol, when a port is set:
+    the app's own protocol service, tokens and metrics, behind another
+    port.
+
+    :raises ImportError: when the ``grpc`` extra is not installed.
+    """
+    if settings.grpc_port is None:
+        return []
+    from deepserve.api import metrics
+    from deepserve.api.oip import SERVICE
+    from deepserve.grpc.server import GrpcServer
+
+    meter = app.get(metrics.METER)
+    return [
+        GrpcServer(
+            app[SERVICE],
+            host=settings.listen_ip,
+            port=settings.grpc_port,
+            tokens=frozenset(settings.api.auth_tokens),
+            max_message_bytes=settings.api.client_max_size,
+            on_request=meter.observe_rpc if meter is not None else None,
+        )
+    ]
 
 
 def build_registry(settings: ServerSettings) -> Registry:
@@ -155,7 +192,9 @@ def newest_versions(refs: list[loader.ModelRef], store: Store) -> dict[str, str]
     return {name: max(found)[1] for name, found in created.items() if len(found) > 1}
 
 
-def _banner(settings: ServerSettings, names: list[str], port: int) -> str:
+def _banner(
+    settings: ServerSettings, names: list[str], port: int, grpc: Sequence[Any] = ()
+) -> str:
     host = settings.listen_ip
     if ":" in host:
         host = f"[{host}]"
@@ -167,6 +206,10 @@ def _banner(settings: ServerSettings, names: list[str], port: int) -> str:
     docs = (
         f"\n    API documentation: {url('/api')}" if settings.api.doc_endpoint else ""
     )
+    for listener in grpc:
+        docs += "\n         OIP over gRPC: " + console.paint(
+            f"{host}:{listener.port}", "cyan"
+        )
     return BANNER.format(
         version=deepserve.__version__,
         models=console.paint(", ".join(names), "bold"),

@@ -14,6 +14,8 @@ included, so that a second Ctrl-C cannot interrupt the clean-up half-way):
    progress get ``shutdown_grace`` seconds to finish. The socket stays
    open meanwhile, so that probes and late clients get that clear answer
    rather than a refused connection. A second signal ends the wait at once.
+   Listeners beside HTTP (the gRPC service) start after the socket and
+   stop, with the same grace, while the HTTP requests finish.
 4. The socket closes and the requests still running are cancelled (their
    uploads removed); then the application's ``cleanup_ctx`` closes, in
    reverse order of opening. The CLI's registry context is there: it stops
@@ -27,7 +29,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from aiohttp import web
 
@@ -46,6 +49,18 @@ LOG = logging.getLogger(__name__)
 CUT_WAIT = 1.0
 #: Seconds an idle keep-alive connection stays open.
 KEEPALIVE = 75.0
+
+
+class Listener(Protocol):
+    """A listener beside HTTP, such as the gRPC service."""
+
+    async def start(self) -> None:
+        """Listen; raises ``OSError`` when the address cannot be bound."""
+        ...
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls; the calls in progress get ``grace`` seconds."""
+        ...
 
 
 class Signals:
@@ -77,12 +92,15 @@ async def serve(
     *,
     announce: Callable[[int], None],
     fail: Callable[[str], int],
+    listeners: Sequence[tuple[str, Listener]] = (),
 ) -> int:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully.
 
     :param announce: called with the port once the socket listens (prints
         the banner; the port is the one the system chose for port 0).
     :param fail: reports a start-up error; returns the exit status.
+    :param listeners: other listeners and what they are (for errors),
+        started once HTTP listens and stopped with the same grace.
     :returns: the exit status: 0 after a signal, ``fail``'s on failure.
     """
     signals = Signals()
@@ -108,6 +126,7 @@ async def serve(
         await runner.cleanup()  # ...closing again what did open
         return fail(str(exc))
     starting: asyncio.Task[None] | None = None
+    started: list[Listener] = []
     try:
         site = web.TCPSite(runner, settings.listen_ip, settings.listen_port)
         try:
@@ -117,6 +136,12 @@ async def serve(
                 f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
                 f"{exc.strerror or exc}"
             )
+        for what, listener in listeners:
+            try:
+                await listener.start()
+            except OSError as exc:
+                return fail(f"cannot start {what}: {exc.strerror or exc}")
+            started.append(listener)
         announce(runner.addresses[0][1])
         starting = asyncio.create_task(registry.start())
         stopping = asyncio.create_task(signals.stop.wait())
@@ -130,10 +155,17 @@ async def serve(
                 raise error
             LOG.info("Ready: every model has started")
             await stopping
-        await _drain(app, registry, signals, settings.shutdown_grace, starting)
+        grace = settings.shutdown_grace
+        await asyncio.gather(
+            _drain(app, registry, signals, grace, starting),
+            *(listener.stop(grace) for listener in started),
+        )
         return 0
     finally:
         registry.drain()
+        for listener in started:  # at once, if not yet stopped
+            with contextlib.suppress(Exception):
+                await listener.stop(0)
         if starting is not None and not starting.done():
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

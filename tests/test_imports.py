@@ -43,7 +43,12 @@ ALLOWED["runtime"] = ALLOWED["executors"] | {"executors", "jobs"}
 # (executors: its call spaces, as the API uses them.)
 _NEUTRAL = {"exceptions", "model", "settings", "console", "jobs", "runtime"}
 ALLOWED["operations"] = _NEUTRAL | {"executors"}
-ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "operations", "__init__"}
+# The Open Inference Protocol, protocol-neutral: its values and encodings,
+# and its operations over the served models.
+ALLOWED["oip"] = ALLOWED["runtime"] | {"runtime", "operations", "__init__"}
+ALLOWED["api"] = ALLOWED["runtime"] | {"runtime", "operations", "oip", "__init__"}
+# The protocol over gRPC: a transport beside the HTTP API, sharing its service.
+ALLOWED["grpc"] = {"exceptions", "model", "settings", "oip"}
 # Runs the app: listening, start-up, signals, graceful shutdown.
 ALLOWED["server"] = ALLOWED["api"] | {"api"}
 # deepserve call: the command line's in-process sibling of the server, a
@@ -51,7 +56,7 @@ ALLOWED["server"] = ALLOWED["api"] | {"api"}
 ALLOWED["shell"] = ALLOWED["runtime"] | {"runtime", "operations", "config", "console"}
 ALLOWED["cli_models"] = {"exceptions", "store", "models", "console"}
 # deepserve run: the composition root.
-ALLOWED["cli_run"] = ALLOWED["server"] | {"server", "config", "console"}
+ALLOWED["cli_run"] = ALLOWED["server"] | {"server", "grpc", "config", "console"}
 # The dispatcher imports its commands by name, when one runs.
 ALLOWED["cli"] = {"__init__", "console"}
 # A client talks to a server over HTTP only: none of the server's layers.
@@ -60,7 +65,7 @@ ALLOWED["client"] = {"exceptions", "__init__"}
 AIOHTTP_FREE = {"exceptions", "model", "settings", "config", "loader", "adapters",
                 "executors", "runtime", "store", "models", "logs", "jobs",
                 "console", "config_help", "cli", "cli_models", "operations",
-                "shell"}  # fmt: skip
+                "shell", "oip", "grpc"}  # fmt: skip
 
 
 def layer(path: Path) -> str:

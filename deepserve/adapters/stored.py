@@ -31,7 +31,7 @@ from deepserve.exceptions import (
     ModelFailed,
     NotSupported,
 )
-from deepserve.model import Method, UploadedFile
+from deepserve.model import Method, TensorSpec, UploadedFile
 from deepserve.store import Signature, StoredModel, frameworks
 
 LOG = logging.getLogger(__name__)
@@ -86,6 +86,25 @@ class StoredModelAdapter:
 
     def predict_args(self) -> Mapping[str, fields.Field]:
         return self._predict_args
+
+    @property
+    def framework(self) -> str:
+        """The framework that saved it (``sklearn``, ``cloudpickle``...)."""
+        return self._info.framework
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        """The saved methods that may be called, the default first."""
+        rest = [name for name in self._signatures if name != self._default]
+        return (self._default, *rest)
+
+    def tensors(
+        self, signature: str
+    ) -> tuple[tuple[TensorSpec, ...] | None, tuple[TensorSpec, ...] | None]:
+        """The input and output tensors ``signature`` declared when saved;
+        ``None`` for those it did not declare."""
+        declared = self._info.signatures[signature]
+        return getattr(declared, "inputs", None), getattr(declared, "outputs", None)
 
     def train_args(self) -> Mapping[str, fields.Field]:
         return {}

@@ -15,6 +15,7 @@ from deepserve.api import (
     endpoints,
     health,
     metrics,
+    oip_docs,
     openapi,
     requestids,
 )
@@ -22,7 +23,9 @@ from deepserve.api.debug import DebugLog
 from deepserve.api.endpoints import Access, Doc, Endpoint
 from deepserve.api.errors import Handler, error_middleware
 from deepserve.api.inflight import IN_FLIGHT, InFlight
+from deepserve.api.oip import SERVICE, OipHandlers, SharedPaths
 from deepserve.api.routes import Handlers
+from deepserve.oip.service import InferenceService
 from deepserve.operations import plan
 from deepserve.operations.encoding import dumps
 from deepserve.operations.negotiation import JSON
@@ -38,6 +41,10 @@ class Answers:
     """What answers the endpoints of one app."""
 
     api: Handlers
+    #: The Open Inference Protocol's handlers, and the paths it shares
+    #: with the DEEPaaS API.
+    oip: OipHandlers
+    shared: SharedPaths
     health: health.Health
     swagger: Handler
     ui: docs.SwaggerUI
@@ -69,6 +76,7 @@ def declare(settings: ApiSettings, answers: Answers | None = None) -> list[Endpo
         return handler or _not_served
 
     model = "/v2/models/{name}"
+    version = f"{model}/versions/{{version}}"
     uuid = (openapi.UUID_PARAM,)
     listed = [
         Endpoint(
@@ -85,10 +93,11 @@ def declare(settings: ApiSettings, answers: Answers | None = None) -> list[Endpo
             Access.PUBLIC,
             slash=False,
         ),
+        # Both protocols' server metadata, in one document.
         Endpoint(
             "GET",
             "/v2",
-            on(lambda a: a.api.version),
+            on(lambda a: a.shared.version),
             Access.PUBLIC,
             Doc("/v2/", openapi.version_op),
         ),
@@ -121,6 +130,13 @@ def declare(settings: ApiSettings, answers: Answers | None = None) -> list[Endpo
             Access.PUBLIC,
             Doc(f"{model}/ready", openapi.model_ready_op, group="health"),
         ),
+        Endpoint(
+            "GET",
+            f"{version}/ready",
+            on(lambda a: a.health.model_ready),
+            Access.PUBLIC,
+            Doc(f"{version}/ready", openapi.version_ready_op, group="health"),
+        ),
     ]
     if settings.debug_endpoint:
         listed.append(
@@ -132,25 +148,56 @@ def declare(settings: ApiSettings, answers: Answers | None = None) -> list[Endpo
                 Doc("/v2/debug/", openapi.debug_op),
             )
         )
-    listed.append(
+    # Both protocols' model metadata, in one document.
+    listed += [
         Endpoint(
             "GET",
             model,
-            on(lambda a: a.api.model),
+            on(lambda a: a.shared.model),
             Access.PUBLIC,
             Doc(f"{model}/", openapi.metadata_op, group="model"),
-        )
-    )
+        ),
+        Endpoint(
+            "GET",
+            version,
+            on(lambda a: a.shared.model),
+            Access.PUBLIC,
+            Doc(version, openapi.version_metadata_op, group="model"),
+        ),
+    ]
     if settings.predict_endpoint:
-        listed.append(
+        listed += [
             Endpoint(
                 "POST",
                 f"{model}/predict",
                 on(lambda a: a.api.predict),
                 Access.PREDICT,
                 Doc(f"{model}/predict/", openapi.predict_op, group="model"),
-            )
-        )
+            ),
+            Endpoint(
+                "POST",
+                f"{version}/predict",
+                on(lambda a: a.api.predict),
+                Access.PREDICT,
+                Doc(f"{version}/predict/", openapi.version_predict_op, group="model"),
+            ),
+            Endpoint(
+                "POST",
+                f"{model}/infer",
+                on(lambda a: a.oip.infer),
+                Access.PREDICT,
+                Doc(f"{model}/infer", oip_docs.infer_op, group="model"),
+                oip=True,
+            ),
+            Endpoint(
+                "POST",
+                f"{version}/infer",
+                on(lambda a: a.oip.infer),
+                Access.PREDICT,
+                Doc(f"{version}/infer", oip_docs.version_infer_op, group="model"),
+                oip=True,
+            ),
+        ]
     if settings.train_endpoint:
         train = f"{model}/train"
         one = f"{train}/{{uuid}}"
@@ -242,11 +289,25 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
         ],
     )
     app[IN_FLIGHT] = in_flight
+    if meter is not None:
+        app[metrics.METER] = meter
     app[access.SECRETS] = frozenset(settings.auth_tokens)
     requestids.install(app)
     cors.add_signals(app, settings)
-    # Every model's argument reading and negotiation, prepared once.
-    plans = {name: plan.prepare(served.model) for name, served in registry.items()}
+    # Every model's (every version's) argument reading and negotiation,
+    # and its tensors, prepared once.
+    service = InferenceService(registry, upload_dir=settings.upload_dir)
+    app[SERVICE] = service
+    plans = {}
+    for each in registry.every():
+        tensors = service.plan(each)
+        plans[each.tag] = dataclasses.replace(
+            plan.prepare(each.model),
+            versions=tuple(registry.versions(each.name)),
+            inputs=tensors.inputs,
+            outputs=tensors.outputs,
+        )
+    defaults = [plans[registry[name].tag] for name in registry]
 
     base = settings.base_path
     spec_url = f"{base}/swagger.json"
@@ -254,14 +315,18 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     debug = DebugLog()
     if settings.debug_endpoint:
         app.cleanup_ctx.append(debug.capture)
+    api = Handlers(
+        registry,
+        plans,
+        settings,
+        docs_url=ui.url if settings.doc_endpoint else None,
+        spec_url=spec_url,
+    )
+    oip = OipHandlers(service)
     answers = Answers(
-        api=Handlers(
-            registry,
-            plans,
-            settings,
-            docs_url=ui.url if settings.doc_endpoint else None,
-            spec_url=spec_url,
-        ),
+        api=api,
+        oip=oip,
+        shared=SharedPaths(api, oip),
         health=health.Health(registry),
         swagger=_swagger,
         ui=ui,
@@ -271,8 +336,8 @@ def create_app(registry: Registry, settings: ApiSettings) -> web.Application:
     served = declare(settings, answers)
     endpoints.add_routes(app, served, base)
 
-    spec = openapi.build(list(plans.values()), settings, served)
-    auth.document(spec, settings, served, list(plans))
+    spec = openapi.build(defaults, settings, served)
+    auth.document(spec, settings, served, list(registry))
     app[SPEC_TEXT] = dumps(spec)
     return app
 

@@ -24,9 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
+from deepserve.api import oip_docs
 from deepserve.api.endpoints import Access, Endpoint, endpoint_of
 from deepserve.api.errors import Handler
-from deepserve.api.openapi import refer_errors
+from deepserve.api.openapi import WWW_AUTHENTICATE, refer_errors
 from deepserve.exceptions import Unauthorized
 from deepserve.settings import ApiSettings
 
@@ -129,4 +130,9 @@ def document(
                 continue
             op["security"] = [{SCHEME: []}]
             # The shared 401: the error body, and the challenge.
-            op.setdefault("responses", {}).update(refer_errors(spec, 401))
+            if endpoint.oip:
+                unauthorized = oip_docs.errors(401)
+                unauthorized["401"]["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
+                op.setdefault("responses", {}).update(unauthorized)
+            else:
+                op.setdefault("responses", {}).update(refer_errors(spec, 401))

@@ -84,6 +84,9 @@ class Endpoint:
     #: For static files: the directory served under :attr:`path` (``GET``
     #: and ``HEAD``).
     directory: Path | None = None
+    #: An endpoint of the Open Inference Protocol: its errors are
+    #: ``{"error": message}``, as the protocol's clients read them.
+    oip: bool = False
 
     @property
     def per_model(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from deepserve import exceptions as exc
+from deepserve.api.endpoints import endpoint_of
 
 LOG = logging.getLogger(__name__)
 
@@ -68,11 +69,18 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
-def domain_error_response(error: exc.DeepserveError) -> web.Response:
+def domain_error_response(
+    error: exc.DeepserveError, *, oip: bool = False
+) -> web.Response:
+    """The answer to a domain error: DEEPaaS's error shape, or with ``oip``
+    the Open Inference Protocol's (``{"error": message}``; a request the
+    model cannot take is ``400`` there, not ``422``)."""
     status = status_for(error)
     model = getattr(error, "model", None)
     if isinstance(error, exc.ModelFailed):
         LOG.error("%s: %s\n%s", error.message, error.detail, error.traceback.rstrip())
+        if oip:
+            return oip_error_response(status, f"{error.message}: {error.detail}")
         return error_response(
             status,
             error.message,
@@ -90,6 +98,10 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
     )
     if isinstance(error, exc.Unauthorized):
         headers = {"WWW-Authenticate": www_authenticate(error)}
+    if oip:
+        if isinstance(error, exc.BadInput):
+            status = 400
+        return oip_error_response(status, error.message, headers=headers)
     limit = error.limit if isinstance(error, exc.PayloadTooLarge) else None
     return error_response(
         status,
@@ -101,6 +113,13 @@ def domain_error_response(error: exc.DeepserveError) -> web.Response:
     )
 
 
+def oip_error_response(
+    status: int, message: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An error in the Open Inference Protocol's shape: ``{"error": ...}``."""
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
 def www_authenticate(error: exc.Unauthorized) -> str:
     """The challenge of a 401 (RFC 6750): the scheme, and why, if a token came."""
     if error.invalid:
@@ -108,19 +127,27 @@ def www_authenticate(error: exc.Unauthorized) -> str:
     return 'Bearer realm="deepserve"'
 
 
-def http_error_response(error: web.HTTPException) -> web.Response:
+def http_error_response(error: web.HTTPException, *, oip: bool = False) -> web.Response:
     """JSON for the HTTP errors aiohttp raises itself (404, 405, 413...)."""
+    answer = oip_error_response if oip else error_response
     if isinstance(error, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(error.allowed_methods))
         message = f"Method {error.method} is not allowed here; allowed: {allowed}"
-        return error_response(error.status, message, headers={"Allow": allowed})
+        return answer(error.status, message, headers={"Allow": allowed})
     if isinstance(error, web.HTTPNotFound):
-        return error_response(error.status, "No such resource")
+        return answer(error.status, "No such resource")
     text = error.text or error.reason
-    return error_response(error.status, text)
+    return answer(error.status, text)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _speaks_oip(request: web.Request) -> bool:
+    """Whether the endpoint reached answers errors in the Open Inference
+    Protocol's shape (see :attr:`deepserve.api.endpoints.Endpoint.oip`)."""
+    endpoint = endpoint_of(request)
+    return endpoint is not None and endpoint.oip
 
 
 @web.middleware
@@ -130,11 +157,11 @@ async def error_middleware(
     try:
         return await handler(request)
     except exc.DeepserveError as error:
-        return domain_error_response(error)
+        return domain_error_response(error, oip=_speaks_oip(request))
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return http_error_response(error)
+        return http_error_response(error, oip=_speaks_oip(request))
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -64,7 +64,8 @@ class Health:
 
     async def model_ready(self, request: web.Request) -> web.Response:
         """:raises ModelNotFound: for a model not served (a 404)."""
-        served = self.registry[request.match_info["name"]]
+        info = request.match_info
+        served = self.registry.version(info["name"], info.get("version"))
         return _answer(
             {"name": served.name, "ready": served.ready},
             served.ready,

@@ -48,6 +48,8 @@ UNMATCHED = "unmatched"
 #: The status of requests whose client went away before the answer
 #: (nginx's convention).
 CLIENT_CLOSED = "499"
+#: The gRPC service whose calls are counted beside the HTTP requests.
+GRPC_SERVICE = "inference.GRPCInferenceService"
 #: Methods counted by name; any other is counted as ``OTHER``.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Request latency buckets, seconds: from a trivial prediction to a long one.
@@ -71,7 +73,7 @@ class Meter:
         labels = ("model", "endpoint", "method", "status")
         self.requests = Counter(
             "requests",
-            "HTTP requests answered, by model, endpoint and status.",
+            "Requests answered (HTTP, and gRPC calls), by model, endpoint and status.",
             labels,
             namespace=PREFIX,
             registry=self.collectors,
@@ -98,6 +100,15 @@ class Meter:
             request.method if request.method in METHODS else "OTHER",
             status,
         )
+        self._count(labels, seconds)
+
+    def observe_rpc(self, rpc: str, code: str, seconds: float) -> None:
+        """Count one gRPC call: its endpoint is the service's method
+        (``/inference.GRPCInferenceService/ModelInfer``), its method
+        ``GRPC``, its status the code's name (``OK``, ``NOT_FOUND``...)."""
+        self._count(("", f"/{GRPC_SERVICE}/{rpc}", "GRPC", code), seconds)
+
+    def _count(self, labels: tuple[str, str, str, str], seconds: float) -> None:
         children = self._children.get(labels)
         if children is None:  # labels() locks and hashes: once per label set
             children = self._children[labels] = (
@@ -113,6 +124,11 @@ class Meter:
         # database, so they are read first.
         self.models.job_counts = await job_counts(self.registry)
         return generate_latest(self.collectors)
+
+
+#: The app's meter, when the metrics endpoint is on (the gRPC service
+#: counts its calls there too).
+METER = web.AppKey("meter", Meter)
 
 
 class ModelCollector(Collector):

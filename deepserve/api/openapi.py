@@ -17,7 +17,7 @@ from marshmallow.warnings import Marshmallow4Warning
 
 import deepserve
 from deepserve import exceptions as exc
-from deepserve.api import health, schemas
+from deepserve.api import health, oip_docs, schemas
 from deepserve.api.endpoints import NAME, Endpoint
 from deepserve.api.pagination import MAX_LIMIT
 from deepserve.jobs import STATUSES
@@ -454,6 +454,7 @@ def build(
         b.spec.components.schema(name, schema=getattr(schemas, name))
     for name in ("Liveness", "Readiness", "ModelReadiness"):
         b.spec.components.schema(name, schema=getattr(health, name))
+    oip_docs.register(b)
     for ops in models:
         b.spec.tag(
             {"name": _tag(ops), "description": f"Operations of model '{ops.name}'"}
@@ -487,6 +488,7 @@ def build(
         b.spec.path(path, operations=operations, parameters=parameters or None)
     doc: dict[str, Any] = b.spec.to_dict()
     declare_errors(doc, b.error_codes, settings)
+    oip_docs.merge_keys(doc)
     if settings.base_path:
         doc["servers"] = [{"url": settings.base_path}]
     return doc
@@ -799,3 +801,18 @@ def metrics_op(_b: _Builder, _ops: ModelPlan | None) -> dict[str, Any]:
             }
         },
     }
+
+
+# -- The paths naming one of a model's versions ----------------------------------
+
+
+def version_metadata_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
+    return oip_docs.versioned(metadata_op(b, ops), _of(ops), "metadata")
+
+
+def version_predict_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
+    return oip_docs.versioned(predict_op(b, ops), _of(ops), "predict")
+
+
+def version_ready_op(b: _Builder, ops: ModelPlan | None) -> dict[str, Any] | None:
+    return oip_docs.versioned(model_ready_op(b, ops), _of(ops), "ready")

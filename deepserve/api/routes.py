@@ -50,10 +50,16 @@ class Handlers:
         self.spec_url = spec_url
 
     def _model(self, request: web.Request) -> tuple[ServedModel, ModelPlan]:
-        name = request.match_info["name"]
-        if name not in self.plans:
+        """The model (the version) a path names, and its plan.
+
+        :raises ModelNotFound: for a model or version not served.
+        """
+        info = request.match_info
+        name = info["name"]
+        if name not in self.registry:
             raise ModelNotFound(name)
-        return self.registry[name], self.plans[name]
+        served = self.registry.version(name, info.get("version"))
+        return served, self.plans[served.tag]
 
     def _version(self) -> dict[str, Any]:
         return {
@@ -72,9 +78,17 @@ class Handlers:
     async def version(self, _request: web.Request) -> web.Response:
         return json_response(self._version())
 
-    def _meta(self, served: ServedModel) -> dict[str, Any]:
-        link = {"rel": "self", "href": f"{self.base}/v2/models/{served.name}"}
+    def _meta(self, served: ServedModel, *, versioned: bool = False) -> dict[str, Any]:
+        href = f"{self.base}/v2/models/{served.name}"
+        if versioned and served.version:
+            href += f"/versions/{served.version}"
+        link = {"rel": "self", "href": href}
         return metadata_view(served.model, links=[link])
+
+    def model_view(self, request: web.Request) -> dict[str, Any]:
+        """The metadata of the model (the version) a path names."""
+        served, _plan = self._model(request)
+        return self._meta(served, versioned="version" in request.match_info)
 
     async def models(self, _request: web.Request) -> web.Response:
         return json_response(
@@ -82,8 +96,10 @@ class Handlers:
         )
 
     async def model(self, request: web.Request) -> web.Response:
-        served, _plan = self._model(request)
-        return json_response(self._meta(served))
+        return json_response(self.model_view(request))
+
+    def version_view(self) -> dict[str, Any]:
+        return self._version()
 
     async def _noting_unknown(
         self,

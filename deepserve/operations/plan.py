@@ -6,7 +6,7 @@ import dataclasses
 
 import marshmallow
 
-from deepserve.model import Model
+from deepserve.model import Model, TensorSpec
 from deepserve.operations.arguments import ArgSpec
 from deepserve.operations.negotiation import Offer
 
@@ -27,6 +27,12 @@ class ModelPlan:
     train: ArgSpec | None
     offer: Offer
     response_schema: type[marshmallow.Schema] | None
+    #: The versions served under the name, the default first (none for an
+    #: unversioned model).
+    versions: tuple[str, ...] = ()
+    #: The tensors the Open Inference Protocol takes and gives.
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
 
 
 def prepare(model: Model) -> ModelPlan:
