@@ -133,6 +133,11 @@ def _grpc(app: web.Application, settings: ServerSettings) -> list[Any]:
         return []
     from deepserve.api import metrics
     from deepserve.api.oip import SERVICE
+
+    # gRPC's C core logs its own errors to stderr (a port in use: a line
+    # before ours); deepserve reports what matters itself. GRPC_VERBOSITY
+    # set by the user wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from deepserve.grpc.server import GrpcServer
 
     meter = app.get(metrics.METER)

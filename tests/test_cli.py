@@ -438,3 +438,47 @@ def test_the_demo_training_shows_its_progress(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == ["epoch 1/2: loss 1.0", "epoch 2/2: loss 0.5"]
     assert json.loads(result.stdout)["result"]["output"]["losses"] == [1.0, 0.5]
+
+
+def test_grpc_port_in_use_is_a_one_line_error(fake_site):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            ["run", "--listen-port", str(free_port()), "--grpc-port", str(port),
+             "--model-name", "minimal"],
+            subprocess_env(fake_site),
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("deepserve run: error: cannot start the gRPC service: ")
+    assert str(port) in line
+
+
+def test_grpc_port_without_the_extra_names_it(fake_site, tmp_path):
+    # grpc as it is where the extra is not installed: not importable.
+    blocker = tmp_path / "nogrpc" / "grpc"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named grpc')\n")
+    env = subprocess_env(fake_site)
+    env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env["PYTHONPATH"]])
+    result = run(
+        ["run", "--listen-port", str(free_port()), "--grpc-port", str(free_port()),
+         "--model-name", "minimal"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("deepserve run: error: --grpc-port needs gRPC")
+    assert lines[1:] == ['pip install "deepserve[grpc]"']
+
+
+def test_the_banner_names_the_grpc_port(serve, fake_site):
+    port = free_port()
+    server = serve(["--model-name", "minimal", "--grpc-port", str(port)])
+    assert f"OIP over gRPC: 127.0.0.1:{port}" in server.output
+    import grpc  # the server answers there
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)

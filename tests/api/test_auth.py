@@ -172,6 +172,7 @@ async def test_openapi_document_declares_the_scheme(client):
     ops = operations(spec)
     secured_ops = {key for key, op in ops.items() if "security" in op}
     assert ("post", "/v2/models/oldstyle/predict/") in secured_ops
+    assert ("post", "/v2/models/oldstyle/infer") in secured_ops
     assert ("post", "/v2/models/classy/train/") in secured_ops
     assert ("get", "/v2/models/classy/train/") in secured_ops
     assert ("get", "/v2/models/classy/train/{uuid}") in secured_ops
@@ -180,6 +181,13 @@ async def test_openapi_document_declares_the_scheme(client):
     assert ("get", "/metrics") in secured_ops
     for key in secured_ops:
         assert ops[key]["security"] == [{"bearerAuth": []}]
+        if key[1].endswith("/infer"):  # the Open Inference Protocol's error body
+            unauthorized = ops[key]["responses"]["401"]
+            assert unauthorized["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/InferenceError"
+            }
+            assert "WWW-Authenticate" in unauthorized["headers"]
+            continue
         assert ops[key]["responses"]["401"] == {
             "$ref": "#/components/responses/Unauthorized"
         }
