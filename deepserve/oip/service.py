@@ -10,7 +10,6 @@ shared.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import deepserve
 from deepserve.exceptions import BadInput
@@ -106,11 +105,6 @@ def _requested(outputs: list[Tensor], request: InferRequest) -> list[Tensor]:
             f"{', '.join(by_name) or 'no output'}",
             errors={f"outputs.{name}": ["Unknown output."] for name in missing},
         )
-    chosen: list[Tensor] = []
-    for wanted in request.outputs:
-        tensor = by_name[wanted.name]
-        params: dict[str, Any] = {**tensor.parameters, **wanted.parameters}
-        chosen.append(
-            Tensor(tensor.name, tensor.datatype, tensor.shape, tensor.data, params)
-        )
-    return chosen
+    # The request's output parameters (binary_data...) tell the transport
+    # how to send; they are not echoed.
+    return [by_name[wanted.name] for wanted in request.outputs]
