@@ -262,7 +262,12 @@ def _text_array(data: list[Any]) -> numpy.ndarray[Any, Any]:
     return encoded
 
 
-def _flatten(data: list[Any]) -> Iterator[Any]:
+def _flatten(data: Any) -> Iterator[Any]:
+    """The elements of nested lists, in row-major order; a value that is
+    no list (a 0-d array's) is its one element."""
+    if not isinstance(data, list):
+        yield data
+        return
     for item in data:
         if isinstance(item, list):
             yield from _flatten(item)
@@ -327,7 +332,8 @@ def _cast(
                 raise _Misfit(
                     f"element {index} is {_show(value)}, out of range for {datatype}"
                 ) from None
-        array = numpy.array(floats)
+        shape = array.shape if len(floats) == array.size else (len(floats),)
+        array = numpy.array(floats).reshape(shape)
     with numpy.errstate(over="ignore"):
         cast = array.astype(dtype, copy=False)
     if array.dtype.kind != "b":
@@ -344,7 +350,7 @@ def _cast(
 def _first(source: Any, bad: Callable[[Any], bool]) -> tuple[int, Any]:
     """The index and value of the first element of nested lists that is
     ``bad``; ``(-1, None)`` if none is."""
-    for index, value in enumerate(_flatten(source) if isinstance(source, list) else ()):
+    for index, value in enumerate(_flatten(source)):
         if bad(value):
             return index, value
     return -1, None
