@@ -103,7 +103,8 @@ class StoredPlan:
 
     def _signature(self, request: InferRequest) -> str:
         chosen = request.parameters.get(SIGNATURE, self._default)
-        if chosen not in self._declared:
+        # Parameters are any JSON: a list or an object is no name either.
+        if not isinstance(chosen, str) or chosen not in self._declared:
             raise BadInput(
                 f"Unknown signature {chosen!r}; this model has: "
                 f"{', '.join(self._declared)}",
