@@ -67,8 +67,8 @@ class Plan(Protocol):
         """
         ...
 
-    def results(self, result: Any) -> list[Tensor]:
-        """The output tensors of what ``predict`` returned.
+    def results(self, result: Any, request: InferRequest) -> list[Tensor]:
+        """The output tensors of what ``predict`` returned for ``request``.
 
         :raises BadModelOutput: when it cannot be a tensor.
         """
@@ -129,8 +129,10 @@ class StoredPlan:
         data = next(iter(arrays.values())) if len(arrays) == 1 else arrays
         return {"data": data, "signature": signature}
 
-    def results(self, result: Any) -> list[Tensor]:
-        return _outputs(self._model.name, result, self.outputs)
+    def results(self, result: Any, request: InferRequest) -> list[Tensor]:
+        # The outputs of the signature that ran, not the default's.
+        _, declared = self._declared[self._signature(request)]
+        return _outputs(self._model.name, result, declared or ())
 
 
 class ArgumentPlan:
@@ -200,7 +202,7 @@ class ArgumentPlan:
             kwargs[ACCEPT] = "application/json"
         return kwargs
 
-    def results(self, result: Any) -> list[Tensor]:
+    def results(self, result: Any, request: InferRequest) -> list[Tensor]:
         return _outputs(self._name, result, self.outputs)
 
 

@@ -78,7 +78,7 @@ class InferenceService:
         try:
             # Reading a returned file and converting large arrays are not
             # for the event loop.
-            outputs = await asyncio.to_thread(plan.results, result)
+            outputs = await asyncio.to_thread(plan.results, result, request)
         finally:
             callspace.release(result)
         return InferResponse(
