@@ -197,6 +197,11 @@ async def test_error_responses_are_declared_once_and_referred_to(spec):
                 body = response["content"]["application/json"]["schema"]
                 assert body != error_ref
                 continue
+            if path.endswith("/infer"):
+                # The Open Inference Protocol's own error body, not DEEPaaS's.
+                body = response["content"]["application/json"]["schema"]
+                assert body == {"$ref": "#/components/schemas/InferenceError"}
+                continue
             # A reference, and nothing else: no inlined copy.
             assert set(response) == {"$ref"}, (path, method, code)
             name = response["$ref"].removeprefix("#/components/responses/")
