@@ -164,7 +164,7 @@ async def test_id_and_parameters_are_echoed(served: Served) -> None:
     assert (plain.id, plain.parameters) == (None, {})
 
 
-async def test_requested_outputs_in_their_order_with_their_parameters(
+async def test_requested_outputs_in_their_order_without_transport_parameters(
     served: Served,
 ) -> None:
     request = InferRequest(
@@ -178,7 +178,8 @@ async def test_requested_outputs_in_their_order_with_their_parameters(
     )
     answer = await served.service.infer(request)
     assert [o.name for o in answer.outputs] == ["calls", "rows"]
-    assert answer.outputs[0].parameters == {"binary_data": True}
+    # binary_data tells the transport how to send; it is not echoed
+    assert answer.outputs[0].parameters == {}
     assert answer.outputs[1].parameters == {}
     assert answer.outputs[1].data.tolist() == [3]
     # one of them only
