@@ -359,11 +359,11 @@ def _output(model: str, name: str, value: Any, datatype: str | None) -> Tensor:
     try:
         tensor = tensors.from_array(name, value, datatype)
     except (ValueError, TypeError):
-        if not isinstance(value, Mapping | list | tuple):
+        if value is not None and not isinstance(value, Mapping | list | tuple):
             raise BadModelOutput(
                 model, f"output {name!r} ({type(value).__name__}) is not a tensor"
             ) from None
-        # nested or ragged: one JSON text
+        # nested, ragged or None: one JSON text
         text = json.dumps(value, default=str, separators=(",", ":"))
         tensor = tensors.from_array(name, [text.encode()], "BYTES")
     if not tensor.shape:  # a scalar: one element

@@ -417,6 +417,13 @@ def test_a_returned_file_is_read(tmp_path: Path) -> None:
     assert out.data.tolist() == [b"\x89PNG\x00"]
 
 
+def test_none_is_one_json_null() -> None:
+    # as over the DEEPaaS API, where it is JSON's null
+    plan, _ = argument_plan(Everything())
+    (out,) = plan.results({"label": None}, request())
+    assert (out.datatype, out.shape, out.data.tolist()) == ("BYTES", (1,), [b"null"])
+
+
 def test_what_cannot_be_a_tensor_is_a_bad_model_output() -> None:
     plan, _ = argument_plan(Everything())
     with pytest.raises(BadModelOutput, match="output 'x' \\(object\\) is not a tensor"):
