@@ -10,7 +10,6 @@ what Triton's clients read. Whatever a client got wrong raises
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy
 from deepserve.exceptions import BadInput
 from deepserve.grpc import proto
 from deepserve.model import DATATYPES
+from deepserve.oip import tensors
 from deepserve.oip.types import (
     InferRequest,
     InferResponse,
@@ -43,94 +43,33 @@ _UINT64 = (0, 2**64)
 
 
 # --- Raw tensor data ------------------------------------------------------
-# The seam to deepserve.oip.tensors: these three have the signatures of its
-# numpy_dtype, from_raw and to_raw, and the protocol's raw layout (fixed
-# size types little-endian, row-major; BYTES elements each a 4-byte
-# little-endian length then the bytes). Import those in their place.
-
-_DTYPES = {
-    "BOOL": "?",
-    "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "INT8": "<i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-    "BYTES": "O",
-}
+# The protocol's raw layout is deepserve.oip.tensors', shared with REST's
+# binary tensor data extension.
 
 
 def _numpy_dtype(datatype: str) -> numpy.dtype[Any]:
-    """The NumPy dtype of a protocol datatype (``object`` for ``BYTES``)."""
+    """The NumPy dtype of a protocol datatype (``object`` for ``BYTES``).
+
+    :raises BadInput: for an unknown datatype.
+    """
     try:
-        return numpy.dtype(_DTYPES[datatype])
-    except KeyError:
-        raise BadInput(
-            f"Unknown datatype '{datatype}': expected one of {', '.join(DATATYPES)}"
-        ) from None
+        return tensors.numpy_dtype(datatype)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> Tensor:
     """The tensor ``name`` from its raw bytes, checked against its shape."""
-    count = math.prod(shape)
-    if datatype == "BYTES":
-        items: list[bytes] = []
-        offset = 0
-        while offset < len(raw):
-            if offset + 4 > len(raw):
-                raise _bad(name, "raw BYTES data ends inside an element's length")
-            (size,) = struct.unpack_from("<I", raw, offset)
-            offset += 4
-            if offset + size > len(raw):
-                raise _bad(
-                    name,
-                    f"raw BYTES element {len(items)} has length {size}, but only "
-                    f"{len(raw) - offset} bytes remain",
-                )
-            items.append(bytes(raw[offset : offset + size]))
-            offset += size
-        if len(items) != count:
-            raise _bad(
-                name,
-                f"shape {list(shape)} needs {count} elements, the raw BYTES data "
-                f"holds {len(items)}",
-            )
-        return Tensor(name, datatype, shape, _object_array(items).reshape(shape))
-    dtype = _numpy_dtype(datatype)
-    if len(raw) != count * dtype.itemsize:
-        raise _bad(
-            name,
-            f"shape {list(shape)} of {datatype} needs {count * dtype.itemsize} "
-            f"bytes of raw data, got {len(raw)}",
-        )
-    if datatype == "BOOL" and raw.translate(None, b"\x00\x01"):
-        raise _bad(name, "raw BOOL data holds a byte other than 0 or 1")
-    data = numpy.frombuffer(raw, dtype=dtype).copy()
-    return Tensor(name, datatype, shape, data.reshape(shape))
+    return tensors.from_raw(name, datatype, shape, raw)
 
 
 def _to_raw(tensor: Tensor) -> bytes:
-    """The raw bytes of a tensor's data."""
-    if tensor.datatype == "BYTES":
-        parts: list[bytes] = []
-        for item in numpy.asarray(tensor.data, dtype=object).flat:
-            if isinstance(item, str):
-                item = item.encode("utf-8")
-            elif not isinstance(item, bytes | bytearray | memoryview):
-                raise TypeError(
-                    f"Tensor '{tensor.name}': a BYTES element is a "
-                    f"{type(item).__name__}, not bytes"
-                )
-            parts += [struct.pack("<I", len(item)), bytes(item)]
-        return b"".join(parts)
-    dtype = _numpy_dtype(tensor.datatype)
-    data = numpy.asarray(tensor.data).astype(dtype, casting="safe", copy=False)
-    return data.tobytes(order="C")
+    """The raw bytes of a tensor's data, its dtype exactly the datatype's."""
+    if tensor.datatype != "BYTES":
+        dtype = _numpy_dtype(tensor.datatype)
+        data = numpy.asarray(tensor.data).astype(dtype, casting="safe", copy=False)
+        tensor = Tensor(tensor.name, tensor.datatype, tensor.shape, data)
+    return tensors.to_raw(tensor)
 
 
 # --- Requests -------------------------------------------------------------

@@ -486,6 +486,9 @@ def from_raw(
                     f"byte {index} is {octets[index]}; BOOL elements are 0 or 1",
                 )
         array = numpy.frombuffer(raw, dtype=dtype)
+        if not array.flags.writeable:
+            # A model may change its input in place, as it may its own arrays.
+            array = array.copy()
     return Tensor(name, datatype, shape, array.reshape(shape), parameters or {})
 
 

@@ -361,8 +361,8 @@ async def test_bad_tensors_are_invalid_arguments_naming_them(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await raw_call(server, "ModelInfer", request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "Input 'pixels'" in str(caught.value.details())
-    assert "16 bytes" in str(caught.value.details())
+    assert "tensor 'pixels'" in str(caught.value.details())
+    assert "needs 16" in str(caught.value.details())
     assert not echo.requests
     assert calls == [("ModelInfer", "INVALID_ARGUMENT", pytest.approx(0, abs=1))]
 

@@ -420,12 +420,17 @@ def test_raw_is_little_endian_row_major() -> None:
     )
 
 
-def test_from_raw_is_not_a_copy() -> None:
+def test_from_raw_is_not_a_copy_of_a_writable_buffer() -> None:
     raw = bytearray(struct.pack("<2f", 1.5, 2.5))
     tensor = tensors.from_raw("x", "FP32", (2,), raw)
     raw[0:4] = struct.pack("<f", 9.0)
     assert tensor.data.tolist() == [9.0, 2.5]
-    assert not tensors.from_raw("x", "FP32", (2,), bytes(raw)).data.flags.writeable
+
+
+def test_from_raw_of_bytes_is_writable_as_a_model_may_expect() -> None:
+    data = tensors.from_raw("x", "FP32", (2,), struct.pack("<2f", 1.5, 2.5)).data
+    data *= 2  # in place, as a model may do to its input
+    assert data.tolist() == [3.0, 5.0]
 
 
 def test_from_raw_memoryview_slice() -> None:
