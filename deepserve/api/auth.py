@@ -27,7 +27,7 @@ from aiohttp import web
 from deepserve.api import oip_docs
 from deepserve.api.endpoints import Access, Endpoint, endpoint_of
 from deepserve.api.errors import Handler
-from deepserve.api.openapi import WWW_AUTHENTICATE, refer_errors
+from deepserve.api.openapi import refer_errors
 from deepserve.exceptions import Unauthorized
 from deepserve.settings import ApiSettings
 
@@ -131,8 +131,6 @@ def document(
             op["security"] = [{SCHEME: []}]
             # The shared 401: the error body, and the challenge.
             if endpoint.oip:
-                unauthorized = oip_docs.errors(401)
-                unauthorized["401"]["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
-                op.setdefault("responses", {}).update(unauthorized)
+                op.setdefault("responses", {}).update(oip_docs.errors(401))
             else:
                 op.setdefault("responses", {}).update(refer_errors(spec, 401))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http
 from typing import TYPE_CHECKING, Any
 
+from deepserve.api.schemas import RETRY_AFTER, WWW_AUTHENTICATE
 from deepserve.model import DATATYPES
 from deepserve.operations.negotiation import JSON
 from deepserve.operations.plan import ModelPlan
@@ -148,10 +149,15 @@ def merge_keys(doc: dict[str, Any]) -> None:
 def errors(*codes: int) -> dict[str, Any]:
     """Error responses in the protocol's shape."""
     body = {JSON: {"schema": {"$ref": "#/components/schemas/InferenceError"}}}
-    return {
-        str(code): {"description": http.HTTPStatus(code).phrase, "content": body}
-        for code in codes
-    }
+    responses: dict[str, Any] = {}
+    for code in codes:
+        response = {"description": http.HTTPStatus(code).phrase, "content": body}
+        if code == 503:
+            response["headers"] = {"Retry-After": RETRY_AFTER}
+        elif code == 401:
+            response["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
+        responses[str(code)] = response
+    return responses
 
 
 def _version_param(plan: ModelPlan) -> dict[str, Any]:

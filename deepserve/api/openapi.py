@@ -20,6 +20,7 @@ from deepserve import exceptions as exc
 from deepserve.api import health, oip_docs, schemas
 from deepserve.api.endpoints import NAME, Endpoint
 from deepserve.api.pagination import MAX_LIMIT
+from deepserve.api.schemas import RETRY_AFTER, WWW_AUTHENTICATE
 from deepserve.jobs import STATUSES
 from deepserve.operations.arguments import (
     ArgSpec,
@@ -259,11 +260,6 @@ UNKNOWN_ARGUMENTS = {
     }
 }
 
-RETRY_AFTER = {
-    "description": "Seconds after which the request may succeed",
-    "schema": {"type": "integer", "minimum": 0},
-}
-
 
 #: The error responses operations share: status -> (name under
 #: ``components/responses``, description). Each is declared once there and
@@ -318,14 +314,6 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
 _CODES = {name: code for code, (name, _) in ERROR_RESPONSES.items()}
 
 #: The challenge sent with a 401.
-WWW_AUTHENTICATE = {
-    "description": (
-        'The scheme to use: Bearer realm="deepserve", with '
-        'error="invalid_token" when the token sent is wrong'
-    ),
-    "required": True,
-    "schema": {"type": "string"},
-}
 
 
 #: The model the error examples name.

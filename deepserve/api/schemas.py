@@ -124,3 +124,20 @@ class TrainingLogs(Schema):
         required=True, metadata={"description": "How many lines were dropped"}
     )
     logs = fields.List(fields.Nested(LogLine), required=True)
+
+
+#: The headers of error responses, as the OpenAPI document describes them.
+RETRY_AFTER = {
+    "description": "Seconds after which the request may succeed",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+WWW_AUTHENTICATE = {
+    "description": (
+        'The scheme to use: Bearer realm="deepserve", with '
+        'error="invalid_token" when the token sent is wrong'
+    ),
+    "required": True,
+    "schema": {"type": "string"},
+}

@@ -46,6 +46,7 @@ def concrete(endpoint: Endpoint, base: str) -> str:
     does not exist, a file of the static directory."""
     path = endpoint.route_path(base).replace(SLASH, "")
     path = path.replace("{name}", "oldstyle").replace("{uuid}", "nosuchjob")
+    path = path.replace("{version}", "noversion")
     if endpoint.directory is not None:
         path += "/swagger-ui.css"
     assert not re.search(r"[{}]", path), path
@@ -85,6 +86,9 @@ def test_settings_decide_which_endpoints_exist():
     assert every - bare == {
         ("GET", "/v2/debug{slash}"),
         ("POST", "/v2/models/{name}/predict{slash}"),
+        ("POST", "/v2/models/{name}/versions/{version}/predict{slash}"),
+        ("POST", "/v2/models/{name}/infer{slash}"),
+        ("POST", "/v2/models/{name}/versions/{version}/infer{slash}"),
         ("POST", "/v2/models/{name}/train{slash}"),
         ("GET", "/v2/models/{name}/train{slash}"),
         ("GET", "/v2/models/{name}/train/{uuid}{slash}"),
@@ -104,7 +108,9 @@ def test_settings_decide_which_endpoints_exist():
         ("GET", "/v2/health/live{slash}"),
         ("GET", "/v2/health/ready{slash}"),
         ("GET", "/v2/models/{name}/ready{slash}"),
+        ("GET", "/v2/models/{name}/versions/{version}/ready{slash}"),
         ("GET", "/v2/models/{name}{slash}"),
+        ("GET", "/v2/models/{name}/versions/{version}{slash}"),
     }
 
 
@@ -186,10 +192,14 @@ async def test_the_document_describes_the_declared_endpoints(
     # ...and every declared endpoint is, for the models that have it.
     for (method, path), endpoint in documented.items():
         has = (method, path) in operations(doc)
-        if not endpoint.per_model or not re.search(r"/(predict|train)", path):
+        # (a model without the operation, or without versions, has none)
+        if not endpoint.per_model or not re.search(
+            r"/(predict|train|versions|infer)", path
+        ):
             assert has, (method, path)
     for endpoint in declare(settings):
-        if endpoint.doc is None:
+        # (no model here has versions: test_versions_http covers those paths)
+        if endpoint.doc is None or "{version}" in endpoint.path:
             continue
         assert any(
             (endpoint.method, p) in operations(doc)
