@@ -15,8 +15,10 @@ are never touched.
 The modules: :mod:`~deepserve.jobs.records` (the values recorded),
 :mod:`~deepserve.jobs.schema` (tables, engine set-up and migrations),
 :mod:`~deepserve.jobs.database` (every read and write, blocking),
-:mod:`~deepserve.jobs.recovery` (the ends kept for the next start) and
-:mod:`~deepserve.jobs.store` (:class:`JobStore`, the asynchronous API).
+:mod:`~deepserve.jobs.recovery` (the ends kept for the next start),
+:mod:`~deepserve.jobs.store` (:class:`JobStore`, the asynchronous API) and
+:mod:`~deepserve.jobs.trainings` (:class:`Trainings`, one served model's
+trainings: run, watched, stopped and recorded).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from deepserve.jobs.records import (
 )
 from deepserve.jobs.schema import SCHEMA_VERSION
 from deepserve.jobs.store import JobStore
+from deepserve.jobs.trainings import Trainings
 
 __all__ = [
     "INTERRUPTED_BY_LOSS",
@@ -43,4 +46,5 @@ __all__ = [
     "LogEntry",
     "LogPage",
     "TrainingJob",
+    "Trainings",
 ]
