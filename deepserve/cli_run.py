@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import deepserve
@@ -69,30 +69,6 @@ def _serve(registry: Registry, settings: ServerSettings) -> int:
     from deepserve.api import create_app
 
     app = create_app(registry, settings.api)
-
-    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        # server.serve starts the registry once the socket listens (probes
-        # answer while models warm); it stops here, after the requests in
-        # progress ended, and before the contexts appended earlier close:
-        # trainings first (running jobs recorded as interrupted), then
-        # the workers.
-        try:
-            yield
-        finally:
-            LOG.debug("Stopping the trainings and the models' workers")
-            await registry.close()
-
-    async def job_store(_app: web.Application) -> AsyncIterator[None]:
-        # Open before the models start and closed after they stop, so that
-        # trainings stopped by the shutdown are recorded.
-        await registry.jobs.open()
-        try:
-            yield
-        finally:
-            await registry.jobs.close()
-
-    app.cleanup_ctx.append(job_store)
-    app.cleanup_ctx.append(lifecycle)
     names = list(registry)
     try:
         listeners = _grpc(app, settings)

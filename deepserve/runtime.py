@@ -7,8 +7,9 @@ training methods here hand over to them once it is :attr:`ready`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from deepserve.exceptions import JobStoreError, ModelNotFound, NotRunning, Overloaded
@@ -224,11 +225,13 @@ class Registry(Mapping[str, ServedModel]):
     Its life: :meth:`start` (the models build and warm; :attr:`ready` turns
     true), :meth:`drain` (a shutdown began: :attr:`ready` turns false, new
     work is refused, accepted work carries on), :meth:`close` (trainings
-    stopped and recorded ``interrupted``, then workers).
+    stopped and recorded ``interrupted``, then workers). A server lives
+    inside :meth:`running`, which owns that order with the job store's
+    opening and closing around it.
 
     :param jobs: where trainings are recorded; opened and closed by the
-        caller. Without one, an in-memory store that the registry opens
-        and closes itself.
+        caller or by :meth:`running`. Without one, an in-memory store that
+        the registry opens and closes itself.
     :param defaults: name -> the version its unversioned paths reach; for
         a name not in it, the version listed last in ``served`` (the newest,
         as the CLI orders them).
@@ -326,6 +329,36 @@ class Registry(Mapping[str, ServedModel]):
         self._draining = True
         for s in self._all:
             s.drain()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The registry's life around a server, in its one order.
+
+        1. The job store opens (a database it cannot use raises
+           ``JobStoreError`` here, before any model starts).
+        2. The body runs: the server listens, then calls :meth:`start` (the
+           models build and warm while probes answer), serves, and on
+           shutdown calls :meth:`drain` and closes its socket once the
+           requests in progress ended.
+        3. On exit, however the body ended, :meth:`close`: drained, the
+           trainings stopped and recorded ``interrupted`` (while their
+           executors and the job store still exist), then the executors;
+           last, the job store closes.
+
+        A job store the caller opened before stays open.
+        """
+        opened_here = not self.jobs.opened
+        if opened_here:
+            await self.jobs.open()
+        try:
+            yield
+        finally:
+            try:
+                LOG.debug("Stopping the trainings and the models' workers")
+                await self.close()
+            finally:
+                if opened_here and self.jobs.opened:
+                    await self.jobs.close()
 
     async def start(self) -> None:
         """Start every executor at once; on failure, stop them all again."""

@@ -1,26 +1,31 @@
 """Running the HTTP server: listen, warm, serve, and shut down gracefully.
 
-The order of a server's life, which :func:`serve` owns (signal handling
-included, so that a second Ctrl-C cannot interrupt the clean-up half-way):
+The order of a server's life: :func:`serve` owns the HTTP side of it
+(signal handling included, so that a second Ctrl-C cannot interrupt the
+clean-up half-way), and runs it inside the registry's
+:meth:`~deepserve.runtime.Registry.running`, which owns the models' side:
+the job store, the executors and the trainings. Nobody else orders them.
 
-1. The application starts (its ``cleanup_ctx`` resources open) and the
+1. The job store opens (``Registry.running``); a database the server
+   cannot use ends it with exit status 1 before it listens.
+2. The application starts (its ``cleanup_ctx`` resources open) and the
    socket listens: ``/v2/health/live`` answers at once, while
    ``/v2/health/ready`` says 503 and predictions get a 503 JSON error until
    every model has started and warmed.
-2. The registry starts; a model that fails to start ends the server with
-   exit status 1.
-3. On SIGTERM or SIGINT the registry *drains*: readiness turns false, new
+3. The registry starts its executors; a model that fails to start ends the
+   server with exit status 1.
+4. On SIGTERM or SIGINT the registry *drains*: readiness turns false, new
    predictions and trainings are refused with 503, and the requests in
    progress get ``shutdown_grace`` seconds to finish. The socket stays
    open meanwhile, so that probes and late clients get that clear answer
    rather than a refused connection. A second signal ends the wait at once.
    Listeners beside HTTP (the gRPC service) start after the socket and
    stop, with the same grace, while the HTTP requests finish.
-4. The socket closes and the requests still running are cancelled (their
-   uploads removed); then the application's ``cleanup_ctx`` closes, in
-   reverse order of opening. The CLI's registry context is there: it stops
-   the trainings (the point where running jobs are recorded as
-   interrupted), then the models' workers.
+5. The socket closes and the requests still running are cancelled (their
+   uploads removed); the application's ``cleanup_ctx`` closes.
+6. ``Registry.running`` ends: the trainings stop (the point where running
+   jobs are recorded as interrupted), then the models' workers, then the
+   job store.
 """
 
 from __future__ import annotations
@@ -105,9 +110,42 @@ async def serve(
     """
     signals = Signals()
     signals.install(asyncio.get_running_loop())
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            # First: a job database the server cannot use ends it before it
+            # listens. Left last, after the socket closed: trainings, then
+            # workers, then the job store.
+            await stack.enter_async_context(registry.running())
+        except DeepserveError as exc:
+            return fail(str(exc))
+        status = await _serve(
+            app,
+            registry,
+            settings,
+            signals,
+            announce=announce,
+            fail=fail,
+            listeners=listeners,
+        )
+    LOG.debug("Shutdown complete")
+    return status
+
+
+async def _serve(
+    app: web.Application,
+    registry: Registry,
+    settings: ServerSettings,
+    signals: Signals,
+    *,
+    announce: Callable[[int], None],
+    fail: Callable[[str], int],
+    listeners: Sequence[tuple[str, Listener]],
+) -> int:
+    """Listen, start the registry, serve until a signal, drain; the socket
+    closes and the requests still running are cancelled on the way out."""
     runner = protocol.AppRunner(
         app,
-        handle_signals=False,  # ours, installed above
+        handle_signals=False,  # ours, installed by serve
         access_log=logging.getLogger("deepserve.access")
         if settings.access_log
         else None,
@@ -120,11 +158,7 @@ async def serve(
         keepalive_timeout=KEEPALIVE,
         limits=protocol.Limits(settings.header_timeout, settings.max_connections),
     )
-    try:
-        await runner.setup()  # opens the app's cleanup_ctx: the job store...
-    except DeepserveError as exc:
-        await runner.cleanup()  # ...closing again what did open
-        return fail(str(exc))
+    await runner.setup()
     starting: asyncio.Task[None] | None = None
     started: list[Listener] = []
     try:
@@ -170,10 +204,9 @@ async def serve(
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
-        # Stops listening, cancels what still runs, closes the cleanup_ctx
-        # (the registry's included: trainings, then workers).
+        # Stops listening, cancels what still runs, closes the app's
+        # cleanup_ctx; the registry's running() closes after this.
         await runner.cleanup()
-        LOG.debug("Shutdown complete")
 
 
 async def _drain(

@@ -228,3 +228,67 @@ async def test_close_stops_trainings_before_workers(fake_site, tmp_path):
     while not gone(pid):
         assert time.monotonic() < deadline, "the training's process survived"
         await asyncio.sleep(0.05)
+
+
+def unstarted(names: list[str], jobs: JobStore) -> Registry:
+    from deepserve import adapters, loader
+    from deepserve.settings import ExecutorSettings
+
+    available = loader.discover(loader.installed_entry_points())
+    settings = ExecutorSettings(kind="inline")
+    served = [
+        ServedModel.create(ref, adapters.build(ref), settings)
+        for ref in loader.select(available, names)
+    ]
+    return Registry(served, jobs=jobs)
+
+
+async def test_running_opens_the_store_first_and_closes_it_last(fake_site, tmp_path):
+    """The store is there before the models start and until the trainings
+    the shutdown stops are recorded; the executors close before it."""
+    settings = JobSettings(database=f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    store = JobStore(settings)
+    reg = unstarted(["classy"], store)
+    served = reg["classy"]
+
+    async with reg.running():
+        assert store.opened and not served.ready
+        await reg.start()
+        job = await served.start_training(classy_train_args(seconds=60.0), {})
+        await asyncio.sleep(0.2)
+
+    assert not store.opened and reg.draining
+    again = JobStore(settings)
+    await again.open()
+    try:
+        stopped = await again.get("classy", job.id)
+    finally:
+        await again.close()
+    assert (stopped.status, stopped.message) == (
+        "interrupted",
+        INTERRUPTED_BY_SHUTDOWN,
+    )
+
+
+async def test_running_over_a_store_it_cannot_open_starts_nothing(fake_site):
+    from deepserve.exceptions import JobStoreError
+
+    reg = unstarted(["classy"], JobStore(JobSettings(database="nosuchdialect://x")))
+
+    with pytest.raises(JobStoreError, match="nosuchdialect"):
+        async with reg.running():
+            pytest.fail("the body ran without a job store")
+
+    assert not reg["classy"].ready
+
+
+async def test_running_leaves_a_store_the_caller_opened_open(fake_site, tmp_path):
+    store = JobStore(JobSettings(database=f"sqlite:///{tmp_path / 'jobs.sqlite'}"))
+    await store.open()
+    try:
+        reg = unstarted(["classy"], store)
+        async with reg.running():
+            await reg.start()
+        assert store.opened and reg.draining
+    finally:
+        await store.close()
