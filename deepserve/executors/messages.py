@@ -1,9 +1,9 @@
 """What the server and its worker processes say to each other.
 
-Every value sent down a worker's pipe is one of the types below, and so is
-every log record a job process sends up its log pipe; nothing else crosses.
-The server sends :data:`ToWorker` messages, the worker answers with
-:data:`FromWorker` ones.
+A worker process is spawned with one :class:`WorkerStart`. Every value
+sent down its pipe is one of the types below, and so is every log record a
+job process sends up its log pipe; nothing else crosses. The server sends
+:data:`ToWorker` messages, the worker answers with :data:`FromWorker` ones.
 
 A worker answers its calls in the order they came, one answer each
 (:class:`Answer`, :class:`Failure` or :class:`Skipped`): the first call in
@@ -17,10 +17,38 @@ tuple it is (a reference to its class, then its fields).
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from deepserve.exceptions import DeepserveError
+from deepserve.loader import ModelRef
 from deepserve.model import Method
+from deepserve.settings import LogFormat
+
+if TYPE_CHECKING:  # capture.py reads LogLine from here
+    from deepserve.executors.capture import Capture
+
+# -- to a worker being spawned -----------------------------------------------
+
+
+class WorkerStart(NamedTuple):
+    """What a worker process is spawned with, besides its pipe: the
+    argument of :func:`deepserve.executors.worker.main`."""
+
+    #: The model it builds.
+    ref: ModelRef
+    #: Whether it warms the model before it reports :class:`Ready`.
+    warm: bool
+    #: The server's pid: the worker exits once that process is gone.
+    parent_pid: int
+    #: The server's log level and format, which the worker's logging takes.
+    log_level: int
+    log_format: LogFormat = "text"
+    #: A job process's output pipes; ``None``: the server's stdout and stderr.
+    capture: Capture | None = None
+    #: Lead a process group (a session) of its own, so that the processes a
+    #: training starts stop with it when it is cancelled.
+    own_group: bool = False
+
 
 # -- from the server ---------------------------------------------------------
 

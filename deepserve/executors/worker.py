@@ -1,6 +1,7 @@
 """The code that runs inside a worker process.
 
-A worker builds its model once from a :class:`~deepserve.loader.ModelRef`,
+A worker is spawned with a :class:`~deepserve.executors.messages.WorkerStart`.
+It builds its model once from its :class:`~deepserve.loader.ModelRef`,
 optionally warms it, reports ready, then answers
 :class:`~deepserve.executors.messages.Call` messages in order, one at a
 time, until its pipe closes. While a call runs, its request id tags the
@@ -35,10 +36,9 @@ from deepserve.executors.messages import (
     Ready,
     Skipped,
     StartFailed,
+    WorkerStart,
 )
-from deepserve.loader import ModelRef
 from deepserve.model import Method, Model
-from deepserve.settings import LogFormat
 
 #: How worker processes format the log records of the models they run.
 LOG_FORMAT = (
@@ -47,26 +47,12 @@ LOG_FORMAT = (
 )
 
 
-def main(
-    conn: Connection,
-    ref: ModelRef,
-    warm: bool,
-    parent_pid: int,
-    log_level: int,
-    log_format: LogFormat = "text",
-    capture: output.Capture | None = None,
-    own_group: bool = False,
-) -> None:
-    """Build the model and answer calls.
-
-    :param capture: where a job process sends its output and log records;
-        without it the worker writes to the server's own stdout and stderr.
-    :param own_group: lead a process group (a session) of its own, so that
-        the processes a training starts stop with it when it is cancelled.
-    """
-    if own_group:
+def main(conn: Connection, start: WorkerStart) -> None:
+    """Build the model ``start`` names and answer calls on ``conn``."""
+    ref, capture, log_level = start.ref, start.capture, start.log_level
+    if start.own_group:
         os.setsid()
-    _exit_with_parent(parent_pid)
+    _exit_with_parent(start.parent_pid)
     # Ctrl-C reaches the whole process group; the server decides when
     # workers stop, so they must not die mid-call with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -75,8 +61,8 @@ def main(
     else:
         # The server's format: JSON collectors read its stderr, which
         # workers share.
-        handler = logs.make_handler(log_format)
-        if log_format == "text":
+        handler = logs.make_handler(start.log_format)
+        if start.log_format == "text":
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.basicConfig(level=log_level, handlers=[handler])
     # Before the model can change it: where this worker's call spaces go,
@@ -84,7 +70,7 @@ def main(
     base = os.path.realpath(tempfile.gettempdir())
     try:
         model = adapters.build(ref)
-        if warm:
+        if start.warm:
             model.call("warm", {})
     except DeepserveError as exc:
         _send(conn, StartFailed(exc))

@@ -43,6 +43,7 @@ from deepserve.executors.messages import (
     Ready,
     Skipped,
     StartFailed,
+    WorkerStart,
 )
 from deepserve.loader import ModelRef
 from deepserve.model import Method
@@ -111,13 +112,15 @@ class Worker:
             # configures them); a job's worker sends its output to ``capture``.
             args=(
                 child,
-                ref,
-                warm,
-                os.getpid(),
-                logging.getLogger().level,
-                logs.current_format(),
-                capture,
-                own_group,
+                WorkerStart(
+                    ref,
+                    warm,
+                    os.getpid(),
+                    logging.getLogger().level,
+                    logs.current_format(),
+                    capture,
+                    own_group,
+                ),
             ),
             name=f"deepserve-worker[{ref.name}]",
         )

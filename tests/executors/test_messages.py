@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
+from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
 from deepserve.exceptions import ModelFailed
+from deepserve.executors.capture import Capture
 from deepserve.executors.messages import (
     Answer,
     Call,
@@ -16,7 +19,9 @@ from deepserve.executors.messages import (
     Ready,
     Skipped,
     StartFailed,
+    WorkerStart,
 )
+from deepserve.loader import ModelRef
 
 MESSAGES = [
     Call(7, "predict", {"text": "hi", "n": [1, 2]}, "req-1"),
@@ -61,3 +66,39 @@ def test_a_log_line_is_one_line_of_json_and_reads_back() -> None:
 def test_what_is_not_a_log_line_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         LogLine.decode(text)
+
+
+REF = ModelRef("m", "m:1.0", "store", store="/models", version="1.0")
+
+
+def test_a_workers_start_survives_pickling_as_itself() -> None:
+    start = WorkerStart(REF, True, 4321, 10, "json")
+
+    back = pickle.loads(pickle.dumps(start))
+
+    assert type(back) is WorkerStart and back == start
+    assert (back.ref, back.warm, back.parent_pid) == (REF, True, 4321)
+    assert (back.log_level, back.log_format) == (10, "json")
+    assert back.capture is None and back.own_group is False
+
+
+def test_a_job_process_start_carries_working_pipes() -> None:
+    """Spawn pickles the start with its reducer: the copy's capture pipes
+    still reach the server's ends."""
+    ctx = multiprocessing.get_context("spawn")
+    ends = {name: ctx.Pipe(duplex=False) for name in ("stdout", "stderr", "log")}
+    capture = Capture(*(write for _, write in ends.values()))
+    start = WorkerStart(REF, False, 4321, 20, "text", capture, own_group=True)
+
+    back = pickle.loads(bytes(ForkingPickler.dumps(start)))
+
+    assert (back.ref, back.own_group, back.log_format) == (REF, True, "text")
+    assert isinstance(back.capture, Capture)
+    for name, (read, _) in ends.items():
+        getattr(back.capture, name).send_bytes(name.encode())
+        assert read.recv_bytes() == name.encode()
+    for read, write in ends.values():
+        read.close()
+        write.close()
+    for conn in (back.capture.stdout, back.capture.stderr, back.capture.log):
+        conn.close()
