@@ -114,7 +114,7 @@ def _grpc(app: web.Application, settings: ServerSettings) -> list[Any]:
     # before ours); deepserve reports what matters itself. GRPC_VERBOSITY
     # set by the user wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    from deepserve.grpc.server import GrpcServer
+    from deepserve.grpc.server import OPEN_METHODS, GrpcServer
 
     meter = app.get(metrics.METER)
     return [
@@ -125,6 +125,10 @@ def _grpc(app: web.Application, settings: ServerSettings) -> list[Any]:
             tokens=frozenset(settings.api.auth_tokens),
             max_message_bytes=settings.api.client_max_size,
             on_request=meter.observe_rpc if meter is not None else None,
+            # As over HTTP: predictions open with --noauth-predict.
+            open_methods=OPEN_METHODS
+            if settings.api.auth_predict
+            else OPEN_METHODS | {"ModelInfer"},
         )
     ]
 

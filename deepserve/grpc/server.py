@@ -32,8 +32,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The methods open without a token: the health probes, as over HTTP.
-OPEN_METHODS = frozenset({"ServerLive", "ServerReady", "ModelReady"})
+#: The methods open without a token by default: the health probes and the
+#: metadata, public over HTTP too (``GET /v2``, ``GET /v2/models/{name}``).
+OPEN_METHODS = frozenset(
+    {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata"}
+)
 
 #: The largest message received or sent when none is configured.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -110,8 +113,10 @@ class GrpcServer:
     ``inference``.
 
     :param tokens: the bearer tokens accepted; when any, every method but
-        :data:`OPEN_METHODS` needs ``authorization: Bearer <token>``
-        metadata. Empty: no authentication.
+        ``open_methods`` needs ``authorization: Bearer <token>`` metadata.
+        Empty: no authentication.
+    :param open_methods: the methods open without a token (add
+        ``ModelInfer`` where predictions are open, ``--noauth-predict``).
     :param max_message_bytes: the largest request and response message;
         larger ones end with ``RESOURCE_EXHAUSTED``.
     :param on_request: called as each RPC ends (see :data:`OnRequest`).
@@ -126,8 +131,10 @@ class GrpcServer:
         tokens: frozenset[str] = frozenset(),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_request: OnRequest | None = None,
+        open_methods: frozenset[str] = OPEN_METHODS,
     ) -> None:
         self._inference = inference
+        self._open_methods = open_methods
         self._host = host
         self._requested_port = port
         self._tokens = tuple(token.encode() for token in tokens)
@@ -183,7 +190,7 @@ class GrpcServer:
     def _handler(self, method: str) -> Any:
         request_class, _ = proto.MESSAGES[method]
         answer: Callable[[Any], Awaitable[Any]] = getattr(self, f"_{method}")
-        open_method = method in OPEN_METHODS
+        open_method = method in self._open_methods
 
         async def handle(data: bytes, context: Any) -> Any:
             # Each outcome is recorded before the client can see it.

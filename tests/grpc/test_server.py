@@ -377,25 +377,22 @@ async def test_an_unreadable_message_is_an_invalid_argument(
     assert "ModelInferRequest" in str(caught.value.details())
 
 
-async def test_tokens_guard_every_method_but_the_health_probes(start: Start) -> None:
+async def test_tokens_guard_inference_but_not_probes_and_metadata(start: Start) -> None:
     server, _, calls = await start(tokens=frozenset({TOKEN, "other"}))
     x = [tensor("x", numpy.zeros(2, numpy.float32), "FP32")]
     for headers in (None, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
-        for method, args in [
-            ("infer", ("m", x)),
-            ("get_server_metadata", ()),
-            ("get_model_metadata", ("m",)),
-        ]:
-            error = await refused(server, method, *args, headers=headers)
-            assert error.status() == "StatusCode.UNAUTHENTICATED", (method, headers)
+        error = await refused(server, "infer", "m", x, headers=headers)
+        assert error.status() == "StatusCode.UNAUTHENTICATED", headers
     assert "Bearer <token>" in error.message() or "not valid" in error.message()
-    missing = await refused(server, "get_server_metadata")
+    missing = await refused(server, "infer", "m", x)
     assert "authorization: Bearer <token>" in missing.message()
-    assert calls[-1][:2] == ("ServerMetadata", "UNAUTHENTICATED")
-    # The health probes stay open.
+    assert calls[-1][:2] == ("ModelInfer", "UNAUTHENTICATED")
+    # The health probes and the metadata stay open, as over HTTP.
     assert await call(server, "is_server_live") is True
     assert await call(server, "is_server_ready") is True
     assert await call(server, "is_model_ready", "m") is True
+    assert (await call(server, "get_server_metadata")).name
+    assert (await call(server, "get_model_metadata", "m")).name == "m"
     # Either token opens the rest.
     for token in (TOKEN, "other"):
         headers = {"authorization": f"Bearer {token}"}
@@ -403,6 +400,16 @@ async def test_tokens_guard_every_method_but_the_health_probes(start: Start) -> 
         assert result.as_numpy("x").tolist() == [0, 0]
         metadata = await call(server, "get_server_metadata", headers=headers)
         assert metadata.name == "deepserve"
+
+
+async def test_open_methods_may_open_inference(start: Start) -> None:
+    from deepserve.grpc.server import OPEN_METHODS
+
+    server, _, _ = await start(
+        tokens=frozenset({TOKEN}), open_methods=OPEN_METHODS | {"ModelInfer"}
+    )
+    x = [tensor("x", numpy.zeros(2, numpy.float32), "FP32")]
+    assert (await call(server, "infer", "m", x)).as_numpy("x").tolist() == [0, 0]
 
 
 async def test_without_tokens_nothing_is_asked(
