@@ -55,6 +55,8 @@ class OipHandlers:
 
     async def infer(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        # Before the body is read: a refused request is not first received.
+        self.service.admit(name, version_of(request))
         header = request.headers.get(HEADER_LENGTH)
         length: int | None = None
         if header is not None:

@@ -68,6 +68,15 @@ class InferenceService:
             outputs=plan.outputs,
         )
 
+    def admit(self, name: str, version: str | None = None) -> None:
+        """Refuse at once an inference that :meth:`infer` would refuse
+        before running: an unknown model or version, a model not ready, a
+        full queue. A transport calls it before reading a request's body.
+
+        :raises ModelNotFound, NotRunning, Overloaded: as :meth:`infer`.
+        """
+        self._registry.version(name, version).admit()
+
     async def infer(self, request: InferRequest) -> InferResponse:
         served = self._registry.version(request.model_name, request.model_version)
         served.admit()
