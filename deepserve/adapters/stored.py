@@ -153,7 +153,7 @@ class StoredModelAdapter:
                 errors={"file": ["Not allowed together with 'data'."]},
             )
         if isinstance(upload, UploadedFile):
-            return signature, _read_upload(upload)
+            return signature, self._fits(signature, _read_upload(upload), "file")
         if not has_data:
             where = "'data' (JSON)" + (
                 " or 'file' (upload)" if self._file_input else ""
@@ -162,7 +162,38 @@ class StoredModelAdapter:
                 f"Missing input: give {where}",
                 errors={"data": ["Missing data for required field."]},
             )
-        return signature, kwargs["data"]
+        return signature, self._fits(signature, kwargs["data"], "data")
+
+    def _fits(self, signature: str, data: Any, field: str) -> Any:
+        """``data``, checked against the one input tensor ``signature``
+        declared, when it declared one: its rank and fixed dimensions (a
+        wrongly shaped input is the client's mistake, not the model's).
+
+        :raises BadInput: naming ``field`` and the shape expected.
+        """
+        declared = self._info.signatures.get(signature)
+        inputs = getattr(declared, "inputs", None)
+        if not inputs or len(inputs) != 1 or not isinstance(data, list | tuple):
+            return data
+        import numpy  # only a declared shape to check needs it
+
+        (spec,) = inputs
+        try:
+            shape = numpy.asarray(data, dtype=object).shape
+        except ValueError:
+            shape = None
+        fits = shape is not None and len(shape) == len(spec.shape)
+        if fits and shape is not None:
+            fits = all(w in (-1, g) for w, g in zip(spec.shape, shape, strict=True))
+        if not fits:
+            expected = list(spec.shape)
+            got = "rows of different lengths" if shape is None else list(shape)
+            raise BadInput(
+                f"Input of shape {got} does not fit '{signature}', which takes "
+                f"shape {expected} (-1: any size)",
+                errors={field: [f"Shape {expected} expected, got {got}."]},
+            )
+        return data
 
     def _run(self, signature: str, inputs: list[Any]) -> list[Any]:
         """Call ``signature`` once per input; a failure fails them all."""

@@ -345,3 +345,21 @@ async def test_deployed_model_predicts_on_every_kind(server, stored):
     # the sync flavour, as in a notebook
     with DeployedModel(server.base, "scaler") as scaler:
         assert scaler.predict([[1, 2]]) == [[2.0, 4.0]]
+
+
+async def test_a_wrongly_shaped_input_is_the_clients_mistake(server):
+    # iris_clf's predict takes [-1, 4] (inferred when saved): a 422 naming
+    # 'data', before scikit-learn would fail with a 500
+    for rows in ([[5.1, 3.5]], [5.1, 3.5, 1.4, 0.2], [[1, 2, 3, 4], [1, 2]]):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                server.base + "/v2/models/iris_clf/predict/", json={"data": rows}
+            ) as resp,
+        ):
+            body = await assert_error(resp, 422)
+        assert "[-1, 4]" in body["errors"]["data"][0], rows
+    status, answer = await post(
+        server, "/v2/models/iris_clf/predict/", json={"data": [[5.1, 3.5, 1.4, 0.2]]}
+    )
+    assert status == 200, answer
