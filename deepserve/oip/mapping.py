@@ -39,7 +39,7 @@ from deepserve.exceptions import BadInput, BadModelOutput
 from deepserve.model import Model, TensorSpec, UploadedFile, is_file_tuple
 from deepserve.oip import tensors
 from deepserve.oip.types import InferRequest, Tensor
-from deepserve.operations.arguments import ArgSpec, location_of
+from deepserve.operations.arguments import ArgSpec, location_of, one_line
 from deepserve.operations.negotiation import ACCEPT
 
 #: The name of the one output of a model that declared none.
@@ -194,7 +194,7 @@ class ArgumentPlan:
             first = next(iter(errors), "inputs")
             raise BadInput(
                 f"Invalid input {first.removeprefix('inputs.')!r}: "
-                f"{_flatten(messages.get(first.removeprefix('inputs.'), err.messages))}",
+                f"{one_line(messages.get(first.removeprefix('inputs.'), err.messages))}",
                 errors=errors or {"inputs": [str(err.messages)]},
             ) from None
         kwargs.update(files)
@@ -370,11 +370,3 @@ def _output(model: str, name: str, value: Any, datatype: str | None) -> Tensor:
         tensor.shape = (1,)
         tensor.data = tensor.data.reshape(1)
     return tensor
-
-
-def _flatten(messages: Any) -> str:
-    if isinstance(messages, Mapping):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in messages.items())
-    if isinstance(messages, list):
-        return " ".join(_flatten(m) for m in messages)
-    return str(messages)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import marshmallow
 from marshmallow import fields as mf
@@ -200,3 +200,18 @@ def _reads(
         header = "headers" in reads[ACCEPT]
         described[ACCEPT] = f"{ACCEPT} (header)" if header else ACCEPT
     return reads, tuple(described[k] for k in sorted(described))
+
+
+def one_line(messages: Any) -> str:
+    """marshmallow's nested validation messages as one line (list items as
+    ``item N``), for protocols that report an argument's problem in text."""
+    if isinstance(messages, Mapping):
+        return "; ".join(
+            f"item {key}: {one_line(value)}"
+            if isinstance(key, int)
+            else f"{key}: {one_line(value)}"
+            for key, value in messages.items()
+        )
+    if isinstance(messages, list | tuple):
+        return " ".join(one_line(m) for m in messages)
+    return str(messages)

@@ -20,7 +20,7 @@ import marshmallow
 from marshmallow import fields as mf
 from marshmallow import validate
 
-from deepserve.operations.arguments import Arg, ArgSpec
+from deepserve.operations.arguments import Arg, ArgSpec, one_line
 
 #: How an option reads its values: one text, several texts, an on/off flag,
 #: a JSON document, or the path of a file to upload.
@@ -247,25 +247,11 @@ def load(
         flags = {opt.arg.key: opt.flag for opt in options}
         messages = err.messages if isinstance(err.messages, Mapping) else {}
         problems = [
-            f"argument {flags.get(key, key)}: {_flatten(msg)}"
+            f"argument {flags.get(key, key)}: {one_line(msg)}"
             for key, msg in sorted(messages.items())
-        ] or [f"invalid arguments: {_flatten(err.messages)}"]
+        ] or [f"invalid arguments: {one_line(err.messages)}"]
         raise OptionError("; ".join(problems)) from None
     return loaded
-
-
-def _flatten(messages: Any) -> str:
-    """marshmallow's nested messages as one line."""
-    if isinstance(messages, Mapping):
-        return "; ".join(
-            f"item {key}: {_flatten(value)}"
-            if isinstance(key, int)
-            else f"{key}: {_flatten(value)}"
-            for key, value in messages.items()
-        )
-    if isinstance(messages, list | tuple):
-        return " ".join(_flatten(m) for m in messages)
-    return str(messages)
 
 
 def files(
