@@ -34,6 +34,7 @@ from typing import IO
 
 from deepserve.exceptions import (
     BadArchive,
+    BadTag,
     ModelTagNotFound,
     StoreError,
     TagExists,
@@ -206,15 +207,20 @@ class Store:
         progress: Progress | None = None,
         max_member_size: int | None = None,
         max_total_size: int | None = None,
+        tag: str | Tag | None = None,
     ) -> StoredModel:
         """Add the model in the archive ``src`` (a path or URL) to the store.
 
         The archive is unpacked and checked in a temp dir, so on any failure
         the store is left as it was.
 
-        :raises BadArchive: when the archive is unsafe or damaged.
+        :param tag: the exact ``name:version`` the archive must hold; an
+            archive holding another model is refused before it is added.
+        :raises BadArchive: when the archive is unsafe or damaged, or does
+            not hold ``tag``.
         :raises TagExists: when the store already has the archive's tag.
         """
+        expected = None if tag is None else _exact(tag)
         limits: dict[str, int] = {}
         if max_member_size is not None:
             limits["max_member_size"] = max_member_size
@@ -231,6 +237,10 @@ class Store:
                 raise BadArchive(f"{src}: the archive holds no {INFO_FILE}") from None
             except (ValueError, StoreError) as error:
                 raise BadArchive(f"{src}: {error}") from None
+            if expected is not None and info.tag != str(expected):
+                raise BadArchive(
+                    f"{src}: the archive holds '{info.tag}', not '{expected}'"
+                )
             return self._publish(entry, info)
 
     def clean(self) -> builtins.list[Path]:
@@ -301,6 +311,14 @@ class Store:
                 raise
             return StoredModel(target, info)
         raise StoreError(f"Could not create {target}: its parent kept vanishing")
+
+
+def _exact(tag: str | Tag) -> Tag:
+    """``tag`` parsed; it must name one version, not ``name:latest``."""
+    parsed = tag if isinstance(tag, Tag) else Tag.parse(tag)
+    if parsed.version is None:
+        raise BadTag(str(parsed), "an exact tag name:version is needed here")
+    return parsed
 
 
 def _with_size(info: ModelInfo, size: int) -> ModelInfo:

@@ -16,7 +16,7 @@ import pytest
 
 from deepserve import class_model, models, picklable_model, python_model
 from deepserve import sklearn as ds_sklearn
-from deepserve.exceptions import BadArchive, TagExists
+from deepserve.exceptions import BadArchive, BadTag, TagExists
 from deepserve.store import Store, StoredModel
 from deepserve.store.archive import ArchiveExists
 from tests.store.conftest import run_python
@@ -178,6 +178,21 @@ def test_importing_a_tag_twice_is_refused(store: Store, tmp_path: Path) -> None:
     with pytest.raises(TagExists, match=f"'{saved.tag}' already exists"):
         models.import_model(path, store=store)
     assert snapshot(store.root) == before
+
+
+def test_an_import_can_insist_on_the_tag_the_archive_holds(
+    store: Store, fresh: Store, tmp_path: Path
+) -> None:
+    one = picklable_model.save_model("doubler", Doubler(), store=store)
+    two = picklable_model.save_model("doubler", Doubler(3), store=store)
+    path = models.export_model(one, tmp_path, store=store)
+    with pytest.raises(BadArchive, match=f"holds '{one.tag}', not '{two.tag}'"):
+        fresh.import_model(path, tag=two.tag)
+    assert fresh.list() == []
+    assert [p for p in fresh.root.rglob("*") if not p.is_dir()] == []
+    with pytest.raises(BadTag, match="exact tag"):
+        fresh.import_model(path, tag="doubler:latest")
+    assert fresh.import_model(path, tag=one.tag).tag == one.tag
 
 
 # -- archives that must be refused -------------------------------------------
