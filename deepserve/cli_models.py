@@ -1,4 +1,5 @@
-"""``deepserve models``: list, inspect, delete, export and import stored models.
+"""``deepserve models``: list, inspect, delete, export, import, push and pull
+stored models.
 
 Errors follow :mod:`deepserve.console`: ``deepserve models <action>: error:
 ...`` on stderr, exit status 2 for a wrong command line and 1 for a failure
@@ -44,12 +45,17 @@ if TYPE_CHECKING:
 
 PROG = "deepserve models"
 FORMATS = ("table", "json", "yaml")
-ACTIONS = ("list", "get", "delete", "export", "import")
-#: Actions that need the store to exist; ``import`` creates it.
-READS = ("list", "get", "delete", "export")
+ACTIONS = ("list", "get", "delete", "export", "import", "push", "pull")
+#: Actions that need the store to exist; ``import`` and ``pull`` create it.
+READS = ("list", "get", "delete", "export", "push")
 #: The keys of a ``list -o json|yaml`` row: the first keys of ``get``'s
 #: output, with the same values.
 SUMMARY_KEYS = ("tag", "name", "version", "path", "module", "size", "created", "labels")
+#: The help of ``push`` and ``pull``'s URL.
+_REMOTE_HELP = (
+    "the model store at a URL: s3://bucket/prefix, gs://..., file:///dir "
+    "(needs deepserve[fsspec] and the protocol's package, such as s3fs)"
+)
 
 
 class Failure(Exception):
@@ -353,6 +359,30 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     imp.add_argument("path", metavar="PATH", help="archive file or URL")
     _progress_option(imp)
     _store_option(imp, creates=True)
+
+    push = action("push", _push, "upload a stored model to a model store at a URL")
+    push.add_argument("tag", metavar="TAG", help="name, name:latest or name:version")
+    push.add_argument("url", metavar="URL", help=_REMOTE_HELP)
+    push.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="replace the version if the store at URL has it",
+    )
+    _progress_option(push)
+    _store_option(push)
+
+    pull = action(
+        "pull", _pull, "copy a model from a model store at a URL into the store"
+    )
+    pull.add_argument(
+        "tag",
+        metavar="TAG",
+        help="name, name:latest or name:version in the store at URL",
+    )
+    pull.add_argument("url", metavar="URL", help=_REMOTE_HELP)
+    _progress_option(pull)
+    _store_option(pull, creates=True)
     return parser, actions
 
 
@@ -578,6 +608,51 @@ def _import(store: Store, args: argparse.Namespace) -> int:
     if created:
         print(printable(f"Created the model store {args.store_shown}"), file=sys.stderr)
     _say(f"{console.paint('Imported', 'green')} {stored.tag}")
+    return 0
+
+
+def _push(store: Store, args: argparse.Namespace) -> int:
+    from deepserve.store.remote import RemoteStore, VersionExists
+
+    stored = _find(store, args.tag, args.store_shown)
+    remote = RemoteStore(args.url)
+    try:
+        with Progress.when(args.progress, f"Pushing {stored.tag}") as bar:
+            remote.push(store, stored.tag, overwrite=args.force, progress=bar)
+    except VersionExists as exc:
+        raise Failure(printable(f"{exc}; use --force to replace it")) from None
+    shown = printable(remote.archive_url(stored.tag))
+    _say(f"{console.paint('Pushed', 'green')} {stored.tag} to {shown}")
+    return 0
+
+
+def _pull(store: Store, args: argparse.Namespace) -> int:
+    from deepserve.exceptions import ModelTagNotFound
+    from deepserve.store import Tag
+    from deepserve.store.local import TMP_DIR
+    from deepserve.store.remote import FETCH_DIR, RemoteStore
+
+    remote = RemoteStore(args.url)
+    tag = Tag.parse(args.tag)
+    exact = str(tag) if tag.version is not None else remote.resolve(tag)
+    with contextlib.suppress(ModelTagNotFound):
+        store.get(exact)
+        _say(printable(f"{exact} is already in the model store {args.store_shown}"))
+        return 0
+    created = _missing_dirs(store.root)
+    try:
+        with Progress.when(args.progress, f"Pulling {exact}") as bar:
+            stored = remote.fetch(exact, store.root, progress=bar)
+    except BaseException:
+        if created:  # a failed pull into a new store leaves no empty store
+            for work in (TMP_DIR, FETCH_DIR):
+                with contextlib.suppress(OSError):
+                    (store.root / work).rmdir()
+            _remove_empty(created)
+        raise
+    if created:
+        print(printable(f"Created the model store {args.store_shown}"), file=sys.stderr)
+    _say(f"{console.paint('Pulled', 'green')} {stored.tag}")
     return 0
 
 

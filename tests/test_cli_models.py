@@ -693,6 +693,8 @@ def test_an_unknown_option_without_a_close_one_points_at_help(run):
 def test_missing_and_extra_arguments(run):
     assert_usage_error(run("get"), "deepserve models get", "required", "TAG")
     assert_usage_error(run("export", "x"), "deepserve models export", "PATH")
+    assert_usage_error(run("push", "x"), "deepserve models push", "URL")
+    assert_usage_error(run("pull"), "deepserve models pull", "TAG", "URL")
     assert_usage_error(run("list", "a", "b"), "deepserve models list", "'b'")
     assert_usage_error(run("list", "-o"), "deepserve models list", "-o/--output")
 
@@ -749,6 +751,8 @@ def test_every_action_documents_its_options(run):
         "delete": ["--store DIR", "-y, --yes"],
         "export": ["--store DIR", "-f, --force", "--progress", "--no-progress"],
         "import": ["--store DIR", "--progress", "created if missing"],
+        "push": ["--store DIR", "-f, --force", "--progress", "TAG", "URL"],
+        "pull": ["--store DIR", "--progress", "created if missing", "TAG", "URL"],
     }.items():
         result = run(action, "--help")
         assert result.status == 0
@@ -936,6 +940,123 @@ assert main(["import", url, "--store", {str(target)!r}]) == 0
     assert proc.returncode == 0, proc.stderr
     assert "'memory://exports/other.dsmodel' already exists; use --force" in proc.stderr
     assert tags(Store(target)) == tags(store, "other")
+
+
+# -- push and pull ------------------------------------------------------------------
+
+
+def test_push_and_pull_through_a_directory_url(store, run, tmp_path):
+    url = (tmp_path / "remote").as_uri()
+    older, latest = sorted(
+        tags(store, "scaler"), key=lambda t: store.get(t).info.created
+    )
+    result = run("push", "scaler", url)
+    assert result.status == 0, result.err
+    version = latest.partition(":")[2]
+    assert result.out == f"Pushed {latest} to {url}/scaler/{version}.dsmodel\n"
+    assert result.err == ""  # no progress for a pipe
+    assert run("push", older, url).status == 0
+    # A version the store at the URL has is replaced only with --force.
+    result = run("push", latest, url)
+    assert_failure(
+        result,
+        "deepserve models push",
+        f"'{latest}' is already in the store at {url}; use --force",
+    )
+    assert run("push", "scaler", url, "--force").status == 0
+    # pull: name:latest is the newest pushed; a new store is created.
+    new = tmp_path / "new" / "store"
+    result = run("pull", "scaler:latest", url, "--store", str(new))
+    assert result.status == 0, result.err
+    assert result.out == f"Pulled {latest}\n"
+    assert result.err == f"Created the model store {new}\n"
+    assert tags(Store(new)) == {latest}
+    assert picklable_model.load_model(latest, store=Store(new)).factor == 2.0
+    assert sorted(p.name for p in new.iterdir()) == [".fetch", ".tmp", "scaler"]
+    assert [p for p in new.rglob("*") if p.is_file() and ".fetch" in p.parts] == []
+    # Pulled again: nothing to do.
+    result = run("pull", "scaler", url, "--store", str(new))
+    assert (result.status, result.err) == (0, "")
+    assert result.out == f"{latest} is already in the model store {new}\n"
+    result = run("pull", older, url, "--store", str(new), "--progress")
+    assert result.status == 0, result.err
+    assert result.out == f"Pulled {older}\n"
+    assert re.fullmatch(rf"Pulling {older}  100%  .*\n", result.err), result.err
+    assert tags(Store(new)) == {older, latest}
+
+
+def test_push_needs_a_stored_model(store, run, tmp_path):
+    url = (tmp_path / "remote").as_uri()
+    result = run("push", "scaler:0000000000000000", url)
+    assert_failure(result, "deepserve models push", "no version '0000000000000000'")
+    assert not (tmp_path / "remote").exists()
+
+
+def test_pull_errors_are_one_line_and_leave_nothing(store, run, tmp_path):
+    url = (tmp_path / "remote").as_uri()
+    new = tmp_path / "new" / "store"
+    result = run("pull", "scaler", url, "--store", str(new))
+    assert_failure(
+        result, "deepserve models pull", f"No model store at {url} (not found: "
+    )
+    assert run("push", "other", url).status == 0
+    for tag in ("scaler", "other:0000000000000000"):
+        result = run("pull", tag, url, "--store", str(new))
+        shown = tag if ":" in tag else f"{tag}:latest"
+        assert_failure(
+            result,
+            "deepserve models pull",
+            f"Model '{shown}' is not in the store at {url}",
+        )
+    # A damaged archive: refused, and the new store is removed again.
+    other = store.get("other")
+    archive = tmp_path / "remote" / "other" / f"{other.info.version}.dsmodel"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    result = run("pull", "other", url, "--store", str(new))
+    assert_failure(
+        result,
+        "deepserve models pull",
+        f"Unsafe or damaged archive '{url}/other/{other.info.version}.dsmodel'",
+    )
+    assert not (tmp_path / "new").exists()
+
+
+def test_push_and_pull_through_s3(store, run, s3, tmp_path):
+    """The endpoint comes from fsspec's FSSPEC_S3_ENDPOINT_URL, the
+    credentials from s3fs's AWS variables, as a user would set them."""
+    url = f"s3://{s3.new_bucket()}/models"
+    latest = store.get("scaler").tag
+    result = run("push", "scaler", url, **s3.env())
+    assert result.status == 0, result.err
+    assert result.out.startswith(f"Pushed {latest} to {url}/scaler/")
+    new = tmp_path / "pulled"
+    result = run("pull", "scaler", url, "--store", str(new), **s3.env())
+    assert result.status == 0, result.err
+    assert result.out == f"Pulled {latest}\n"
+    assert tags(Store(new)) == {latest}
+
+
+def test_s3_errors_are_one_line(store, run, s3, tmp_path):
+    missing = f"s3://no-such-bucket-{os.getpid()}/models"
+    result = run("pull", "scaler", missing, **s3.env())
+    assert_failure(
+        result,
+        "deepserve models pull",
+        f"No model store at {missing} (not found: The specified bucket does not exist)",
+    )
+    result = run("push", "scaler", missing, **s3.env())
+    assert_failure(
+        result, "deepserve models push", missing, "The specified bucket does not exist"
+    )
+    url = f"s3://{s3.new_bucket()}/models"
+    result = run("pull", "scaler", url, **s3.env(credentials=False))
+    assert_failure(
+        result, "deepserve models pull", f"'{url}/scaler/'", "no credentials"
+    )
+    assert "AWS_ACCESS_KEY_ID" in result.err.splitlines()[1]
+    assert len(result.err.splitlines()) == 2
 
 
 @pytest.fixture
