@@ -21,7 +21,7 @@ Serve machine-learning models behind a documented HTTP API.
 
 commands:
   run      start the HTTP server (deepserve run --help lists its options)
-  models   manage the model store: list, get, delete, export, import
+  models   manage the model store: list, get, delete, export, import, push, pull
   call     run a model's get_metadata, warm, predict or train without a server
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deepserve import cli, config, console
+from deepserve import cli, cli_models, config, console
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.rst", *sorted((ROOT / "doc").rglob("*.rst"))]
@@ -105,7 +105,7 @@ def test_deepserve_commands_in_the_docs_parse(where, program, rest, tmp_path):
             pytest.fail(f"{where}: 'deepserve run {rest}': {exc}")
     elif command == "models":
         action = next(a for a in args if not a.startswith("-"))
-        assert action in ("list", "get", "delete", "export", "import"), where
+        assert action in cli_models.ACTIONS, where
 
 
 def test_readme_examples_upload_files_the_reader_has():
