@@ -77,8 +77,11 @@ class ServedModel:
     @property
     def ready(self) -> bool:
         """Whether new work is accepted: the executor has started (every
-        worker built and, if asked, warmed the model) and no shutdown began."""
-        return self._started and not self._draining
+        worker built and, if asked, warmed the model), has not lost the
+        model since, and no shutdown began."""
+        return (
+            self._started and not self._draining and self.executor.unavailable is None
+        )
 
     async def start(self) -> None:
         """Start the executor; the model is :attr:`ready` once it returns.
@@ -101,6 +104,9 @@ class ServedModel:
             raise NotRunning(
                 self.name, "it is still starting; retry shortly", retry_after=1
             )
+        problem = self.executor.unavailable
+        if problem is not None:
+            raise NotRunning(self.name, problem, retry_after=5)
 
     @property
     def queue_depth(self) -> int:

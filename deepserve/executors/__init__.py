@@ -69,6 +69,12 @@ class Executor(Protocol):
         executor does not batch."""
         ...
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the executor cannot take calls now although it started (the
+        cluster it runs on lost the model); ``None`` when it can."""
+        ...
+
     async def start(self) -> None: ...
 
     async def call(

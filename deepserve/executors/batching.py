@@ -150,6 +150,10 @@ class BatchingExecutor:
         return self._sizes
 
     @property
+    def unavailable(self) -> str | None:
+        return self._inner.unavailable
+
+    @property
     def capacity(self) -> int:
         return self._inner.workers * self._policy.max_batch_size
 

@@ -46,6 +46,10 @@ class InlineExecutor:
     def batch_sizes(self) -> None:
         return None
 
+    @property
+    def unavailable(self) -> None:
+        return None
+
     async def start(self) -> None:
         if self._warm:
             try:

@@ -95,6 +95,10 @@ class ProcessExecutor:
     def batch_sizes(self) -> None:
         return None  # a BatchingExecutor around the pool batches
 
+    @property
+    def unavailable(self) -> None:
+        return None
+
     async def start(self) -> None:
         """Spawn every worker and wait until each has built its model.
 

@@ -78,6 +78,10 @@ class ThreadExecutor:
     def batch_sizes(self) -> None:
         return None
 
+    @property
+    def unavailable(self) -> None:
+        return None
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for i in range(self._size):

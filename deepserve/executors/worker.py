@@ -76,7 +76,7 @@ def main(conn: Connection, start: WorkerStart) -> None:
         _send(conn, StartFailed(exc))
         return
     except BaseException as exc:
-        _send(conn, StartFailed(_unexpected(ref.name, exc)))
+        _send(conn, StartFailed(unexpected(ref.name, exc)))
         return
     if capture is not None:
         output.flush()  # what warm() printed comes before the training's
@@ -88,7 +88,7 @@ def main(conn: Connection, start: WorkerStart) -> None:
 SPACED = frozenset({"predict", "predict_batch"})
 
 
-def _call(model: Model, method: Method, kwargs: Any, base: str) -> Any:
+def run_call(model: Model, method: Method, kwargs: Any, base: str) -> Any:
     """One call; a prediction's temporary files go to a call space."""
     if method not in SPACED:
         return model.call(method, kwargs)
@@ -140,13 +140,13 @@ def _serve(
             continue
         token = logs.REQUEST_ID.set(call.request_id)
         try:
-            result = _call(model, call.method, call.kwargs, base)
+            result = run_call(model, call.method, call.kwargs, base)
         except DeepserveError as exc:
             _after(after_call)
             _send(conn, Failure(exc))
             continue
         except BaseException as exc:  # SystemExit from a model, say
-            error = _unexpected(name, exc)
+            error = unexpected(name, exc)
             _after(after_call)
             _send(conn, Failure(error))
             continue
@@ -171,7 +171,7 @@ def _send(conn: Connection, message: FromWorker) -> None:
         conn.send(message)
 
 
-def _unexpected(model: str, exc: BaseException) -> ModelFailed:
+def unexpected(model: str, exc: BaseException) -> ModelFailed:
     return ModelFailed(model, type(exc).__name__, str(exc), traceback.format_exc())
 
 
