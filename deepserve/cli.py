@@ -23,6 +23,7 @@ commands:
   run      start the HTTP server (deepserve run --help lists its options)
   models   manage the model store: list, get, delete, export, import, push, pull
   call     run a model's get_metadata, warm, predict or train without a server
+  ray      deploy or delete the models' Ray Serve applications (executor = ray)
 """
 
 #: Each command and the ``module:function`` that runs it with the rest of
@@ -31,6 +32,7 @@ COMMANDS = {
     "run": "deepserve.cli_run:main",
     "models": "deepserve.cli_models:main",
     "call": "deepserve.shell:main",
+    "ray": "deepserve.cli_ray:main",
 }
 
 _OPTIONS = ("--version", "--help", "-h")

@@ -146,7 +146,12 @@ def build_registry(settings: ServerSettings) -> Registry:
 
     available = loader.discover(loader.installed_entry_points())
     store = Store(settings.store_root)
-    refs = loader.select(available, settings.model_names, store=store)
+    refs = loader.select(
+        available, settings.model_names, store=store, remote=settings.model_store_url
+    )
+    if settings.model_store_url is not None:
+        # Versions were fetched into the node-local cache: it is the store.
+        store = Store(next((r.store for r in refs if r.store), settings.store_root))
     served = []
     for ref in refs:
         try:

@@ -25,6 +25,7 @@ from deepserve.settings import (
     ApiSettings,
     ExecutorSettings,
     JobSettings,
+    RaySettings,
     ServerSettings,
 )
 
@@ -85,6 +86,17 @@ server_opts = [
         help=(
             "Directory of the model store that model store tags are looked up "
             "in. Default: $DEEPSERVE_HOME/models, or ~/deepserve/models."
+        ),
+    ),
+    cfg.StrOpt(
+        "model-store-url",
+        help=(
+            "A model store in object storage (an fsspec URL: s3://bucket/path, "
+            "gs://..., file://...; see deepserve models push). Stored models "
+            "named on the command line are fetched from it into a node-local "
+            "cache, by the server and by each Ray replica; name:latest is "
+            "resolved once, by the server. Needs the [fsspec] extra and the "
+            "filesystem's package (s3fs, gcsfs)."
         ),
     ),
     cfg.IntOpt(
@@ -280,6 +292,7 @@ executor_opts = [
             ("process", "spawn-started worker processes: isolated, CUDA-safe"),
             ("thread", "a thread pool in the server: light or GIL-releasing models"),
             ("inline", "in the server's event loop: tests and trivial models"),
+            ("ray", "Ray Serve replicas on a Ray cluster (see the [ray] options)"),
         ],
         help="Where model code runs. Trainings always run in a process of their own.",
     ),
@@ -396,6 +409,116 @@ job_opts = [
     ),
 ]
 
+#: Models on a Ray cluster (``executor = ray``): ``[ray]`` in a config file,
+#: ``--ray-*`` on the command line.
+RAY_GROUP = "ray"
+_RAY = RaySettings()
+ray_opts = [
+    cfg.StrOpt(
+        "address",
+        help=(
+            "Address of the Ray cluster's head (its GCS), HOST:PORT, for models "
+            "run with executor = ray. Required with that executor: deepserve "
+            'never starts a Ray of its own. Needs pip install "deepserve[ray]".'
+        ),
+    ),
+    cfg.StrOpt(
+        "app-name",
+        default=_RAY.app_name,
+        help=(
+            "Prefix of the Ray Serve applications: a model's is APP-NAME.NAME "
+            "(APP-NAME.NAME:VERSION for a stored version)."
+        ),
+    ),
+    cfg.BoolOpt(
+        "attach",
+        default=not _RAY.own_app,
+        help=(
+            "Attach to Serve applications deployed beforehand (deepserve ray "
+            "deploy), never redeploying or deleting them: for several servers "
+            "sharing one cluster. Default: each server deploys its models' "
+            "applications on start and deletes them on stop."
+        ),
+    ),
+    cfg.FloatOpt(
+        "num-cpus",
+        default=_RAY.num_cpus,
+        min=0,
+        help="CPUs each replica reserves on the cluster (fractions allowed).",
+    ),
+    cfg.FloatOpt(
+        "num-gpus",
+        default=_RAY.num_gpus,
+        min=0,
+        help="GPUs each replica reserves on the cluster (fractions allowed).",
+    ),
+    cfg.IntOpt(
+        "replicas",
+        default=_RAY.replicas,
+        min=1,
+        help="Replicas of each model, unless autoscaling (min-replicas and max-replicas).",
+    ),
+    cfg.IntOpt(
+        "min-replicas",
+        min=0,
+        help="Autoscaling: fewest replicas. Set with max-replicas to autoscale.",
+    ),
+    cfg.IntOpt(
+        "max-replicas",
+        min=1,
+        help="Autoscaling: most replicas. Set with min-replicas to autoscale.",
+    ),
+    cfg.FloatOpt(
+        "target-ongoing-requests",
+        default=_RAY.target_ongoing_requests,
+        min=0.1,
+        help="Autoscaling: calls in hand per replica that the replica count aims at.",
+    ),
+    cfg.FloatOpt(
+        "upscale-delay",
+        default=_RAY.upscale_delay,
+        min=0,
+        help="Autoscaling: seconds the load stays above target before replicas are added.",
+    ),
+    cfg.FloatOpt(
+        "downscale-delay",
+        default=_RAY.downscale_delay,
+        min=0,
+        help="Autoscaling: seconds the load stays below target before replicas go.",
+    ),
+    cfg.IntOpt(
+        "max-ongoing-requests",
+        default=_RAY.max_ongoing_requests,
+        min=1,
+        help=(
+            "Calls one replica holds at once (it runs them one at a time). "
+            "deepserve hands the cluster at most replicas x this; the rest "
+            "wait in its own queue (max-queue)."
+        ),
+    ),
+    cfg.FloatOpt(
+        "train-num-cpus",
+        default=_RAY.train_num_cpus,
+        min=0,
+        help="CPUs a training reserves on the cluster (each runs in an actor).",
+    ),
+    cfg.FloatOpt(
+        "train-num-gpus",
+        default=_RAY.train_num_gpus,
+        min=0,
+        help="GPUs a training reserves on the cluster.",
+    ),
+    cfg.FloatOpt(
+        "start-timeout",
+        default=_RAY.start_timeout,
+        min=1,
+        help=(
+            "Seconds a model's replicas get to start (placed, built, warmed) "
+            "before deepserve stops with the replicas' own error."
+        ),
+    ),
+]
+
 #: Prefix of the config file sections holding one model's executor options.
 MODEL_SECTION = "model:"
 
@@ -405,6 +528,7 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     return [
         ("DEFAULT", [*server_opts, *executor_opts, *security_opts]),
         (JOBS_GROUP, job_opts),
+        (RAY_GROUP, ray_opts),
         # A template: one such section per model, named after it.
         (f"{MODEL_SECTION}name", _model_opts()),
     ]
@@ -538,6 +662,7 @@ def new_conf() -> cfg.ConfigOpts:
     conf = _Options()
     conf.register_cli_opts([*server_opts, *executor_opts, *security_opts])
     conf.register_cli_opts(job_opts, group=JOBS_GROUP)
+    conf.register_cli_opts(ray_opts, group=RAY_GROUP)
     return conf
 
 
@@ -586,6 +711,9 @@ def load(
         unknown_arguments=conf.unknown_arguments,
         **_security(conf, environ),
     )
+    executor = _executor_settings(
+        conf, ExecutorSettings(ray=_ray_settings(conf[RAY_GROUP], conf.model_store_url))
+    )
     settings = ServerSettings(
         listen_ip=conf.listen_ip,
         listen_port=conf.listen_port,
@@ -599,8 +727,9 @@ def load(
         default_versions=_default_versions(conf.default_version),
         store_root=store_root(conf.model_store, environ),
         api=api,
-        executor=_executor_settings(conf),
-        model_executors=_model_sections(conf),
+        model_store_url=conf.model_store_url or None,
+        executor=executor,
+        model_executors=_model_sections(conf, executor),
         jobs=_job_settings(conf[JOBS_GROUP], environ),
     )
     return settings, bool(conf.debug)
@@ -753,12 +882,49 @@ def _executor_settings(
         batching=pick("batching"),
         max_batch_size=pick("max_batch_size"),
         max_latency_ms=pick("max_latency_ms"),
+        ray=base.ray,
     )
 
 
-def _model_sections(conf: cfg.ConfigOpts) -> dict[str, ExecutorSettings]:
+def _ray_settings(values: Any, model_store_url: str | None) -> RaySettings:
+    """The ``[ray]`` group as settings.
+
+    :raises ConfigError: when the autoscaling bounds do not fit together.
+    """
+    low, high = values.min_replicas, values.max_replicas
+    if (low is None) != (high is None):
+        raise ConfigError(
+            f"[{RAY_GROUP}] min-replicas and max-replicas go together: set both "
+            "to autoscale, or neither"
+        )
+    if low is not None and high is not None and low > high:
+        raise ConfigError(
+            f"[{RAY_GROUP}] min-replicas ({low}) must not exceed max-replicas ({high})"
+        )
+    return RaySettings(
+        address=values.address or None,
+        app_name=values.app_name,
+        own_app=not values.attach,
+        num_cpus=values.num_cpus,
+        num_gpus=values.num_gpus,
+        replicas=values.replicas,
+        min_replicas=low,
+        max_replicas=high,
+        target_ongoing_requests=values.target_ongoing_requests,
+        upscale_delay=values.upscale_delay,
+        downscale_delay=values.downscale_delay,
+        max_ongoing_requests=values.max_ongoing_requests,
+        train_num_cpus=values.train_num_cpus,
+        train_num_gpus=values.train_num_gpus,
+        start_timeout=values.start_timeout,
+        model_store_url=model_store_url or None,
+    )
+
+
+def _model_sections(
+    conf: cfg.ConfigOpts, default: ExecutorSettings
+) -> dict[str, ExecutorSettings]:
     """``[model:NAME]`` sections of the config files, over the defaults."""
-    default = _executor_settings(conf)
     found: dict[str, ExecutorSettings] = {}
     for section in conf.list_all_sections():
         if not section.startswith(MODEL_SECTION):

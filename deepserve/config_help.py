@@ -21,13 +21,13 @@ USAGE = "usage: {prog} [OPTIONS]"
 DESCRIPTION = (
     "Start the HTTP server. Every option can also be set in a config file "
     "(--config-file), in [DEFAULT] by its name without the leading dashes "
-    "(listen_port = 8080) and the jobs options in [jobs]."
+    "(listen_port = 8080), the jobs options in [jobs] and the Ray options in [ray]."
 )
 
 #: Sections of the help and the options in them, in order. An option that
 #: is in none is listed under "other options" (a test keeps that empty).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("models", ("model-name", "default-version", "model-store")),
+    ("models", ("model-name", "default-version", "model-store", "model-store-url")),
     (
         "server",
         (
@@ -86,6 +86,26 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "jobs-heartbeat-timeout",
             "jobs-retention-days",
             "jobs-recovery-file",
+        ),
+    ),
+    (
+        "Ray cluster (executor = ray)",
+        (
+            "ray-address",
+            "ray-attach",
+            "ray-app-name",
+            "ray-replicas",
+            "ray-min-replicas",
+            "ray-max-replicas",
+            "ray-target-ongoing-requests",
+            "ray-upscale-delay",
+            "ray-downscale-delay",
+            "ray-max-ongoing-requests",
+            "ray-num-cpus",
+            "ray-num-gpus",
+            "ray-train-num-cpus",
+            "ray-train-num-gpus",
+            "ray-start-timeout",
         ),
     ),
     ("logging", ("access-log", "log-format", "debug")),

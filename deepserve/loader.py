@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -107,8 +108,12 @@ def select(
     requested: Sequence[str],
     *,
     store: Store | None = None,
+    remote: str | None = None,
 ) -> list[ModelRef]:
     """Pick the requested models, or all of them, or the demo model.
+
+    With ``remote`` (a model store's URL), a requested name that no entry
+    point has comes from that store (:func:`from_remote`), not ``store``.
 
     A requested name that no entry point has is looked up as a tag in
     ``store``; ``name:latest`` and a bare name resolve to the newest version
@@ -128,6 +133,8 @@ def select(
             ref = available[name]
         elif name == DEMO.name:
             ref = DEMO
+        elif remote is not None:
+            ref = from_remote(name, remote)
         elif store is not None and (found := _from_store(store, name)) is not None:
             ref = found
         else:
@@ -152,6 +159,35 @@ def select(
             )
         chosen.append(ref)
     return chosen
+
+
+def from_remote(
+    tag: str, url: str, cache_root: str | os.PathLike[str] | None = None
+) -> ModelRef:
+    """A stored model of the model store at ``url`` (an fsspec URL), fetched
+    into the node-local cache (``cache_root``, by default
+    ``~/.cache/deepserve/models``) unless it is there already.
+
+    ``name`` and ``name:latest`` resolve to the newest version now: resolve
+    once (the server does) and hand the exact tag on, so that every replica
+    serves the same version.
+
+    :raises LoaderError: when the store cannot be reached, has no such
+        model, or its archive fails the store's checks.
+    """
+    from deepserve.store.remote import RemoteStore, default_cache_root
+
+    try:
+        remote = RemoteStore(url)
+        exact = remote.resolve(tag)
+        root = cache_root if cache_root is not None else default_cache_root()
+        remote.fetch(exact, root)
+        found = _from_store(Store(root), exact)
+    except DeepserveError as exc:
+        raise LoaderError(f"Model '{tag}': {exc}") from exc
+    if found is None:  # fetched, yet not in the cache: never expected
+        raise LoaderError(f"Model '{tag}' is not in the cache at {root} after fetching")
+    return found
 
 
 def _clash(one: ModelRef, other: ModelRef) -> bool:

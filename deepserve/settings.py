@@ -47,14 +47,60 @@ class ApiSettings:
 
 #: ``process``: spawn-started worker processes (isolated, CUDA-safe);
 #: ``thread``: a thread pool in the server process (light or GIL-releasing
-#: models); ``inline``: in the event loop itself (tests, trivial models).
-ExecutorKind = Literal["process", "thread", "inline"]
-EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("process", "thread", "inline")
+#: models); ``inline``: in the event loop itself (tests, trivial models);
+#: ``ray``: Ray Serve replicas on a Ray cluster (the ``[ray]`` extra).
+ExecutorKind = Literal["process", "thread", "inline", "ray"]
+EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("process", "thread", "inline", "ray")
 
 #: ``text``: one human-readable line per record; ``json``: one JSON object
 #: per line, for log collectors.
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RaySettings:
+    """How models with ``executor = ray`` run on a Ray cluster (``[ray]``)."""
+
+    #: The cluster's GCS address, ``HOST:PORT``; ``None``: not set (a model
+    #: on Ray then fails to start: deepserve never starts a local Ray).
+    address: str | None = None
+    #: Ray Serve application of a model: ``APP_NAME.NAME`` (``.NAME:VERSION``
+    #: for a stored version).
+    app_name: str = "deepserve"
+    #: Deploy the applications on start and delete them on stop; ``False``:
+    #: attach to applications deployed beforehand (``deepserve ray deploy``)
+    #: and never change them.
+    own_app: bool = True
+    #: CPUs and GPUs each replica reserves (fractions allowed).
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    #: Replicas per model, when not autoscaling.
+    replicas: int = 1
+    #: Autoscaling bounds; both set: autoscaling on, ``replicas`` ignored.
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    #: Calls in hand per replica that autoscaling aims at.
+    target_ongoing_requests: float = 2.0
+    #: Autoscaling: seconds the load must stay above (below) target before
+    #: replicas are added (removed).
+    upscale_delay: float = 30.0
+    downscale_delay: float = 600.0
+    #: Calls one replica holds at once (it runs them one by one); deepserve
+    #: never hands Ray more than replicas x this, the rest wait in its queue.
+    max_ongoing_requests: int = 4
+    #: CPUs and GPUs a training's actor reserves.
+    train_num_cpus: float = 1.0
+    train_num_gpus: float = 0.0
+    #: Seconds a model's replicas get to build and warm before start-up fails.
+    start_timeout: float = 60.0
+    #: Where replicas fetch stored models from (an fsspec URL); ``None``:
+    #: the model store's directory, which every node must then see.
+    model_store_url: str | None = None
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_replicas is not None and self.max_replicas is not None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,6 +123,8 @@ class ExecutorSettings:
     max_batch_size: int | None = None
     #: Longest wait for a batch to fill; ``None``: the model's, or 5 ms.
     max_latency_ms: float | None = None
+    #: With ``kind`` ``ray``: the cluster and the replicas.
+    ray: RaySettings = dataclasses.field(default_factory=RaySettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,6 +175,9 @@ class ServerSettings:
     default_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Root directory of the model store that store tags are looked up in.
     store_root: str = "~/deepserve/models"
+    #: A model store in object storage (an fsspec URL) that stored models are
+    #: fetched from into a node-local cache; ``None``: only ``store_root``.
+    model_store_url: str | None = None
     api: ApiSettings = dataclasses.field(default_factory=ApiSettings)
     #: How models run, unless ``model_executors`` says otherwise.
     executor: ExecutorSettings = dataclasses.field(default_factory=ExecutorSettings)

@@ -64,14 +64,14 @@ def test_help_groups_options_in_sections_and_each_boolean_once(fake_site):
     sections = [t for t in titles if t.endswith(":")]
     assert sections == [
         "models:", "server:", "endpoints:", "workers:", "security:",
-        "training jobs:", "logging:", "config files and help:",
+        "training jobs:", "Ray cluster (executor = ray):", "logging:", "config files and help:",
     ]  # fmt: skip
     # oslo.config's negations are folded into --[no]NAME; nothing is left
     # over for an "other options" section.
     assert "--nowarm" not in out and "--noaccess-log" not in out
     assert "other options" not in out and "shell_completion" not in out
     workers = out.split("\nworkers:\n")[1].split("\n\n")[0]
-    assert "--executor {process,thread,inline}" in workers
+    assert "--executor {process,thread,inline,ray}" in workers
     assert "-p, --workers N" in workers
     assert "Choices: text: one human-readable line per record" in out
 
@@ -93,7 +93,7 @@ def test_help_groups_options_in_sections_and_each_boolean_once(fake_site):
         (
             ["--executor", "proces"],
             "argument --executor: invalid value 'proces': expected one of "
-            "process, thread, inline",
+            "process, thread, inline, ray",
             "did you mean 'process'?",
         ),
         (
@@ -147,7 +147,7 @@ def test_a_bad_value_in_a_config_file_names_the_file(fake_site, tmp_path):
         (
             ["fly"],
             "unknown command 'fly'",
-            "commands: run, models, call; try 'deepserve --help'",
+            "commands: run, models, call, ray; try 'deepserve --help'",
         ),
     ],
 )

@@ -429,7 +429,7 @@ def test_a_bad_value_in_a_model_section_reads_like_one_in_default(tmp_path):
         load(["--config-file", str(conf)])
     assert str(exc.value) == (
         f"[model:demo] executor in {conf}: invalid value 'proces': expected one "
-        "of process, thread, inline"
+        "of process, thread, inline, ray"
     )
 
 

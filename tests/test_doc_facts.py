@@ -107,6 +107,15 @@ def test_configuration_rst_lists_every_default_option():
     )
 
 
+def ray_options() -> dict[str, Any]:
+    return {opt.dest: opt for opt in config.ray_opts}
+
+
+def test_scaling_out_rst_lists_every_ray_option():
+    documented, real = set(option_rows("scaling-out.rst")), set(ray_options())
+    assert documented == real, f"scaling-out.rst lists {documented}, [ray] has {real}"
+
+
 def test_jobs_rst_lists_every_jobs_option():
     documented, real = set(option_rows("jobs.rst")), set(job_options())
     assert documented == real, f"jobs.rst lists {documented}, [jobs] has {real}"
@@ -122,8 +131,12 @@ def shown_default(value: Any) -> str:
 
 @pytest.mark.parametrize(
     ("page", "options"),
-    [("configuration.rst", default_options()), ("jobs.rst", job_options())],
-    ids=["configuration", "jobs"],
+    [
+        ("configuration.rst", default_options()),
+        ("jobs.rst", job_options()),
+        ("scaling-out.rst", ray_options()),
+    ],
+    ids=["configuration", "jobs", "ray"],
 )
 def test_documented_defaults_are_the_defaults(page, options):
     checked = 0

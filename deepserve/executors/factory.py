@@ -33,6 +33,13 @@ def create(ref: ModelRef, model: Model, settings: ExecutorSettings) -> Executor:
         inner = ThreadExecutor(ref, model, workers=settings.workers, warm=settings.warm)
     elif settings.kind == "inline":
         inner = InlineExecutor(ref, model, warm=settings.warm)
+    elif settings.kind == "ray":
+        from deepserve.executors import rayserve
+
+        rayserve.require()
+        from deepserve.executors.rayserve.executor import RayExecutor
+
+        inner = RayExecutor(ref, settings)
     else:
         inner = ProcessExecutor(ref, workers=settings.workers, warm=settings.warm)
     policy = batch_policy(model, settings)

@@ -106,6 +106,45 @@ class Skipped(NamedTuple):
 FromWorker = Ready | StartFailed | Answer | Failure | Skipped
 
 
+# -- across a Ray cluster (the ``ray`` executor) ------------------------------
+
+
+class ShippedFile(NamedTuple):
+    """An uploaded file on its way to a Ray replica or training actor, which
+    writes it to a file of its own and passes the model an
+    :class:`~deepserve.model.UploadedFile` with that path."""
+
+    name: str | None
+    content_type: str | None
+    original_filename: str | None
+    #: The file's bytes, or a Ray object reference to them (large files go
+    #: through Ray's object store, read from disk once).
+    data: Any
+
+
+class ReturnedBytes(NamedTuple):
+    """A file a model on Ray returned, with its bytes: the server writes it
+    to a call space of its own and sends it from there."""
+
+    #: ``path`` for a bare path, ``tuple`` for a ``ReturnedFile``-like one.
+    kind: str
+    #: The file's base name on the replica.
+    basename: str
+    name: str | None
+    content_type: str | None
+    original_filename: str | None
+    data: bytes
+
+
+class Expired(NamedTuple):
+    """A Ray replica's answer to a call that ran past its deadline: the
+    replica exits right after sending it, so that the work stops."""
+
+    error: DeepserveError
+    #: The replica's Ray actor id (its death is counted once).
+    replica: str
+
+
 # -- up a job process's log pipe ---------------------------------------------
 
 
