@@ -22,6 +22,7 @@ from deepserve.jobs import JobStore
 from deepserve.runtime import Registry, ServedModel
 from deepserve.settings import ApiSettings, ExecutorSettings
 from tests.postgres import postgres  # noqa: F401  (a fixture, for every test)
+from tests.raycluster import ray_cluster  # noqa: F401  (a fixture)
 from tests.s3 import s3  # noqa: F401  (a fixture, for every test)
 from tests.servers import Server
 
