@@ -571,7 +571,7 @@ def _die_with_parent() -> Callable[[], None]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(fake_site: Path, s3: S3) -> Iterator[RayCluster]:
+def ray_cluster(fake_site: Path, slow_site: Path, s3: S3) -> Iterator[RayCluster]:
     """A head (no CPUs) and 2 worker nodes (1 CPU each) whose workers import
     the deepserve the tests import, and the fake models, and hold the S3
     test server's dummy credentials; skipped, saying why, where
@@ -581,7 +581,7 @@ def ray_cluster(fake_site: Path, s3: S3) -> Iterator[RayCluster]:
         pytest.skip(problem)
     from tests.conftest import subprocess_env
 
-    env = {**subprocess_env(fake_site), **s3.env()}
+    env = {**subprocess_env(fake_site, slow_site), **s3.env()}
     checkout = str(Path(deepserve.__file__ or "").parents[1])
     env["PYTHONPATH"] = os.pathsep.join([checkout, env["PYTHONPATH"]])
     cluster = RayCluster()
