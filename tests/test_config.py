@@ -9,6 +9,7 @@ import pytest
 from deepserve import config, config_help, console
 from deepserve.exceptions import ConfigError
 from deepserve.settings import JobSettings, ServerSettings
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -465,3 +466,58 @@ def test_a_dollar_in_a_config_file_value_is_written_twice(tmp_path):
     jobs_conf.write_text("[jobs]\ndatabase = " + url + "\n")
     with pytest.raises(ConfigError, match="no such option word"):
         load(["--config-file", str(jobs_conf)])
+
+
+# -- [ray] -------------------------------------------------------------------
+
+
+def test_ray_options_from_the_command_line_and_a_config_file(tmp_path):
+    conf = tmp_path / "deepserve.conf"
+    conf.write_text(
+        "[DEFAULT]\nexecutor = ray\nmodel_store_url = s3://models/store\n"
+        "[ray]\naddress = head:6379\nnum_gpus = 0.5\nattach = true\n"
+        "[model:big]\nexecutor = process\n"
+    )
+    settings = load(
+        ["--ray-replicas", "3", "--ray-max-ongoing-requests", "8"], files=[conf]
+    )
+    ray = settings.executor.ray
+    assert settings.executor.kind == "ray"
+    assert (ray.address, ray.replicas, ray.max_ongoing_requests) == ("head:6379", 3, 8)
+    assert (ray.num_gpus, ray.own_app, ray.autoscaling) == (0.5, False, False)
+    assert ray.model_store_url == settings.model_store_url == "s3://models/store"
+    # A model section keeps the cluster's settings, and may run elsewhere.
+    big = settings.executor_for("big")
+    assert big.kind == "process" and big.ray == ray
+
+
+def test_ray_autoscaling_bounds_go_together():
+    ray = load(["--ray-min-replicas", "1", "--ray-max-replicas", "3"]).executor.ray
+    assert ray.autoscaling and (ray.min_replicas, ray.max_replicas) == (1, 3)
+    with pytest.raises(ConfigError, match="go together"):
+        load(["--ray-min-replicas", "1"])
+    with pytest.raises(ConfigError, match=r"min-replicas \(4\) must not exceed"):
+        load(["--ray-min-replicas", "4", "--ray-max-replicas", "3"])
+
+
+def test_without_the_ray_extra_executor_ray_names_it(tmp_path, fake_site):
+    # A 'ray' that cannot be imported, as where the extra is not installed.
+    blocker = tmp_path / "blocker" / "ray"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = subprocess_env(fake_site)
+    env["PYTHONPATH"] = f"{blocker.parent}:{env['PYTHONPATH']}"
+    for args in (
+        ["run", "--model-name", "minimal", "--executor", "ray", "--ray-address", "h:1"],
+        ["ray", "deploy", "--model-name", "minimal", "--ray-address", "h:1"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "deepserve.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "needs Ray Serve, which is not installed" in result.stderr
+        assert 'pip install "deepserve[ray]"' in result.stderr
