@@ -564,8 +564,9 @@ def test_a_stored_model_comes_from_object_storage(ray_cluster, s3, tmp_path):
     store = tmp_path / "store"
     code = (
         "import fake_stored; from deepserve import picklable_model\n"
+        "from deepserve.store import Store\n"
         "picklable_model.save_model('scaler', fake_stored.Scaler(2.0), "
-        f"store={str(store)!r})\n"
+        f"store=Store({str(store)!r}))\n"
     )
     import subprocess
 
