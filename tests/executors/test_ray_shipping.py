@@ -37,6 +37,7 @@ def test_uploads_travel_as_bytes_and_land_as_files_of_the_replica(tmp_path):
     }
     assert shipping.has_files(kwargs)
     packed = shipping.pack(kwargs)
+    assert shipping.has_shipped(packed) and not shipping.has_shipped({"text": "x"})
     assert isinstance(packed["data"], ShippedFile) and packed["data"].data == b"first"
     assert packed["text"] == "hello"
     # The front's files may go: the call carries their bytes.

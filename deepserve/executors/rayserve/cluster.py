@@ -10,12 +10,14 @@ server, its API, auth and queue, never through Serve's own ports.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from deepserve.exceptions import LoaderError
+from deepserve.executors.rayserve import THROUGHPUT
 from deepserve.loader import ModelRef
 from deepserve.settings import ExecutorSettings, RaySettings
 
@@ -106,6 +108,9 @@ def application(ref: ModelRef, settings: ExecutorSettings) -> Any:
         "ray_actor_options": {
             "num_cpus": ray_settings.num_cpus,
             "num_gpus": ray_settings.num_gpus,
+            # As the server (see rayserve.require): replicas run the user
+            # code on their own loop (ours hands the model to a thread).
+            "runtime_env": {"env_vars": {THROUGHPUT: os.environ.get(THROUGHPUT, "1")}},
         },
         "max_ongoing_requests": ray_settings.max_ongoing_requests,
         "health_check_period_s": 2.0,

@@ -115,9 +115,16 @@ class Replica:
         self, method: Method, kwargs: dict[str, Any], request_id: str | None
     ) -> Answer | Failure:
         token = logs.REQUEST_ID.set(request_id)
-        uploads = tempfile.mkdtemp(prefix="deepserve-upload-", dir=self._base)
+        # A directory for the call's uploads only when it has some: most
+        # calls have none, and making and removing one costs a replica
+        # about a tenth of its time on a trivial model.
+        uploads = (
+            tempfile.mkdtemp(prefix="deepserve-upload-", dir=self._base)
+            if shipping.has_shipped(kwargs)
+            else None
+        )
         try:
-            local = shipping.unpack(kwargs, uploads, cluster.get)
+            local = shipping.unpack(kwargs, uploads, cluster.get) if uploads else kwargs
             result = run_call(self._model, method, local, self._base)
             try:
                 return Answer(shipping.pack_result(method, result))
@@ -132,7 +139,8 @@ class Replica:
         except BaseException as exc:
             return Failure(unexpected(self._name, exc))
         finally:
-            shutil.rmtree(uploads, ignore_errors=True)
+            if uploads is not None:
+                shutil.rmtree(uploads, ignore_errors=True)
             logs.REQUEST_ID.reset(token)
 
     def _exit_soon(self, why: str) -> None:

@@ -44,6 +44,15 @@ def has_files(kwargs: Mapping[str, Any]) -> bool:
     return any(_is_upload(v) or _holds_uploads(v) for v in kwargs.values())
 
 
+def has_shipped(kwargs: Mapping[str, Any]) -> bool:
+    """Whether any argument is a shipped file (or a list holding one)."""
+    return any(
+        isinstance(v, ShippedFile)
+        or (isinstance(v, list) and any(isinstance(i, ShippedFile) for i in v))
+        for v in kwargs.values()
+    )
+
+
 def pack(kwargs: Mapping[str, Any], put: Put | None = None) -> dict[str, Any]:
     """``kwargs`` with each uploaded file replaced by its bytes.
 
