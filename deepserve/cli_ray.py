@@ -66,7 +66,12 @@ def main(argv: Sequence[str]) -> int:
         rayserve.require()
         available = loader.discover(loader.installed_entry_points())
         store = Store(settings.store_root)
-        refs = loader.select(available, settings.model_names, store=store)
+        refs = loader.select(
+            available,
+            settings.model_names,
+            store=store,
+            remote=settings.model_store_url,
+        )
         done = asyncio.run(_run(action, refs, settings))
     except LoaderError as exc:
         return console.error(prog, str(exc), hint=exc.hint)

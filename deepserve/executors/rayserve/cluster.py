@@ -77,7 +77,7 @@ def connect(settings: RaySettings) -> None:
             except Exception as exc:  # ConnectionError, RuntimeError...
                 raise LoaderError(
                     f"Cannot join the Ray cluster at {settings.address}: "
-                    f"{_first_line(exc)}"
+                    f"{first_line(exc)}"
                 ) from exc
             serve.start(proxy_location="Disabled")
         _users += 1
@@ -225,6 +225,15 @@ def _counts(states: Mapping[Any, Any] | None) -> dict[str, int]:
     return {str(getattr(k, "value", k)): int(v) for k, v in (states or {}).items()}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def first_line(exc: BaseException | str) -> str:
+    """The first non-empty line of an error's text (Ray's run long)."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+async def resolve(ref: Any) -> Any:
+    """Await a Ray object reference or Serve response (as a coroutine)."""
+    return await ref

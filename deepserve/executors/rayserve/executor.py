@@ -178,12 +178,16 @@ class RayExecutor:
             ):
                 raise LoaderError(
                     f"Model '{self._ref.tag}' failed to start on Ray: "
-                    f"{error or _first_line(found.message) or found.status}"
+                    f"{error or cluster.first_line(found.message) or found.status}"
                 )
             if found.problem is not None and not self._deployed:
                 raise LoaderError(f"Model '{self._ref.tag}': {found.problem}")
             if time.monotonic() > deadline:
-                why = error or _first_line(found.message) or f"status {found.status}"
+                why = (
+                    error
+                    or cluster.first_line(found.message)
+                    or f"status {found.status}"
+                )
                 raise LoaderError(
                     f"Model '{self._ref.tag}' did not start on Ray within "
                     f"{self._ray.start_timeout:g} s: {why}"
@@ -220,7 +224,7 @@ class RayExecutor:
                 LOG.warning(
                     "Could not delete the Ray Serve application '%s': %s",
                     self._app,
-                    _first_line(str(exc)),
+                    cluster.first_line(str(exc)),
                 )
         if self._connected:
             self._connected = False
@@ -238,7 +242,7 @@ class RayExecutor:
                 raise
             except Exception as exc:
                 self._set_problem(
-                    f"the Ray Serve controller cannot be reached ({_first_line(str(exc))})"
+                    f"the Ray Serve controller cannot be reached ({cluster.first_line(str(exc))})"
                 )
                 continue
             self._set_problem(found.problem)
@@ -332,7 +336,7 @@ class RayExecutor:
         # Shielded: a caller that goes away (a client disconnecting) leaves
         # the call to finish, as with the other executors; only a deadline
         # stops work, and the replica does that itself.
-        answer = asyncio.ensure_future(_resolve(response))
+        answer = asyncio.ensure_future(cluster.resolve(response))
         try:
             got = await within(
                 None if left is None else left + DEADLINE_GRACE, asyncio.shield(answer)
@@ -347,11 +351,7 @@ class RayExecutor:
         except Exception as exc:
             raise self._lost(exc) from None
         if isinstance(got, Answer):
-            if shipping.has_returned_files(method, got.value):
-                return await asyncio.to_thread(
-                    shipping.unpack_result, method, got.value
-                )
-            return got.value
+            return await shipping.received(method, got.value)
         if isinstance(got, Expired):
             self._died(got.replica)
             raise got.error
@@ -366,7 +366,7 @@ class RayExecutor:
             self._died(str(actor))
             return WorkerDied(self._ref.tag, "its Ray replica died")
         LOG.warning("A call to model '%s' failed in Ray: %s", self._ref.tag, exc)
-        return WorkerDied(self._ref.tag, f"Ray: {_first_line(str(exc))}")
+        return WorkerDied(self._ref.tag, f"Ray: {cluster.first_line(str(exc))}")
 
     def _died(self, replica: str) -> None:
         if replica and replica not in self._dead:
@@ -386,12 +386,3 @@ class RayExecutor:
         watch: JobWatch | None = None,
     ) -> Any:
         return await self._jobs.run(method, kwargs, watch=watch)
-
-
-async def _resolve(response: Any) -> Any:
-    return await response
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""

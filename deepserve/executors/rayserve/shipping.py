@@ -18,6 +18,7 @@ and ``get`` functions the caller passes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import re
@@ -96,6 +97,14 @@ def unpack_result(method: str, value: Any) -> Any:
     if method == "predict_batch" and isinstance(value, list):
         return [_unpack_file(item) for item in value]
     return _unpack_file(value)
+
+
+async def received(method: str, value: Any) -> Any:
+    """A call's answer value as the server passes it on: returned files
+    written to call spaces of this process (in a thread: it blocks)."""
+    if has_returned_files(method, value):
+        return await asyncio.to_thread(unpack_result, method, value)
+    return value
 
 
 def has_returned_files(method: str, value: Any) -> bool:

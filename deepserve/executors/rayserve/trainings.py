@@ -130,17 +130,15 @@ class RayJobRunner:
                 got = await self._relay(actor, done, watch)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
-                    await asyncio.wait_for(_resolve(actor.stop.remote()), STOP_TIMEOUT)
+                    await asyncio.wait_for(
+                        cluster.resolve(actor.stop.remote()), STOP_TIMEOUT
+                    )
                 raise
         finally:
             self._running.discard(actor)
             await asyncio.to_thread(_kill, actor)
         if isinstance(got, Answer):
-            if shipping.has_returned_files(method, got.value):
-                return await asyncio.to_thread(
-                    shipping.unpack_result, method, got.value
-                )
-            return got.value
+            return await shipping.received(method, got.value)
         if isinstance(got, Failure):
             raise got.error
         raise WorkerDied(self._ref.tag, f"its training actor answered {got!r}")
@@ -152,7 +150,7 @@ class RayJobRunner:
         while True:
             finished, _ = await asyncio.wait({done}, timeout=POLL_INTERVAL)
             try:
-                started, lines = await _resolve(actor.poll.remote())
+                started, lines = await cluster.resolve(actor.poll.remote())
             except Exception:
                 started, lines = began, []
             if watch is not None:
@@ -168,7 +166,8 @@ class RayJobRunner:
                     raise
                 except Exception as exc:
                     raise WorkerDied(
-                        self._ref.tag, f"its training actor died: {_first_line(exc)}"
+                        self._ref.tag,
+                        f"its training actor died: {cluster.first_line(exc)}",
                     ) from None
 
     def _spawn(self) -> Any:
@@ -186,12 +185,10 @@ class RayJobRunner:
         running, self._running = list(self._running), set()
         for actor in running:
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(_resolve(actor.stop.remote()), STOP_TIMEOUT)
+                await asyncio.wait_for(
+                    cluster.resolve(actor.stop.remote()), STOP_TIMEOUT
+                )
             await asyncio.to_thread(_kill, actor)
-
-
-async def _resolve(ref: Any) -> Any:
-    return await ref
 
 
 def _kill(actor: Any) -> None:
@@ -199,8 +196,3 @@ def _kill(actor: Any) -> None:
 
     with contextlib.suppress(Exception):
         ray.kill(actor, no_restart=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
