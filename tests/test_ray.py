@@ -33,15 +33,17 @@ MODELS = "files,batchy,chatty"
 
 
 def ray_args(cluster: RayCluster, *more: str) -> list[str]:
+    """Small CPU shares: the module's servers (some live through all of it)
+    fit on the cluster's two CPUs together."""
     return [
         "--executor",
         "ray",
         "--ray-address",
         cluster.address,
         "--ray-num-cpus",
-        "0.25",
+        "0.1",
         "--ray-train-num-cpus",
-        "0.25",
+        "0.1",
         *more,
     ]
 
@@ -89,7 +91,12 @@ def fronts(ray_cluster: RayCluster):
     env = env_for(ray_cluster)
     local = Server(["--model-name", MODELS], env)
     on_ray = Server(
-        ["--model-name", MODELS, *ray_args(ray_cluster, "--ray-replicas", "2")], env
+        [
+            "--model-name",
+            MODELS,
+            *ray_args(ray_cluster, "--ray-replicas", "2", "--ray-app-name", "api"),
+        ],
+        env,
     )
     try:
         local.wait_ready(timeout=120)
@@ -146,7 +153,7 @@ def test_a_large_upload_goes_through_the_object_store(fronts):
 
 
 def test_replicas_run_on_two_nodes(fronts, ray_cluster):
-    replicas = ray_cluster.replicas("deepserve.files")
+    replicas = ray_cluster.replicas("api.files")
     assert len(replicas) == 2
     assert len({r.node for r in replicas}) == 2 and 0 not in {r.node for r in replicas}
 
@@ -229,7 +236,15 @@ def slow_front(ray_cluster: RayCluster, slow_site: Path):
             "slow",
             "--predict-timeout",
             "2",
-            *ray_args(ray_cluster, "--ray-replicas", "2", "--ray-num-cpus", "0.5"),
+            *ray_args(
+                ray_cluster,
+                "--ray-replicas",
+                "2",
+                "--ray-num-cpus",
+                "0.25",
+                "--ray-app-name",
+                "robust",
+            ),
         ],
         env,
     )
@@ -243,7 +258,7 @@ def slow_front(ray_cluster: RayCluster, slow_site: Path):
 def test_a_call_past_its_deadline_is_504_and_its_replica_replaced(
     slow_front, ray_cluster
 ):
-    before = {r.pid for r in ray_cluster.replicas("deepserve.slow")}
+    before = {r.pid for r in ray_cluster.replicas("robust.slow")}
     resp = predict(slow_front, "slow", params={"seconds": 30})
     assert resp.status_code == 504, resp.text
     assert resp.json()["code"] == 504 if "code" in resp.json() else True
@@ -255,8 +270,8 @@ def test_a_call_past_its_deadline_is_504_and_its_replica_replaced(
     )
     wait_until(
         lambda: (
-            len(ray_cluster.replicas("deepserve.slow")) == 2
-            and {r.pid for r in ray_cluster.replicas("deepserve.slow")} != before
+            len(ray_cluster.replicas("robust.slow")) == 2
+            and {r.pid for r in ray_cluster.replicas("robust.slow")} != before
         ),
         60,
         "Serve replaces the replica",
@@ -265,9 +280,7 @@ def test_a_call_past_its_deadline_is_504_and_its_replica_replaced(
 
 
 def test_kill_9_of_a_replica_fails_only_its_calls(slow_front, ray_cluster):
-    wait_until(
-        lambda: len(ray_cluster.replicas("deepserve.slow")) == 2, 60, "2 replicas"
-    )
+    wait_until(lambda: len(ray_cluster.replicas("robust.slow")) == 2, 60, "2 replicas")
     statuses: Counter[int] = Counter()
     bodies: list[Any] = []
     stop = threading.Event()
@@ -287,7 +300,7 @@ def test_kill_9_of_a_replica_fails_only_its_calls(slow_front, ray_cluster):
         t.start()
     try:
         time.sleep(2)
-        victim = ray_cluster.replicas("deepserve.slow")[0]
+        victim = ray_cluster.replicas("robust.slow")[0]
         killed = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         back = wait_until(
@@ -295,7 +308,7 @@ def test_kill_9_of_a_replica_fails_only_its_calls(slow_front, ray_cluster):
                 len(
                     [
                         r
-                        for r in ray_cluster.replicas("deepserve.slow")
+                        for r in ray_cluster.replicas("robust.slow")
                         if r.pid != victim.pid
                     ]
                 )
