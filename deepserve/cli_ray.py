@@ -21,6 +21,8 @@ from deepserve.exceptions import ConfigError, LoaderError
 if TYPE_CHECKING:
     from deepserve.settings import ServerSettings
 
+LOG = logging.getLogger(__name__)
+
 USAGE = """\
 usage: deepserve ray {deploy,delete} [OPTIONS]
 
@@ -75,6 +77,10 @@ def main(argv: Sequence[str]) -> int:
         done = asyncio.run(_run(action, refs, settings))
     except LoaderError as exc:
         return console.error(prog, str(exc), hint=exc.hint)
+    except Exception as exc:  # Ray's own (the controller unreachable, say)
+        LOG.debug("%s failed", prog, exc_info=True)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return console.error(prog, f"{type(exc).__name__}: {first}")
     for line in done:
         print(line)
     return 0
@@ -96,7 +102,7 @@ async def _run(
         if action == "deploy":
             executor = RayExecutor(ref, own)
             await executor.start()
-            replicas = executor.workers
+            replicas = executor.running
             executor.keep_app()
             await executor.close()
             done.append(f"deployed {executor.app_name}: {replicas} replica(s) running")

@@ -460,7 +460,7 @@ ray_opts = [
     ),
     cfg.IntOpt(
         "min-replicas",
-        min=0,
+        min=1,
         help="Autoscaling: fewest replicas. Set with max-replicas to autoscale.",
     ),
     cfg.IntOpt(
@@ -900,6 +900,16 @@ def _ray_settings(values: Any, model_store_url: str | None) -> RaySettings:
     if low is not None and high is not None and low > high:
         raise ConfigError(
             f"[{RAY_GROUP}] min-replicas ({low}) must not exceed max-replicas ({high})"
+        )
+    if (
+        low is not None
+        and values.target_ongoing_requests >= values.max_ongoing_requests
+    ):
+        raise ConfigError(
+            f"[{RAY_GROUP}] target-ongoing-requests "
+            f"({values.target_ongoing_requests:g}) must be below "
+            f"max-ongoing-requests ({values.max_ongoing_requests}): a replica "
+            "never holds more than that, so autoscaling would never add one"
         )
     return RaySettings(
         address=values.address or None,

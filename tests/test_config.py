@@ -498,6 +498,13 @@ def test_ray_autoscaling_bounds_go_together():
         load(["--ray-min-replicas", "1"])
     with pytest.raises(ConfigError, match=r"min-replicas \(4\) must not exceed"):
         load(["--ray-min-replicas", "4", "--ray-max-replicas", "3"])
+    # A replica never holds more than max-ongoing-requests: a target at or
+    # above it would never add one.
+    with pytest.raises(ConfigError, match="must be below max-ongoing-requests"):
+        load(
+            ["--ray-min-replicas", "1", "--ray-max-replicas", "3"]
+            + ["--ray-max-ongoing-requests", "2", "--ray-target-ongoing-requests", "2"]
+        )
 
 
 def test_without_the_ray_extra_executor_ray_names_it(tmp_path, fake_site):

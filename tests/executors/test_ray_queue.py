@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from deepserve.exceptions import DeadlineExceeded, NotRunning, WorkerDied
+from deepserve.exceptions import (
+    BadModelOutput,
+    DeadlineExceeded,
+    NotRunning,
+    WorkerDied,
+)
 from deepserve.executors.messages import Answer, Expired, Failure
 from deepserve.executors.rayserve.executor import RayExecutor
 from deepserve.loader import ModelRef
@@ -131,12 +136,31 @@ async def test_a_running_call_whose_caller_left_runs_to_its_end():
     call = asyncio.ensure_future(executor.call("predict", {}))
     await settle()
     call.cancel()
+    next_one = asyncio.ensure_future(executor.call("predict", {}))
     await settle()
     response = handle.call.sent[0]
     assert not response.cancelled  # a client leaving never kills a replica
+    # Its place in Ray stays taken until it ends: Serve never queues.
+    assert len(handle.call.sent) == 1 and executor.depth == 1
     response.future.set_result(Answer(1))
     await settle()
+    assert len(handle.call.sent) == 2
+    handle.call.sent[1].future.set_result(Answer(2))
+    assert await next_one == 2
     assert executor._in_ray == 0
+
+
+async def test_an_answer_that_cannot_come_back_is_the_model_s_fault():
+    class RayTaskError(Exception):
+        pass
+
+    executor, handle = started(replicas=1, per_replica=1)
+    call = asyncio.ensure_future(executor.call("predict", {}))
+    await settle()
+    handle.call.sent[0].future.set_exception(RayTaskError("cannot pickle 'generator'"))
+    with pytest.raises(BadModelOutput, match="cannot be sent"):
+        await call
+    assert executor.restarts == 0
 
 
 async def test_failures_and_deaths():

@@ -60,6 +60,33 @@ def test_uploads_travel_as_bytes_and_land_as_files_of_the_replica(tmp_path):
     assert local["data"].name == "a"
 
 
+def test_a_batch_s_uploads_travel_too(tmp_path):
+    # A batch is {"items": [each prediction's arguments]}.
+    front, replica = tmp_path / "front", tmp_path / "replica"
+    front.mkdir()
+    replica.mkdir()
+    kwargs = {
+        "items": [
+            {"data": upload(front, "a", b"first"), "x": 1},
+            {"data": upload(front, "b", b"second"), "x": 2},
+        ]
+    }
+    assert shipping.has_files(kwargs)
+    packed = shipping.pack(kwargs)
+    assert all(isinstance(i["data"], ShippedFile) for i in packed["items"])
+    assert shipping.has_shipped(packed)
+    local = shipping.unpack(packed, str(replica))
+    assert [i["x"] for i in local["items"]] == [1, 2]
+    assert [pathlib.Path(i["data"].filename).read_bytes() for i in local["items"]] == [
+        b"first",
+        b"second",
+    ]
+    # A model's numbers are not walked (nor changed).
+    numbers = {"data": list(range(1000))}
+    assert not shipping.has_files(numbers)
+    assert shipping.pack(numbers) == numbers
+
+
 def test_large_uploads_go_through_the_object_store(tmp_path):
     store: dict[int, bytes] = {}
 

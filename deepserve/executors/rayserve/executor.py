@@ -35,6 +35,7 @@ from typing import Any
 
 from deepserve import logs
 from deepserve.exceptions import (
+    BadModelOutput,
     DeadlineExceeded,
     DeepserveError,
     LoaderError,
@@ -96,7 +97,16 @@ class RayExecutor:
 
     @property
     def workers(self) -> int:
-        return max(1, self._replicas)
+        """Replicas: as many as may run (autoscaling's maximum), so that a
+        batcher in front sizes itself for them; this executor's own queue
+        holds what does not fit the replicas running now."""
+        most = self._ray.max_replicas if self._ray.autoscaling else self._ray.replicas
+        return max(1, self._replicas, most or 1)
+
+    @property
+    def running(self) -> int:
+        """Replicas serving now, as Serve's controller last said."""
+        return self._replicas
 
     @property
     def capacity(self) -> int:
@@ -163,8 +173,10 @@ class RayExecutor:
                 "delete it first: deepserve ray delete"
             )
         app = cluster.application(self._ref, self._settings)
-        await asyncio.to_thread(cluster.deploy, self._app, app)
+        # Before the call: a start cancelled while it runs still deletes the
+        # application (deleting a missing one is no error).
         self._deployed = True
+        await asyncio.to_thread(cluster.deploy, self._app, app)
 
     async def _wait_running(self) -> cluster.AppState:
         deadline = time.monotonic() + self._ray.start_timeout
@@ -232,12 +244,17 @@ class RayExecutor:
 
     async def _watch(self) -> None:
         """Keep :attr:`unavailable` and the replica count up to date."""
+        look: asyncio.Future[cluster.AppState] | None = None
         while not self._closed:
             await asyncio.sleep(WATCH_INTERVAL)
-            try:
-                found = await asyncio.wait_for(
-                    asyncio.to_thread(cluster.state, self._app), WATCH_TIMEOUT
+            # One look at a time: a hung controller must not fill the
+            # thread pool with looks that never return.
+            if look is None or look.done():
+                look = asyncio.ensure_future(
+                    asyncio.to_thread(cluster.state, self._app)
                 )
+            try:
+                found = await asyncio.wait_for(asyncio.shield(look), WATCH_TIMEOUT)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -286,14 +303,19 @@ class RayExecutor:
                     await self._turn()
         except TimeoutError:
             raise DeadlineExceeded(self._ref.tag, timeout or 0.0) from None
+        slot = _Slot()
         try:
             left = None if timeout is None else timeout - (time.monotonic() - started)
             if left is not None and left <= 0:
                 raise DeadlineExceeded(self._ref.tag, timeout or 0.0)
-            return await self._send(method, kwargs, left, timeout)
+            return await self._send(method, kwargs, left, timeout, slot)
         finally:
-            self._in_ray -= 1
-            self._admit()
+            if slot.held:
+                self._release()
+
+    def _release(self) -> None:
+        self._in_ray -= 1
+        self._admit()
 
     async def _turn(self) -> None:
         """Wait until this call may go to Ray (FIFO)."""
@@ -327,6 +349,7 @@ class RayExecutor:
         kwargs: Mapping[str, Any],
         left: float | None,
         timeout: float | None,
+        slot: _Slot,
     ) -> Any:
         if shipping.has_files(kwargs):
             packed = await asyncio.to_thread(shipping.pack, kwargs, cluster.put_file)
@@ -341,12 +364,16 @@ class RayExecutor:
             got = await within(
                 None if left is None else left + DEADLINE_GRACE, asyncio.shield(answer)
             )
-        except TimeoutError:
-            response.cancel()
-            raise DeadlineExceeded(self._ref.tag, timeout or 0.0) from None
-        except DeepserveError:
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # The call is still in Ray: its slot stays taken until it ends,
+            # so that Serve never holds more than its share.
+            slot.held = False
+            answer.add_done_callback(self._ended)
+            if isinstance(exc, TimeoutError):
+                response.cancel()
+                raise DeadlineExceeded(self._ref.tag, timeout or 0.0) from None
             raise
-        except asyncio.CancelledError:
+        except DeepserveError:
             raise
         except Exception as exc:
             raise self._lost(exc) from None
@@ -359,12 +386,28 @@ class RayExecutor:
             raise got.error
         raise WorkerDied(self._ref.tag, f"a replica answered {type(got).__name__}")
 
+    def _ended(self, answer: asyncio.Future[Any]) -> None:
+        """A call whose caller left (or whose deadline passed) ended in Ray."""
+        if not answer.cancelled():
+            exc = answer.exception()
+            if exc is not None and getattr(exc, "actor_id", None) is not None:
+                self._died(str(exc.actor_id))  # type: ignore[attr-defined]
+        self._release()
+
     def _lost(self, exc: Exception) -> DeepserveError:
         """What a call that Ray failed becomes."""
         actor = getattr(exc, "actor_id", None)
         if actor is not None:
             self._died(str(actor))
             return WorkerDied(self._ref.tag, "its Ray replica died")
+        if type(exc).__name__ == "RayTaskError" or "RayTaskError" in {
+            c.__name__ for c in type(exc).__mro__
+        }:
+            # The replica ran, but its answer could not come back (it does
+            # not pickle, say): the model's fault, not worth a retry.
+            return BadModelOutput(
+                self._ref.tag, f"its answer cannot be sent: {cluster.first_line(exc)}"
+            )
         LOG.warning("A call to model '%s' failed in Ray: %s", self._ref.tag, exc)
         return WorkerDied(self._ref.tag, f"Ray: {cluster.first_line(str(exc))}")
 
@@ -386,3 +429,9 @@ class RayExecutor:
         watch: JobWatch | None = None,
     ) -> Any:
         return await self._jobs.run(method, kwargs, watch=watch)
+
+
+class _Slot:
+    """Whether a call still holds its place among the calls in Ray."""
+
+    held = True

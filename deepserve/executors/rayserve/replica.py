@@ -27,7 +27,12 @@ import time
 from typing import Any
 
 from deepserve import adapters, loader, logs
-from deepserve.exceptions import BadModelOutput, DeadlineExceeded, DeepserveError
+from deepserve.exceptions import (
+    BadModelOutput,
+    DeadlineExceeded,
+    DeepserveError,
+    WorkerDied,
+)
 from deepserve.executors.messages import Answer, Expired, Failure
 from deepserve.executors.rayserve import cluster, shipping
 from deepserve.executors.worker import run_call, unexpected
@@ -71,6 +76,9 @@ class Replica:
         self._base = os.path.realpath(tempfile.gettempdir())
         self._turn: asyncio.Lock | None = None
         self._actor = _actor_id()
+        #: Why this replica is about to exit (a call overran its deadline
+        #: and still runs): later calls are refused, never run beside it.
+        self._dying: str | None = None
 
     async def call(
         self,
@@ -85,6 +93,8 @@ class Replica:
             self._turn = asyncio.Lock()
         started = time.monotonic()
         async with self._turn:
+            if self._dying is not None:
+                return Failure(WorkerDied(self._name, self._dying))
             # Time spent waiting for the turn counts against the deadline.
             left = None if timeout is None else timeout - (time.monotonic() - started)
             if left is not None and left <= 0:
@@ -145,6 +155,7 @@ class Replica:
 
     def _exit_soon(self, why: str) -> None:
         LOG.warning("Replica of model '%s' exits: %s", self._name, why)
+        self._dying = f"its Ray replica exits: {why}"
         asyncio.get_running_loop().call_later(EXIT_DELAY, os._exit, 70)
 
 

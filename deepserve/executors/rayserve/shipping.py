@@ -41,17 +41,14 @@ Get = Callable[[Any], Any]
 
 
 def has_files(kwargs: Mapping[str, Any]) -> bool:
-    """Whether any argument is an uploaded file (or a list holding one)."""
-    return any(_is_upload(v) or _holds_uploads(v) for v in kwargs.values())
+    """Whether any argument holds an uploaded file: itself, or in a list or
+    dict (a batch's ``items`` are dicts of each prediction's arguments)."""
+    return _holds(kwargs, _is_upload)
 
 
 def has_shipped(kwargs: Mapping[str, Any]) -> bool:
-    """Whether any argument is a shipped file (or a list holding one)."""
-    return any(
-        isinstance(v, ShippedFile)
-        or (isinstance(v, list) and any(isinstance(i, ShippedFile) for i in v))
-        for v in kwargs.values()
-    )
+    """Whether any argument holds a shipped file (as :func:`has_files`)."""
+    return _holds(kwargs, lambda v: isinstance(v, ShippedFile))
 
 
 def pack(kwargs: Mapping[str, Any], put: Put | None = None) -> dict[str, Any]:
@@ -60,7 +57,7 @@ def pack(kwargs: Mapping[str, Any], put: Put | None = None) -> dict[str, Any]:
     Blocking (it reads the files): call it in a thread. ``put`` stores a
     file of :data:`LARGE` bytes or more; without it every file is inline.
     """
-    return {k: _pack_value(v, put) for k, v in kwargs.items()}
+    return dict(_walk(kwargs, _is_upload, lambda upload: _ship(upload, put)))
 
 
 def unpack(
@@ -68,16 +65,14 @@ def unpack(
 ) -> dict[str, Any]:
     """``kwargs`` with each shipped file written under ``directory`` and
     passed as an :class:`UploadedFile` naming that copy."""
-    counter = iter(range(1_000_000))
-
-    def one(value: Any) -> Any:
-        if isinstance(value, ShippedFile):
-            return _write_upload(value, directory, next(counter), get)
-        if isinstance(value, list):
-            return [one(item) for item in value]
-        return value
-
-    return {k: one(v) for k, v in kwargs.items()}
+    counter = iter(range(1_000_000_000))
+    return dict(
+        _walk(
+            kwargs,
+            lambda v: isinstance(v, ShippedFile),
+            lambda shipped: _write_upload(shipped, directory, next(counter), get),
+        )
+    )
 
 
 def pack_result(method: str, result: Any) -> Any:
@@ -122,15 +117,33 @@ def _is_upload(value: Any) -> bool:
     )
 
 
-def _holds_uploads(value: Any) -> bool:
-    return isinstance(value, list) and any(_is_upload(item) for item in value)
+def _holds(value: Any, wanted: Callable[[Any], bool]) -> bool:
+    """Whether ``value`` is, or holds in its lists and dicts, a wanted one."""
+    if wanted(value):
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds(v, wanted) for v in value.values())
+    if isinstance(value, list) and value and _nests(value[0], wanted):
+        # Only lists of files, dicts or lists: a list of numbers (a model's
+        # data) is not walked on every call.
+        return any(_holds(v, wanted) for v in value)
+    return False
 
 
-def _pack_value(value: Any, put: Put | None) -> Any:
-    if _is_upload(value):
-        return _ship(value, put)
-    if _holds_uploads(value):
-        return [_ship(item, put) if _is_upload(item) else item for item in value]
+def _nests(first: Any, wanted: Callable[[Any], bool]) -> bool:
+    return isinstance(first, Mapping | list) or wanted(first)
+
+
+def _walk(
+    value: Any, wanted: Callable[[Any], bool], change: Callable[[Any], Any]
+) -> Any:
+    """``value`` with each wanted one in it (in lists and dicts) changed."""
+    if wanted(value):
+        return change(value)
+    if isinstance(value, Mapping):
+        return {k: _walk(v, wanted, change) for k, v in value.items()}
+    if isinstance(value, list) and value and _nests(value[0], wanted):
+        return [_walk(v, wanted, change) for v in value]
     return value
 
 
