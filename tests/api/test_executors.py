@@ -26,12 +26,16 @@ from deepserve.settings import (
 from tests.checks import DEADLINE, assert_error, wait_for_pidfile
 from tests.conftest import start_registry
 
+#: The kinds that run on this machine alone; the ray executor needs a Ray
+#: cluster, and has its own tests on one (tests/test_ray.py).
+LOCAL_KINDS = tuple(kind for kind in EXECUTOR_KINDS if kind != "ray")
+
 PREDICT = "/v2/models/{}/predict/"
 TRAIN = "/v2/models/{}/train/"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest_asyncio.fixture(scope="module", params=EXECUTOR_KINDS)
+@pytest_asyncio.fixture(scope="module", params=LOCAL_KINDS)
 async def served(
     request: pytest.FixtureRequest, fake_site: Path
 ) -> AsyncIterator[Registry]:
@@ -254,7 +258,7 @@ async def test_cancelled_training_stops_its_process(api: Any, tmp_path: Path) ->
 # -- deadlines ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", EXECUTOR_KINDS)
+@pytest.mark.parametrize("kind", LOCAL_KINDS)
 async def test_a_prediction_past_its_deadline_is_504(
     aiohttp_client: Any, fake_site: Path, kind: ExecutorKind
 ) -> None:
