@@ -115,8 +115,9 @@ def application(ref: ModelRef, settings: ExecutorSettings) -> Any:
         "max_ongoing_requests": ray_settings.max_ongoing_requests,
         "health_check_period_s": 2.0,
         "health_check_timeout_s": HEALTH_CHECK_TIMEOUT,
-        # Replicas that autoscaling removes finish their calls first.
-        "graceful_shutdown_timeout_s": (settings.predict_timeout or 60.0) + 5.0,
+        # Deleting an application waits for this: a server's stop must not
+        # (it drains its own calls first).
+        "graceful_shutdown_timeout_s": 5.0,
     }
     if ray_settings.autoscaling:
         options["autoscaling_config"] = {
