@@ -502,8 +502,11 @@ def test_ray_autoscaling_bounds_go_together():
     # above it would never add one.
     with pytest.raises(ConfigError, match="must be below max-ongoing-requests"):
         load(
-            ["--ray-min-replicas", "1", "--ray-max-replicas", "3"]
-            + ["--ray-max-ongoing-requests", "2", "--ray-target-ongoing-requests", "2"]
+            [
+                *("--ray-min-replicas", "1", "--ray-max-replicas", "3"),
+                *("--ray-max-ongoing-requests", "2"),
+                *("--ray-target-ongoing-requests", "2"),
+            ]
         )
 
 
