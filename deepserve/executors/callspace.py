@@ -15,6 +15,11 @@ temporary directory. After the call:
 - a batch: each item's file moves to a space of its own, so each answer
   removes its own; the batch's space goes.
 
+A process making calls one at a time keeps a :class:`Spaces`: a call that
+leaves its space empty (most do) hands it to the next call instead of
+removing it, since making and removing a directory was most of a trivial
+call's cost in a worker.
+
 A worker that dies mid-call leaves its space behind: :func:`sweep` removes
 the spaces of a worker that is gone. Files a model writes elsewhere (its
 own directories, paths it chose) are the model's.
@@ -28,7 +33,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from deepserve.model import as_returned_file, is_file_tuple
@@ -41,10 +46,11 @@ def _base() -> str:
 
 
 @contextlib.contextmanager
-def space(base: str) -> Iterator[str]:
-    """A fresh call space under ``base``, where :mod:`tempfile` puts what
-    the call creates; removed here if the call raises."""
-    path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base)
+def space(base: str, path: str | None = None) -> Iterator[str]:
+    """A call space under ``base`` (a fresh one, or the empty ``path``),
+    where :mod:`tempfile` puts what the call creates; removed here if the
+    call raises."""
+    path = path or _make(base)
     before = tempfile.tempdir
     tempfile.tempdir = path
     try:
@@ -54,6 +60,56 @@ def space(base: str) -> Iterator[str]:
         raise
     finally:
         tempfile.tempdir = before
+
+
+class Spaces:
+    """The call spaces of one process that makes calls one at a time, under
+    ``base``: an empty space is reused by the next call.
+
+    What a worker leaves behind when it exits or dies (at most one empty
+    space, or the space of the call it died in) :func:`sweep` removes.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        #: The space the last call left empty, for the next one.
+        self._idle: str | None = None
+
+    def run(self, method: str, call: Callable[[], Any]) -> Any:
+        """``call()`` in a call space; its result, as :func:`settle` leaves it."""
+        path = self._idle or _make(self.base)
+        self._idle = None
+        with space(self.base, path):
+            result = call()
+        if _empty(path) and not _holds_file(method, result, path):
+            self._idle = path
+            return result
+        return settle(method, result, path)
+
+    def close(self) -> None:
+        """Remove the space kept for the next call."""
+        if self._idle is not None:
+            shutil.rmtree(self._idle, ignore_errors=True)
+            self._idle = None
+
+
+def _make(base: str) -> str:
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base)
+
+
+def _empty(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False  # gone or unreadable: not one to hand on
+
+
+def _holds_file(method: str, result: Any, path: str) -> bool:
+    """Whether ``result`` (each item of a batch) names a file in ``path``."""
+    if method == "predict_batch" and isinstance(result, list | tuple):
+        return any(_inside(_file_of(item), path) for item in result)
+    return _inside(_file_of(result), path)
 
 
 def settle(method: str, result: Any, path: str) -> Any:

@@ -81,27 +81,33 @@ def main(conn: Connection, start: WorkerStart) -> None:
     if capture is not None:
         output.flush()  # what warm() printed comes before the training's
     _send(conn, Ready(os.getpid()))
-    _serve(conn, model, ref.name, base, output.flush if capture is not None else None)
+    spaces = callspace.Spaces(base)
+    try:
+        _serve(
+            conn, model, ref.name, spaces, output.flush if capture is not None else None
+        )
+    finally:
+        spaces.close()
 
 
 #: The calls made in a call space of their own (see callspace.py).
 SPACED = frozenset({"predict", "predict_batch"})
 
 
-def run_call(model: Model, method: Method, kwargs: Any, base: str) -> Any:
+def run_call(
+    model: Model, method: Method, kwargs: Any, spaces: callspace.Spaces
+) -> Any:
     """One call; a prediction's temporary files go to a call space."""
     if method not in SPACED:
         return model.call(method, kwargs)
-    with callspace.space(base) as path:
-        result = model.call(method, kwargs)
-    return callspace.settle(method, result, path)
+    return spaces.run(method, lambda: model.call(method, kwargs))
 
 
 def _serve(
     conn: Connection,
     model: Model,
     name: str,
-    base: str,
+    spaces: callspace.Spaces,
     after_call: Callable[[], None] | None = None,
 ) -> None:
     """Answer calls in order until the pipe closes.
@@ -140,7 +146,7 @@ def _serve(
             continue
         token = logs.REQUEST_ID.set(call.request_id)
         try:
-            result = run_call(model, call.method, call.kwargs, base)
+            result = run_call(model, call.method, call.kwargs, spaces)
         except DeepserveError as exc:
             _after(after_call)
             _send(conn, Failure(exc))

@@ -103,3 +103,60 @@ def test_sweep_removes_a_dead_workers_spaces_only(base):
     os.mkdir(alive)
     callspace.sweep(999999, base)
     assert os.listdir(base) == [os.path.basename(alive)]
+
+
+def test_spaces_hand_an_empty_space_to_the_next_call(base):
+    spaces = callspace.Spaces(base)
+    seen = []
+    for _ in range(3):
+        assert spaces.run("predict", lambda: seen.append(tempfile.gettempdir())) is None
+    assert seen[0].startswith(os.path.join(base, callspace.PREFIX))
+    assert seen == [seen[0]] * 3  # one directory made, not three
+    assert os.listdir(base) == [os.path.basename(seen[0])]
+    assert tempfile.gettempdir() == base
+    spaces.close()
+    assert os.listdir(base) == []
+
+
+def test_spaces_never_hand_on_a_space_a_call_wrote_in(base):
+    spaces = callspace.Spaces(base)
+
+    def leaves_a_file():
+        fd, path = tempfile.mkstemp()
+        os.close(fd)
+        return {"ok": 1}
+
+    spaces.run("predict", leaves_a_file)
+    assert os.listdir(base) == []  # removed with what it held
+    first = spaces.run("predict", tempfile.gettempdir)
+    result = spaces.run(
+        "predict", lambda: ReturnedFile(filename=write(os.path.join(first, "o.png")))
+    )
+    # The space now holds a file to send: the next call gets a new one.
+    assert callspace.space_of(result.filename) == first
+    second = spaces.run("predict", tempfile.gettempdir)
+    assert second != first
+    callspace.release(result)
+    assert os.listdir(base) == [os.path.basename(second)]
+    batch = spaces.run(
+        "predict_batch",
+        lambda: [ReturnedFile(filename=write(os.path.join(second, "b.bin")))],
+    )
+    assert not os.path.exists(second)  # the batch's space went, its item moved
+    callspace.release(batch[0])
+    spaces.close()
+    assert os.listdir(base) == []
+
+
+def test_spaces_remove_the_space_of_a_call_that_raised(base):
+    spaces = callspace.Spaces(base)
+    spaces.run("predict", lambda: None)
+
+    def fails():
+        raise ValueError("model failed")
+
+    with pytest.raises(ValueError):
+        spaces.run("predict", fails)
+    assert os.listdir(base) == []
+    assert spaces.run("predict", tempfile.gettempdir).startswith(base)
+    spaces.close()

@@ -19,6 +19,7 @@ model's package must be installed there.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from deepserve.exceptions import (
     DeepserveError,
     WorkerDied,
 )
+from deepserve.executors import callspace
 from deepserve.executors.messages import Answer, Expired, Failure
 from deepserve.executors.rayserve import cluster, shipping
 from deepserve.executors.worker import run_call, unexpected
@@ -74,6 +76,10 @@ class Replica:
             ) from None
         self._name = ref.name
         self._base = os.path.realpath(tempfile.gettempdir())
+        # Calls run one at a time (``_turn``): one call space at a time,
+        # reused while calls leave it empty; removed when the replica exits.
+        self._spaces = callspace.Spaces(self._base)
+        atexit.register(self._spaces.close)
         self._turn: asyncio.Lock | None = None
         self._actor = _actor_id()
         #: Why this replica is about to exit (a call overran its deadline
@@ -135,7 +141,7 @@ class Replica:
         )
         try:
             local = shipping.unpack(kwargs, uploads, cluster.get) if uploads else kwargs
-            result = run_call(self._model, method, local, self._base)
+            result = run_call(self._model, method, local, self._spaces)
             try:
                 return Answer(shipping.pack_result(method, result))
             except OSError as exc:
@@ -161,8 +167,6 @@ class Replica:
 
 def _release(method: str, result: Any) -> None:
     """Remove the call spaces of returned files (their bytes are packed)."""
-    from deepserve.executors import callspace
-
     batch = method == "predict_batch" and isinstance(result, list | tuple)
     items = list(result) if batch else [result]
     for item in items:
