@@ -97,11 +97,17 @@ class ColourFormatter(logging.Formatter):
         return text.replace(f" {record.levelname} ", f" {painted} ", 1)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`make_handler` makes: stderr, tagged records, one
+    of this module's formats; it can also write several lines at once
+    (:func:`direct_handler`, :func:`write_lines`)."""
+
+
 def make_handler(log_format: LogFormat) -> logging.Handler:
     """A stderr handler writing records in ``log_format``: JSON, or text
     with the level in colour when stderr is a terminal (see
     :func:`deepserve.console.colour_on`)."""
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     handler.addFilter(RequestIdFilter())
     formatter: logging.Formatter
     if log_format == "json":
@@ -112,6 +118,81 @@ def make_handler(log_format: LogFormat) -> logging.Handler:
         formatter = logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     return handler
+
+
+def direct_handler(logger: logging.Logger, level: int) -> StderrHandler | None:
+    """The handler a record of ``logger`` at ``level`` would reach, when it
+    is the only one and :func:`make_handler` made it with its format unchanged,
+    and nothing else would see the record (no filter on the way): records
+    for it may then be written by :func:`write_lines`, without making a
+    :class:`logging.LogRecord` each. ``None`` otherwise (logging configured
+    by someone else, a test capturing records...): log as usual."""
+    if logger.disabled or logger.filters or not logger.isEnabledFor(level):
+        return None
+    found: StderrHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None or type(handler) is not StderrHandler:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or found.level > level or len(found.filters) != 1:
+        return None
+    if type(found.filters[0]) is not RequestIdFilter:
+        return None
+    formatter = found.formatter
+    if type(formatter) in (JsonFormatter, ColourFormatter):
+        return found
+    if type(formatter) is logging.Formatter and formatter._fmt == TEXT_FORMAT:
+        return found
+    return None
+
+
+def write_lines(
+    handler: StderrHandler,
+    logger: str,
+    level: int,
+    lines: list[tuple[float, str, str | None]],
+) -> None:
+    """Write ``(time, message, request id)`` lines of ``logger`` at ``level``
+    with ``handler``, as logging would, in one write.
+
+    Only for a handler :func:`direct_handler` gave: its formatter reads no
+    more of a record than is set here.
+    """
+    formatter = handler.formatter
+    assert formatter is not None
+    levelname = logging.getLevelName(level)
+    text = []
+    for created, message, request_id in lines:
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        record.__dict__.update(
+            name=logger,
+            msg=message,
+            args=None,
+            levelname=levelname,
+            levelno=level,
+            created=created,
+            msecs=int((created - int(created)) * 1000) + 0.0,
+            exc_info=None,
+            exc_text=None,
+            stack_info=None,
+            request_id=request_id,
+            request_tag=f" [{request_id}]" if request_id else "",
+        )
+        text.append(formatter.format(record))
+    text.append("")
+    handler.acquire()
+    try:
+        handler.stream.write(handler.terminator.join(text))
+        handler.flush()
+    except Exception:  # as logging does: a broken stderr never stops serving
+        handler.handleError(record)
+    finally:
+        handler.release()
 
 
 def configure(*, level: int, log_format: LogFormat) -> None:

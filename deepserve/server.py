@@ -39,7 +39,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from deepserve.api import protocol
+from deepserve.api import access, protocol
 from deepserve.api.access import AccessLogger
 from deepserve.api.inflight import IN_FLIGHT
 from deepserve.exceptions import DeepserveError, LoaderError
@@ -207,6 +207,7 @@ async def _serve(
         # Stops listening, cancels what still runs, closes the app's
         # cleanup_ctx; the registry's running() closes after this.
         await runner.cleanup()
+        access.flush()
 
 
 async def _drain(

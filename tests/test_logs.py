@@ -97,3 +97,53 @@ def test_configure_sets_the_format_workers_copy(log_format):
         assert json.loads(result.stderr)["message"] == "hello"
     else:
         assert result.stderr.rstrip().endswith(" INFO x: hello")
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_lines_written_at_once_read_as_logging_writes_them(captured, log_format):
+    """The access log's fast path (write_lines) gives, byte for byte, the
+    lines logging gives for the same records."""
+    logger, out = captured(log_format)
+    handler = logs.direct_handler(logger, logging.INFO)
+    assert handler is not None
+    lines = [
+        (1764700000.25, '127.0.0.1 "POST /x?a=1" 200 1.2ms', "req-1"),
+        (1764700001.999, 'quote " and\nnewline', None),
+    ]
+    for at, message, request_id in lines:
+        record = logger.makeRecord(
+            logger.name, logging.INFO, "f", 1, message, None, None,
+            extra={"request_id": request_id},
+        )  # fmt: skip
+        record.created, record.msecs = at, int((at - int(at)) * 1000) + 0.0
+        logger.handle(record)
+    by_logging = out.getvalue()
+    out.seek(0)
+    out.truncate()
+    logs.write_lines(handler, logger.name, logging.INFO, lines)
+    assert out.getvalue() == by_logging
+    assert by_logging.count("\n") == 2 + (log_format == "text")
+
+
+def test_the_direct_handler_only_when_nothing_else_sees_the_records(captured):
+    logger, _out = captured("text")
+    assert logs.direct_handler(logger, logging.INFO) is not None
+    assert logs.direct_handler(logger, logging.DEBUG) is not None
+    logger.setLevel(logging.WARNING)
+    assert logs.direct_handler(logger, logging.INFO) is None  # not logged at all
+    logger.setLevel(logging.DEBUG)
+    # Another handler, a logger filter, a changed format, a handler of the
+    # embedding program: records go through logging as usual.
+    extra = logging.NullHandler()
+    logger.addHandler(extra)
+    assert logs.direct_handler(logger, logging.INFO) is None
+    logger.removeHandler(extra)
+    quiet = logging.Filter("other")
+    logger.addFilter(quiet)
+    assert logs.direct_handler(logger, logging.INFO) is None
+    logger.removeFilter(quiet)
+    (handler,) = logger.handlers
+    handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    assert logs.direct_handler(logger, logging.INFO) is None
+    logger.handlers[:] = [logging.StreamHandler(io.StringIO())]
+    assert logs.direct_handler(logger, logging.INFO) is None

@@ -297,6 +297,37 @@ def test_json_logs_carry_request_ids(serve):
     assert any(r["message"] == "SIGTERM received: shutting down" for r in records)
 
 
+def test_every_request_of_a_busy_turn_gets_its_own_access_line(serve):
+    """Lines of the requests answered in one turn of the event loop are
+    written together (access.py): none lost, none merged, each with its id,
+    in the text format too."""
+    server = serve(["--workers", "1", "--executor", "thread"], split=True)
+    server.wait_ready()
+    ids = [f"busy-{i}" for i in range(60)]
+
+    def one(request_id: str) -> int:
+        status, _, _ = call(
+            predict_url(server, seconds=0),
+            method="POST",
+            headers={"X-Request-ID": request_id},
+        )
+        return status
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        assert set(pool.map(one, ids)) == {200}
+    server.stop()
+    assert server.proc.returncode == 0
+    access = [
+        line
+        for line in server.stderr.splitlines()
+        if " INFO deepserve.access [busy-" in line
+    ]
+    tagged = sorted(line.split("[", 1)[1].split("]", 1)[0] for line in access)
+    assert tagged == sorted(ids)
+    for line in access:
+        assert line.endswith("ms") and '"POST /v2/models/slow/predict/' in line
+
+
 def test_tokens_in_the_query_string_never_reach_the_log(serve, tmp_path):
     """A client that sends its token in the query string is refused (401),
     and the access log shows the request without the token."""

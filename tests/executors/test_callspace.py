@@ -122,7 +122,7 @@ def test_spaces_never_hand_on_a_space_a_call_wrote_in(base):
     spaces = callspace.Spaces(base)
 
     def leaves_a_file():
-        fd, path = tempfile.mkstemp()
+        fd, _path = tempfile.mkstemp()
         os.close(fd)
         return {"ok": 1}
 
