@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from deepserve import logs
 from deepserve.exceptions import DeepserveError, WorkerDied
-from deepserve.executors import callspace
+from deepserve.executors import callspace, frames
 from deepserve.executors import capture as capture_mod
 from deepserve.executors import worker as worker_main
 from deepserve.executors.messages import (
@@ -106,6 +106,7 @@ class Worker:
         self.pending: collections.deque[PendingCall] = collections.deque()
         self.dead = False
         self._conn, child = ctx.Pipe(duplex=True)
+        self._frames = frames.Frames()
         self.process: SpawnProcess = ctx.Process(
             target=worker_main.main,
             # Workers log at the server's level and in its format (the CLI
@@ -164,14 +165,22 @@ class Worker:
             self._conn.send(Cancel(call.id))
 
     def _readable(self) -> None:
+        # One read: the pipe is readable, so it returns at once with what
+        # is there, often several answers (the worker runs ahead).
         try:
-            while self._conn.poll():
-                self._answer(self._conn.recv())
-        except (EOFError, OSError):
+            data = os.read(self._conn.fileno(), frames.READ_SIZE)
+        except OSError:
+            data = b""
+        if not data:
             self._lost()
-        except Exception as exc:  # an answer that does not unpickle
-            error = DeepserveError(f"Cannot read the worker's answer: {exc}")
-            self._answer(Failure(error) if self.ready.done() else StartFailed(error))
+            return
+        for pickle in self._frames.feed(data):
+            try:
+                message = frames.load(pickle)
+            except Exception as exc:  # an answer that does not unpickle
+                error = DeepserveError(f"Cannot read the worker's answer: {exc}")
+                message = Failure(error) if self.ready.done() else StartFailed(error)
+            self._answer(message)
 
     def _answer(self, message: FromWorker) -> None:
         if isinstance(message, Ready):
