@@ -8,6 +8,7 @@ protocol layer sends that its own way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -48,7 +49,9 @@ def encode(
     if path is not None:
         return _file_response(path, media_type, model, result)
     if is_json(media_type):
-        return dumps(_json_body(result, model, schema))
+        if schema is None:
+            return dumps({"status": "OK", "predictions": result})
+        return _checked(result, model, schema)
     if isinstance(result, str):
         return result
     raise BadModelOutput(
@@ -56,18 +59,26 @@ def encode(
     )
 
 
-def _json_body(result: Any, model: str, schema: type[marshmallow.Schema] | None) -> Any:
-    if schema is None:
-        return {"status": "OK", "predictions": result}
+def _checked(result: Any, model: str, schema: type[marshmallow.Schema]) -> str:
+    """``result`` as JSON text, once its JSON form (what a client reads)
+    matched ``schema``."""
     if not isinstance(result, Mapping):
         raise BadModelOutput(
             model,
             f"expected an object matching its schema, got {type(result).__name__}",
         )
-    errors = schema().validate(json.loads(dumps(result)))
+    text = dumps(result)
+    errors = _validator(schema).validate(json.loads(text))
     if errors:
         raise BadModelOutput(model, f"it does not match the model's schema: {errors}")
-    return result
+    return text
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema: type[marshmallow.Schema]) -> marshmallow.Schema:
+    """One instance of each response schema, made once (validating keeps no
+    state on it)."""
+    return schema()
 
 
 @dataclasses.dataclass(frozen=True)
