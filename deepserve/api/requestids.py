@@ -14,6 +14,7 @@ import itertools
 import os
 import re
 import secrets
+import weakref
 from collections.abc import Callable
 
 from aiohttp import web
@@ -35,19 +36,33 @@ class _Ids:
 
     As unique as a random UUID for correlating logs, without a system call
     per request (``uuid4`` reads the OS's random source every time, a
-    measurable share of a trivial prediction's cost).
+    measurable share of a trivial prediction's cost). A forked child takes
+    a new random half (``os.register_at_fork``), so two processes never
+    share ids.
     """
 
     def __init__(self) -> None:
-        self._prefix = ""
-        self._pid = -1
+        self._renew()
+        _LIVE.add(self)
+
+    def _renew(self) -> None:
+        self._prefix = secrets.token_hex(8)
         self._count = itertools.count()
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # new process (fork): a new prefix
-            self._pid = os.getpid()
-            self._prefix = secrets.token_hex(8)
         return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+#: Every source of ids in this process, renewed in a forked child.
+_LIVE: weakref.WeakSet[_Ids] = weakref.WeakSet()
+
+
+def _renew_all() -> None:
+    for ids in list(_LIVE):
+        ids._renew()
+
+
+os.register_at_fork(after_in_child=_renew_all)
 
 
 def choose(given: str | None, fresh: Callable[[], str]) -> str:

@@ -189,3 +189,27 @@ async def test_generated_ids_differ_between_apps_and_requests(aiohttp_client, re
         for _ in range(50):
             seen.add((await app_client.get("/v2/")).headers["X-Request-ID"])
     assert len(seen) == 100 and all(is_generated(i) for i in seen)
+
+
+def test_a_forked_child_makes_ids_of_its_own():
+    """Ids are a random half and a counter; a child of fork() must not
+    repeat its parent's (request ids would collide in the logs)."""
+    import os
+
+    from deepserve.api.requestids import _Ids
+
+    fresh = _Ids()
+    parent = [fresh() for _ in range(3)]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, ",".join(fresh() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split(",")
+    os.waitpid(pid, 0)
+    assert len(child) == 3 and all(len(i) == 32 for i in child)
+    assert {i[:16] for i in child} != {i[:16] for i in parent}
+    assert not set(child) & {*parent, fresh(), fresh(), fresh()}
