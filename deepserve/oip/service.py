@@ -10,6 +10,8 @@ shared.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import deepserve
 from deepserve.exceptions import BadInput
@@ -22,6 +24,7 @@ from deepserve.oip.types import (
     ServerMetadata,
     Tensor,
 )
+from deepserve.operations.negotiation import result_path
 from deepserve.runtime import Registry, ServedModel
 
 #: The protocol's extensions deepserve implements (REST: binary tensor data).
@@ -86,8 +89,12 @@ class InferenceService:
             result = await served.predict(kwargs)
         try:
             # Reading a returned file and converting large arrays are not
-            # for the event loop.
-            outputs = await asyncio.to_thread(plan.results, result, request)
+            # for the event loop; a few values are converted in less time
+            # than a thread takes to hand them back.
+            if light(result):
+                outputs = plan.results(result, request)
+            else:
+                outputs = await asyncio.to_thread(plan.results, result, request)
         finally:
             callspace.release(result)
         return InferResponse(
@@ -97,6 +104,45 @@ class InferenceService:
             parameters=dict(request.parameters),
             outputs=_requested(outputs, request),
         )
+
+
+#: Most values a result converted on the event loop holds.
+LIGHT_VALUES = 4096
+
+
+def light(result: Any) -> bool:
+    """Whether ``result`` is small enough to convert on the event loop: no
+    file, and at most :data:`LIGHT_VALUES` values in all (counted in arrays,
+    lists, mappings and text; an object of another kind counts as many)."""
+    return _values(result, LIGHT_VALUES) <= LIGHT_VALUES
+
+
+def _values(part: Any, budget: int, depth: int = 0) -> int:
+    """About how many values ``part`` holds; over ``budget`` once it is
+    known to be more."""
+    if part is None or isinstance(part, bool | int | float):
+        return 1
+    size = getattr(part, "size", None)
+    if isinstance(size, int) and hasattr(part, "dtype"):  # NumPy
+        return size
+    if isinstance(part, str | bytes | bytearray):
+        return 1 + len(part) // 64
+    if depth > 8 or result_path(part) is not None:
+        return budget + 1
+    if isinstance(part, Mapping):
+        parts: Any = part.values()
+    elif isinstance(part, list | tuple):
+        if len(part) > budget:
+            return len(part)
+        parts = part
+    else:
+        return budget + 1  # a kind of its own (a tensor of some framework)
+    total = 0
+    for each in parts:
+        total += _values(each, budget - total, depth + 1)
+        if total > budget:
+            break
+    return total
 
 
 def _requested(outputs: list[Tensor], request: InferRequest) -> list[Tensor]:
