@@ -25,7 +25,7 @@ from typing import Any
 
 from deepserve import adapters, logs
 from deepserve.exceptions import BadModelOutput, DeepserveError, ModelFailed
-from deepserve.executors import callspace
+from deepserve.executors import callspace, frames
 from deepserve.executors import capture as output
 from deepserve.executors.messages import (
     Answer,
@@ -118,6 +118,7 @@ def _serve(
     """
     backlog: collections.deque[Call] = collections.deque()
     cancelled: set[int] = set()
+    inbox = frames.Inbox(conn.fileno())
 
     def take(message: object) -> bool:
         if isinstance(message, Call):
@@ -130,10 +131,10 @@ def _serve(
 
     while True:
         try:
-            if not backlog and not take(conn.recv()):
+            if not backlog and not take(inbox.get()):
                 return
-            while conn.poll():
-                if not take(conn.recv()):
+            while inbox.pending():
+                if not take(inbox.get()):
                     return
         except (EOFError, OSError):
             return

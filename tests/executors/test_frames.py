@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 
 import pytest
 
@@ -71,3 +72,29 @@ def test_the_long_length_form_is_read():
     reader = frames.Frames()
     assert reader.feed(data[:6]) == []
     assert values(reader.feed(data[6:])) == [Answer("big")]
+
+
+def test_the_workers_inbox_waits_looks_and_sees_the_end():
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    inbox = frames.Inbox(ours.fileno())
+    assert not inbox.pending()  # nothing yet, and no waiting to say so
+    theirs.send(Ready(1))
+    theirs.send(Answer("two"))
+    assert inbox.pending()
+    assert inbox.get() == Ready(1)
+    assert inbox.pending()
+    assert inbox.get() == Answer("two")
+    assert not inbox.pending()
+    # A large message arrives in pieces; get() waits for all of it.
+    big = Answer(b"y" * (3 * frames.READ_SIZE))
+    sender = threading.Thread(target=theirs.send, args=(big,))
+    sender.start()
+    assert inbox.get() == big
+    sender.join()
+    theirs.close()
+    assert inbox.pending()  # the end: get() says so at once
+    with pytest.raises(EOFError):
+        inbox.get()
+    with pytest.raises(EOFError):
+        inbox.get()
+    ours.close()
