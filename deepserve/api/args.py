@@ -156,6 +156,11 @@ class _Body:
     dropped: UnknownArgs = dataclasses.field(default_factory=UnknownArgs)
 
 
+#: What a request without a body carries there (never changed: a body that
+#: is read gets a _Body of its own).
+_NO_BODY = _Body(form=MultiDict(), files={}, json={})
+
+
 async def parse(
     request: web.Request,
     spec: ArgSpec,
@@ -321,9 +326,9 @@ class _Limits(NamedTuple):
 async def _read_body(
     request: web.Request, spec: ArgSpec, uploads: Uploads, limits: _Limits
 ) -> _Body:
-    body = _Body(form=MultiDict(), files={}, json={})
     if not request.body_exists:
-        return body
+        return _NO_BODY
+    body = _Body(form=MultiDict(), files={}, json={})
     ctype = request.content_type
     limits.check_length(request.content_length or 0, ctype == "multipart/form-data")
     if ctype == "multipart/form-data":
