@@ -174,23 +174,29 @@ class Worker:
         if not data:
             self._lost()
             return
+        answered = False
         for pickle in self._frames.feed(data):
             try:
                 message = frames.load(pickle)
             except Exception as exc:  # an answer that does not unpickle
                 error = DeepserveError(f"Cannot read the worker's answer: {exc}")
                 message = Failure(error) if self.ready.done() else StartFailed(error)
-            self._answer(message)
+            answered |= self._answer(message)
+        # Told once for every answer read: the calls that fill the room go
+        # out together.
+        if answered and self._listener is not None:
+            self._listener.answered(self)
 
-    def _answer(self, message: FromWorker) -> None:
+    def _answer(self, message: FromWorker) -> bool:
+        """Settle what ``message`` answers; whether it was a call's answer."""
         if isinstance(message, Ready):
             settle(self.ready, message.pid)
-            return
+            return False
         if isinstance(message, StartFailed):
             settle(self.ready, error=message.error)
-            return
+            return False
         if not self.pending:
-            return
+            return False
         call = self.pending.popleft()
         if isinstance(message, Answer):
             if call.answer.done():
@@ -202,8 +208,7 @@ class Worker:
             call.answer.cancel()
         else:
             settle(call.answer, error=message.error)
-        if self._listener is not None:
-            self._listener.answered(self)
+        return True
 
     def _lost(self) -> None:
         """The pipe closed: the process died or is dying."""
