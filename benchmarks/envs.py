@@ -133,8 +133,12 @@ def deepaas_venv(*, rebuild: bool = False) -> Venv:
     return venv
 
 
-def deepserve_venv(*, rebuild: bool = False) -> Venv:
-    """deepserve from this working tree, and the echo model."""
+def deepserve_venv(*, rebuild: bool = False, reinstall: bool = True) -> Venv:
+    """deepserve from this working tree, and the echo model.
+
+    :param reinstall: reinstall deepserve from the working tree (False: it was
+        just done, by the run that re-ran itself in a network namespace).
+    """
     setup = (REPO / "setup.cfg").read_text()
     stamp = f"deepserve setup.cfg {hashlib.sha256(setup.encode()).hexdigest()}\n"
     stamp += f"echo_model {_digest(ECHO_MODEL)}\n"
@@ -143,7 +147,32 @@ def deepserve_venv(*, rebuild: bool = False) -> Venv:
         if new:
             _pip(venv, repo, echo)
             (venv.path / STAMP).write_text(stamp)
-        else:
+        elif reinstall:
             # Dependencies are unchanged (same setup.cfg); the code may not be.
             _pip(venv, "--no-deps", "--force-reinstall", repo)
+    return venv
+
+
+#: The peers: servers a user would pick instead of deepserve (issue 13). Each
+#: gets a venv of its own with the benchmark models (``echo_model``), whose
+#: functions the peers' apps under ``peers/`` call, so the work is the same.
+PEER_REQUIREMENTS = {
+    # MLServer 1.7.1's workers ask uvloop for an event loop before making one,
+    # which uvloop 0.22 refuses (every worker dies at start): the older uvloop.
+    "mlserver": ("mlserver>=1.7,<1.8", "uvloop<0.22"),
+    "bentoml": ("bentoml>=1.4,<1.5",),
+    "ray-serve": ("ray[serve]>=2.60,<3",),
+}
+
+
+def peer_venv(name: str, *, rebuild: bool = False) -> Venv:
+    """The venv of peer ``name`` (a key of :data:`PEER_REQUIREMENTS`)."""
+    requirements = PEER_REQUIREMENTS[name]
+    stamp = "".join(f"{r}\n" for r in requirements)
+    stamp += f"echo_model {_digest(ECHO_MODEL)}\n"
+    venv, new = _prepare(name, stamp, rebuild=rebuild)
+    if new:
+        with _sources(ECHO_MODEL) as (echo,):
+            _pip(venv, *requirements, echo)
+        (venv.path / STAMP).write_text(stamp)
     return venv

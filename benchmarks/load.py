@@ -8,6 +8,7 @@ are what saturates.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -73,12 +74,16 @@ def run_wrk(
     duration_s: float,
     timeout_s: float = 2.0,
     threads: int | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
 ) -> LoadResult:
     """POST to ``url`` (``127.0.0.1`` only) over ``connections`` for a while.
 
     :param timeout_s: wrk's per-request timeout; slower requests count as
         ``timeout`` errors.
     :param threads: wrk's threads; default 1 for one connection, else 2.
+    :param body: of every request (UTF-8 text: it goes through the
+        environment); ``content_type``: its type.
     """
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"load goes to 127.0.0.1 only, not {url}")
@@ -94,9 +99,19 @@ def run_wrk(
         f"--script={SCRIPT}",
         url,
     ]
+    env = {
+        **os.environ,
+        "WRK_BODY": body.decode(),
+        "WRK_CONTENT_TYPE": content_type or "",
+    }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=False,
+        env=env,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

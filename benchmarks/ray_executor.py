@@ -51,7 +51,9 @@ def echo_site(tmp: Path) -> Path:
     """A site where the benchmarks' echo model is installed (entry points)."""
     info = tmp / "bench_echo-1.0.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-echo\nVersion: 1.0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: bench-echo\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text("[deepserve.v2.model]\necho = bench_echo\n")
     return tmp
 
@@ -67,7 +69,9 @@ def serve(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5)
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/v2/health/ready", timeout=5
+            )
             return proc
         except OSError:
             if proc.poll() is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scenarios import MIB, Rounds, Run, Training, Upload
+from scenarios import MIB, Rounds, Run, Startup, Training, Upload
 
 #: Server labels: what run.py starts, what the ratios and targets compare.
 DS_PROCESS = "deepserve (process)"
@@ -19,6 +20,13 @@ CPU_1 = "deepserve, 1 worker"
 CPU_2 = "deepserve, 2 workers"
 BATCH_OFF = "deepserve, batching off"
 BATCH_ON = "deepserve, batching on"
+#: The peers of issue 13 (run.py adds each one's version to its label).
+PEER_NAMES = ("MLServer", "BentoML", "Ray Serve")
+
+
+def peer_label(name: str, version: str, what: str = "") -> str:
+    """A peer's label: ``MLServer 1.7.1``, ``MLServer 1.7.1, 2 workers``."""
+    return f"{name} {version}" + (f", {what}" if what else "")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -66,20 +74,23 @@ def _p99(s: Summary | None) -> float | None:
 
 @dataclass(frozen=True)
 class Check:
-    """One target of issue 3 and what this run measured for it.
+    """One target of an issue and what this run measured for it.
 
     :param met: None when it could not be measured in this run.
+    :param issue: the issue(s) that set it.
     """
 
     scenario: str
     target: str
     measured: str
     met: bool | None
+    issue: str = "3"
 
 
 def targets_table(checks: Sequence[Check]) -> str:
     rows = [
         [
+            c.issue,
             c.scenario,
             c.target,
             c.measured,
@@ -87,7 +98,7 @@ def targets_table(checks: Sequence[Check]) -> str:
         ]
         for c in checks
     ]
-    return table(["scenario", "target", "measured", "verdict"], rows)
+    return table(["issue", "scenario", "target", "measured", "verdict"], rows)
 
 
 @dataclass(frozen=True)
@@ -196,7 +207,18 @@ def _errors_note(*summaries: Summary | None) -> str:
     return f"; {errors} wrk error(s)" if errors else ""
 
 
-def overhead_section(rounds: Rounds, levels: Sequence[int]) -> tuple[str, list[Check]]:
+def _best_peer(
+    by: dict[str, dict[int, Summary]], peers: Sequence[str], level: int
+) -> tuple[str, Summary] | None:
+    """The peer with the most req/s at ``level`` connections."""
+    found = [(p, by[p][level]) for p in peers if level in by.get(p, {})]
+    return max(found, key=lambda f: f[1].rps) if found else None
+
+
+def overhead_section(
+    rounds: Rounds, levels: Sequence[int], peers: Sequence[str] = ()
+) -> tuple[str, list[Check]]:
+    """:param peers: the labels of the peers (issue 13) among the servers."""
     by = _summaries(rounds)
     proc, thread = by.get(DS_PROCESS, {}), by.get(DS_THREAD, {})
     base, ceil = by.get(BASELINE, {}), by.get(CEILING, {})
@@ -270,6 +292,100 @@ def overhead_section(rounds: Rounds, levels: Sequence[int]) -> tuple[str, list[C
             None if value is None else value <= 1 / 3,
         )
     )
+    checks[1] = dataclasses.replace(checks[1], issue="3, 13")
+    if not peers:
+        return text, checks
+    peer_text, peer_checks = _overhead_peers(by, levels, peers)
+    return f"{text}\n\n{peer_text}", checks + peer_checks
+
+
+def _overhead_peers(
+    by: dict[str, dict[int, Summary]], levels: Sequence[int], peers: Sequence[str]
+) -> tuple[str, list[Check]]:
+    """Ratios against the best peer and the ceiling, and issue 13's targets."""
+    proc, thread, ceil = (
+        by.get(DS_PROCESS, {}),
+        by.get(DS_THREAD, {}),
+        by.get(CEILING, {}),
+    )
+    rows = []
+    for c in levels:
+        best = _best_peer(by, peers, c)
+        bp = best[1] if best else None
+        p, t, k = proc.get(c), thread.get(c), ceil.get(c)
+        rows.append(
+            [
+                str(c),
+                f"{best[0]} ({bp.rps:.0f})" if best and bp else "-",
+                _ratio(_rps(p), _rps(bp)),
+                _ratio(_rps(t), _rps(bp)),
+                _ratio(_rps(bp), _rps(k)),
+                _ratio(_p50(p), _p50(bp)),
+                _ratio(_p50(t), _p50(bp)),
+                _ratio(_p99(p), _p99(bp)),
+                _ratio(_p50(p), _p50(k)),
+            ]
+        )
+    text = "Against the best peer (the most req/s at that level) and the ceiling:\n\n"
+    text += table(
+        [
+            "conn.",
+            "best peer (req/s)",
+            "req/s process/best peer",
+            "req/s thread/best peer",
+            "req/s best peer/ceiling",
+            "p50 process/best peer",
+            "p50 thread/best peer",
+            "p99 process/best peer",
+            "p50 process/ceiling",
+        ],
+        rows,
+    )
+    top, low = max(levels), min(levels)
+    checks = []
+    p, t, k = proc.get(top), thread.get(top), ceil.get(top)
+    value = _div(_rps(p), _rps(k))
+    checks.append(
+        Check(
+            "overhead",
+            f"echo req/s at c={top}, deepserve process executor >= 40% of the bare "
+            "aiohttp ceiling",
+            "-"
+            if value is None or p is None or k is None
+            else f"{value:.0%} ({p.rps:.0f} vs {k.rps:.0f} req/s)" + _errors_note(p, k),
+            None if value is None else value >= 0.4,
+            issue="13",
+        )
+    )
+    best = _best_peer(by, peers, top)
+    for name, ours in (("process", p), ("thread", t)):
+        bp = best[1] if best else None
+        value = _div(_rps(ours), _rps(bp))
+        checks.append(
+            Check(
+                "overhead",
+                f"echo req/s at c={top}, deepserve {name} executor >= 3x the best peer",
+                _measured_ratio(value, _rps(ours), _rps(bp), "req/s")
+                + (f", {best[0]}" if best and value is not None else "")
+                + _errors_note(ours, bp),
+                None if value is None else value >= 3,
+                issue="13",
+            )
+        )
+    p, k = proc.get(low), ceil.get(low)
+    value = _div(_p50(p), _p50(k))
+    checks.append(
+        Check(
+            "overhead",
+            f"echo p50 at c={low}, deepserve process executor <= 2x the bare aiohttp "
+            "ceiling's",
+            "-"
+            if value is None or p is None or k is None
+            else f"{value:.2f}x ({p.p50_ms:.2f} vs {k.p50_ms:.2f} ms)",
+            None if value is None else value <= 2,
+            issue="13",
+        )
+    )
     return text, checks
 
 
@@ -281,7 +397,12 @@ def _measured_ratio(
     return f"{value:.2f}x ({num:.0f} vs {den:.0f} {unit})"
 
 
-def cpu_section(rounds: Rounds, level: int) -> tuple[str, list[Check]]:
+def cpu_section(
+    rounds: Rounds,
+    level: int,
+    peers: Sequence[tuple[str, str, str]] = (),
+) -> tuple[str, list[Check]]:
+    """:param peers: ``(peer, its 1-worker label, its 2-worker label)``."""
     by = _summaries(rounds)
     one, two = by.get(CPU_1, {}).get(level), by.get(CPU_2, {}).get(level)
     value = _div(_rps(two), _rps(one))
@@ -296,12 +417,62 @@ def cpu_section(rounds: Rounds, level: int) -> tuple[str, list[Check]]:
         _measured_ratio(value, _rps(two), _rps(one), "req/s") + _errors_note(one, two),
         None if value is None else value >= 1.8,
     )
-    return text, [check]
+    checks = [dataclasses.replace(check, issue="3, 13")]
+    if not peers:
+        return text, checks
+    rows = []
+    for name, one_label, two_label in peers:
+        p1, p2 = by.get(one_label, {}).get(level), by.get(two_label, {}).get(level)
+        rows.append(
+            [
+                name,
+                "-" if p1 is None else f"{p1.rps:.0f}",
+                "-" if p2 is None else f"{p2.rps:.0f}",
+                _ratio(_rps(p2), _rps(p1)),
+                _ratio(_rps(two), _rps(p2)),
+            ]
+        )
+    text += "\n\nEach peer, 1 worker against 2 (MLServer parallel_workers, BentoML "
+    text += "workers, Ray Serve num_replicas):\n\n" + table(
+        [
+            "peer",
+            "req/s, 1 worker",
+            "req/s, 2 workers",
+            "2 / 1",
+            "deepserve 2 workers / peer's 2",
+        ],
+        rows,
+    )
+    twos = [
+        (name, by[two_label][level])
+        for name, _, two_label in peers
+        if level in by.get(two_label, {})
+    ]
+    best = max(twos, key=lambda f: f[1].rps) if twos else None
+    value = _div(_rps(two), _rps(best[1] if best else None))
+    checks.append(
+        Check(
+            "cpu",
+            f"CPU-bound model at c={level}, 2 workers: deepserve's req/s >= every "
+            "peer's with 2 workers",
+            _measured_ratio(value, _rps(two), _rps(best[1] if best else None), "req/s")
+            + (f" against the best, {best[0]}" if best and value is not None else ""),
+            None if value is None else value >= 1,
+            issue="13",
+        )
+    )
+    return text, checks
 
 
 def batching_section(
-    rounds: Rounds, level: int, *, max_batch_size: int, max_latency_ms: float
+    rounds: Rounds,
+    level: int,
+    *,
+    max_batch_size: int,
+    max_latency_ms: float,
+    peers: Sequence[str] = (),
 ) -> tuple[str, list[Check]]:
+    """:param peers: the labels of the peers (batching on) among the servers."""
     by = _summaries(rounds)
     off, on = by.get(BATCH_OFF, {}).get(level), by.get(BATCH_ON, {}).get(level)
     value = _div(_rps(on), _rps(off))
@@ -339,9 +510,80 @@ def batching_section(
                 f"({max_latency_ms:g} + {call_ms:.2f} = {bound:.2f} ms)",
                 "-" if on is None or on.p99_ms is None else f"{on.p99_ms:.2f} ms",
                 None if on is None or on.p99_ms is None else on.p99_ms <= bound,
+                issue="3, 13",
             )
         )
+    if not peers:
+        return text, checks
+    rows = []
+    for peer in peers:
+        ps = by.get(peer, {}).get(level)
+        rows.append(
+            [
+                peer,
+                "-" if ps is None else f"{ps.rps:.0f}",
+                _ms(_p50(ps)),
+                _ms(_p99(ps)),
+                "-" if ps is None or ps.batch is None else f"{ps.batch:.1f}",
+                _ratio(_rps(on), _rps(ps)),
+                _ratio(_p99(on), _p99(ps)),
+            ]
+        )
+    text += f"\n\nThe peers' own batching at c={level} against deepserve's:\n\n"
+    text += table(
+        [
+            "peer",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "mean batch",
+            "req/s deepserve/peer",
+            "p99 deepserve/peer",
+        ],
+        rows,
+    )
+    best = _best_peer(by, peers, level)
+    value = _div(_rps(on), _rps(best[1] if best else None))
+    checks.append(
+        Check(
+            "batching",
+            f"vector model at c={level}, batching on: deepserve's req/s >= every "
+            "peer's with its own batching",
+            _measured_ratio(value, _rps(on), _rps(best[1] if best else None), "req/s")
+            + (f" against the best, {best[0]}" if best and value is not None else "")
+            + _errors_note(on, best[1] if best else None),
+            None if value is None else value >= 1,
+            issue="13",
+        )
+    )
     return text, checks
+
+
+def startup_section(found: Sequence[tuple[str, dict[str, Startup]]]) -> str:
+    """Time to first prediction and idle memory, by scenario and server."""
+    rows = [
+        [
+            label,
+            scenario,
+            s.model,
+            "-" if s.ready_s is None else f"{s.ready_s:.2f}",
+            f"{s.idle_rss / MIB:.0f}",
+            str(s.processes),
+        ]
+        for scenario, startups in found
+        for label, s in startups.items()
+    ]
+    return table(
+        [
+            "server",
+            "scenario",
+            "model",
+            "first prediction s",
+            "idle RSS MiB",
+            "processes",
+        ],
+        rows,
+    )
 
 
 def upload_section(results: Sequence[Upload]) -> tuple[str, list[Check]]:

@@ -1,20 +1,25 @@
-"""deepserve's benchmarks: ``python benchmarks/run.py [--quick] [--write]``.
+"""deepserve's benchmarks: ``python benchmarks/run.py [--quick] [--peers] [--write]``.
 
 Builds (or reuses) the venvs under ``benchmarks/.venvs/``, runs the
 scenarios against deepserve, DEEPaaS 2.6.0 and a bare aiohttp app on
-127.0.0.1, prints Markdown tables and the targets of issue 3 (met or not)
-and, with ``--write``, records them in ``benchmarks/RESULTS.md``. See
-``benchmarks/README.md``.
+127.0.0.1 and, with ``--peers``, MLServer, BentoML and Ray Serve too (in a
+private network namespace), prints Markdown tables and the targets of
+issues 3 and 13 (met or not) and, with ``--write``, records them in
+``benchmarks/RESULTS.md``. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import os
 import shlex
 import shutil
 import signal
+import socket
+import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +34,17 @@ import scenarios
 from load import wrk_version
 
 SCENARIOS = ("overhead", "cpu", "batching", "upload", "training")
+STARTUP_NOTE = (
+    "First prediction: from spawning the server's command to its first 200 "
+    "answer to a predict, polled every 50 ms; the servers of a scenario start "
+    "one after the other, each while the ones before it sit idle. Idle RSS: "
+    "VmRSS summed over the server's process tree (its descendants, process "
+    "group and session; a page shared by processes counts in each), a second "
+    "after its first answers. For Ray Serve that is every process of the Ray head "
+    "node the benchmark started for it: the launcher (the Serve driver), ray "
+    "start, the GCS, the raylet, the dashboard and its agents, the runtime-env "
+    "agent, and the Serve controller, HTTP proxy and replicas."
+)
 #: Connections of the overhead scenario.
 LEVELS = (1, 16, 64)
 #: Connections of the CPU-bound scenario (1 vs 2 workers).
@@ -116,6 +132,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="Recreate benchmarks/.venvs/ from scratch.",
     )
     parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="Also run MLServer, BentoML and Ray Serve (issue 13) in the overhead, "
+        "cpu and batching scenarios, and time every server's start. The whole "
+        "benchmark then runs in a private network namespace (re-run with unshare "
+        "-n: needs root).",
+    )
+    parser.add_argument(
         "--keep-scratch",
         action="store_true",
         help="Keep the scratch directory (server logs) instead of removing it.",
@@ -132,8 +156,103 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
+IFF_UP = 0x1
+SIOCGIFFLAGS = 0x8913
+
+
+def in_private_netns() -> bool:
+    """True when loopback is the only network interface here, and it is up."""
+    if [name for _, name in socket.if_nameindex()] != ["lo"]:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
+    flags: int = struct.unpack_from("16sH", ifreq)[1]
+    return bool(flags & IFF_UP)
+
+
+def rerun_in_netns(argv: list[str]) -> int:
+    """Run this script again in a private network namespace with loopback only.
+
+    Ray listens on every interface, rewrites 127.0.0.1 to the host's address
+    and opens ports of its own: in a namespace of its own, all of that stays
+    on loopback. Every server and wrk run in it, so all are measured alike.
+    """
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "--peers runs in a private network namespace: run as root, or inside "
+            "one (unshare -n sh -c 'ip link set lo up && python3 benchmarks/run.py "
+            "--peers ...')"
+        )
+    script = shlex.join([sys.executable, str(Path(__file__).resolve()), *argv])
+    print("== re-running in a private network namespace (unshare -n)", flush=True)
+    return subprocess.call(
+        ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {script}"]
+    )
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer of issue 13: its name, label stem and venv."""
+
+    name: str
+    venv: envs.Venv
+    version: str
+
+    def label(self, what: str = "") -> str:
+        return report.peer_label(self.name, self.version, what)
+
+
+def peer_targets(
+    peers: list[Peer],
+    scratch: Path,
+    *,
+    model: str,
+    what: str = "",
+    workers: int = 1,
+) -> list[scenarios.Target]:
+    """One target per peer serving ``model`` with ``workers`` workers;
+    ``what`` ends its label."""
+    found = []
+    for peer in peers:
+        label = peer.label(what)
+        if peer.name == "MLServer":
+            found.append(
+                scenarios.mlserver_target(
+                    peer.venv,
+                    label,
+                    scratch,
+                    model=model,
+                    workers=workers,
+                    batching=model == "vector",
+                    max_batch_size=MAX_BATCH_SIZE,
+                    max_wait_ms=MAX_LATENCY_MS,
+                )
+            )
+        elif peer.name == "BentoML":
+            found.append(
+                scenarios.bentoml_target(
+                    peer.venv, label, scratch, model=model, workers=workers
+                )
+            )
+        else:
+            found.append(
+                scenarios.ray_serve_target(
+                    peer.venv, label, model=model, replicas=workers
+                )
+            )
+    return found
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.peers and not in_private_netns():
+        # The namespace reaches no package index: build the venvs here first.
+        print("== venvs", flush=True)
+        envs.deepserve_venv(rebuild=args.rebuild_venvs)
+        envs.deepaas_venv(rebuild=args.rebuild_venvs)
+        for key in envs.PEER_REQUIREMENTS:
+            envs.peer_venv(key, rebuild=args.rebuild_venvs)
+        return rerun_in_netns([a for a in argv if a != "--rebuild-venvs"])
     signal.signal(signal.SIGTERM, _terminate)
     plan = QUICK if args.quick else FULL
     scenarios.quiet_wait_s = args.quiet_wait
@@ -149,6 +268,15 @@ def main(argv: list[str]) -> int:
     )
     deepaas = scenarios.deepaas_target(dp_venv, workers=1)
     ceiling = scenarios.ceiling_target(ds_venv)
+    peers: list[Peer] = []
+    if args.peers:
+        for name, key, dist in (
+            ("MLServer", "mlserver", "mlserver"),
+            ("BentoML", "bentoml", "bentoml"),
+            ("Ray Serve", "ray-serve", "ray"),
+        ):
+            venv = envs.peer_venv(key, rebuild=args.rebuild_venvs)
+            peers.append(Peer(name, venv, venv.version_of(dist)))
 
     host = machine.describe()
     today = datetime.date.today().isoformat()
@@ -163,7 +291,12 @@ def main(argv: list[str]) -> int:
         f"- DEEPaaS {dp_venv.version_of('deepaas')}, "
         f"aiohttp {dp_venv.version_of('aiohttp')}, "
         f"webargs {dp_venv.version_of('webargs')}",
-        f"- load generator: {wrk_version()}, on the same machine",
+        *(
+            f"- {peer.name} {peer.version}, in a venv of its own (benchmarks/.venvs/)"
+            for peer in peers
+        ),
+        f"- load generator: {wrk_version()}, on the same machine"
+        + (", all in a private network namespace (loopback only)" if peers else ""),
         f"- command: `{command}`",
     ]
     load_before = _load()
@@ -176,6 +309,7 @@ def main(argv: list[str]) -> int:
     sections: list[str] = []
     checks: list[report.Check] = []
     problems: list[str] = []
+    startups: list[tuple[str, dict[str, scenarios.Startup]]] = []
     scratch = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
     rounds = (
         f"median of {plan.rounds} round(s) of {plan.duration_s:g} s per level"
@@ -187,7 +321,13 @@ def main(argv: list[str]) -> int:
             print("== overhead: echo predict, POST ?text=hello", flush=True)
             over = scenarios.load_rounds(
                 "overhead",
-                [deepserve, threaded, ceiling, deepaas],
+                [
+                    deepserve,
+                    threaded,
+                    ceiling,
+                    deepaas,
+                    *peer_targets(peers, scratch, model="echo"),
+                ],
                 scratch,
                 levels=LEVELS,
                 duration_s=plan.duration_s,
@@ -195,7 +335,10 @@ def main(argv: list[str]) -> int:
                 rounds=plan.rounds,
             )
             problems += [f"overhead, {p}" for p in over.problems]
-            text, found = report.overhead_section(over, LEVELS)
+            startups.append(("overhead", over.startup))
+            text, found = report.overhead_section(
+                over, LEVELS, [p.label() for p in peers]
+            )
             checks += found
             sections.append(
                 f"### Overhead: echo predict, {rounds}, wrk with 1 thread at "
@@ -212,6 +355,10 @@ def main(argv: list[str]) -> int:
                     scenarios.deepserve_target(
                         ds_venv, label=report.CPU_2, model="cpu", workers=2
                     ),
+                    *peer_targets(peers, scratch, model="cpu", what="1 worker"),
+                    *peer_targets(
+                        peers, scratch, model="cpu", what="2 workers", workers=2
+                    ),
                 ],
                 scratch,
                 levels=(CPU_LEVEL,),
@@ -222,7 +369,12 @@ def main(argv: list[str]) -> int:
                 timeout_s=5,
             )
             problems += [f"cpu, {p}" for p in cpu.problems]
-            text, found = report.cpu_section(cpu, CPU_LEVEL)
+            startups.append(("cpu", cpu.startup))
+            text, found = report.cpu_section(
+                cpu,
+                CPU_LEVEL,
+                [(p.label(), p.label("1 worker"), p.label("2 workers")) for p in peers],
+            )
             checks += found
             sections.append(
                 "### CPU-bound: the cpu model (about 20 ms of pure Python per "
@@ -251,6 +403,7 @@ def main(argv: list[str]) -> int:
                             f"{MAX_LATENCY_MS:g}",
                         ],
                     ),
+                    *peer_targets(peers, scratch, model="vector", what="batching"),
                 ],
                 scratch,
                 levels=BATCH_LEVELS,
@@ -262,11 +415,13 @@ def main(argv: list[str]) -> int:
                 batch_stats=True,
             )
             problems += [f"batching, {p}" for p in batch.problems]
+            startups.append(("batching", batch.startup))
             text, found = report.batching_section(
                 batch,
                 max(BATCH_LEVELS),
                 max_batch_size=MAX_BATCH_SIZE,
                 max_latency_ms=MAX_LATENCY_MS,
+                peers=[p.label("batching") for p in peers],
             )
             checks += found
             sections.append(
@@ -317,7 +472,14 @@ def main(argv: list[str]) -> int:
     mode = "quick" if args.quick else "full"
     title = f"## {today}, {mode} run, {host.cpus} x {host.cpu_model}"
     header.append(f"- load average (1 min) before / after: {load_before} / {_load()}")
-    targets = "### Targets (issue 3)\n\n" + report.targets_table(checks)
+    targets = "### Targets (issues 3 and 13)\n\n" + report.targets_table(checks)
+    if peers and startups:
+        sections.append(
+            "### Start-up and idle memory\n\n"
+            + report.startup_section(startups)
+            + "\n\n"
+            + STARTUP_NOTE
+        )
     body = "\n\n".join(["\n".join([title, "", *header]), targets, *sections])
     body += "\n\nProblems seen (wrk errors are in the tables): " + (
         "\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "none."

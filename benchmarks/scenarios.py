@@ -2,18 +2,22 @@
 
 Each starts its servers, measures, and stops them before returning; each
 wait is bounded (wrk durations, curl's ``--max-time``, start-up timeouts).
+The servers: deepserve, DEEPaaS 2.6.0, a bare aiohttp app and, with
+``--peers``, MLServer, BentoML and Ray Serve (issue 13), each asked in its
+own request format (:class:`Target`'s ``call`` and ``read``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 from envs import HERE, Venv
 from load import LoadResult, run_wrk
 from servers import (
+    Request,
     RssSampler,
     Server,
     cpu_seconds,
@@ -42,17 +47,44 @@ VECTOR_STATS = "__stats__"
 quiet_wait_s = 30.0
 
 
+#: Where the peers' apps are (put on their ``PYTHONPATH``).
+PEERS = HERE / "peers"
+#: Seconds to let a server settle after its first answers before its idle
+#: memory is read.
+SETTLE_S = 1.0
+
+
 def predict_path(model: str) -> str:
     return f"/v2/models/{model}/predict/"
 
 
+def deepaas_call(model: str, text: str) -> Request:
+    """DEEPaaS V2's predict (deepserve's too): the text as a query argument."""
+    return Request("POST", predict_path(model) + f"?text={text}")
+
+
+def deepaas_read(body: bytes) -> object:
+    """The model's answer in a DEEPaaS V2 predict's answer."""
+    return json.loads(body).get("predictions")
+
+
 @dataclass(frozen=True)
 class Target:
-    """A server to benchmark: a label, the model it serves, how to start it."""
+    """A server to benchmark: a label, the model it serves, how to start it.
+
+    :param argv: the command, given the port it must listen on.
+    :param call: the predict request for ``(model, text)``, in the server's
+        own format; ``read``: the model's answer (``{"echo": text}``) in the
+        body of the server's 200 answer.
+    :param env: more environment variables for the server.
+    """
 
     label: str
     argv: Callable[[int], list[str]]
     model: str = "echo"
+    call: Callable[[str, str], Request] = deepaas_call
+    read: Callable[[bytes], object] = deepaas_read
+    env: Mapping[str, str] | None = None
 
 
 def deepserve_target(
@@ -113,16 +145,194 @@ def _serve(target: Target, scratch: Path) -> AbstractContextManager[Server]:
         target.argv(port),
         port=port,
         scratch=scratch,
-        probe=predict_path(target.model) + "?text=ready",
+        probe=target.call(target.model, "ready"),
+        env=target.env,
     )
 
 
-def _check_echo(server: Server, model: str) -> None:
-    status, body = server.request("POST", predict_path(model) + "?text=hello")
-    answer = json.loads(body) if status == 200 else None
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, dict) or predictions.get("echo") != "hello":
+def _check_echo(server: Server, target: Target) -> None:
+    """The server answers 200 and the model's echo of the text."""
+    status, body = server.send(target.call(target.model, "hello"))
+    try:
+        answer = target.read(body) if status == 200 else None
+    except (ValueError, LookupError, TypeError):
+        answer = None
+    if not isinstance(answer, dict) or answer.get("echo") != "hello":
         raise RuntimeError(f"{server.label}: unexpected answer {status} {body[:200]!r}")
+
+
+# -- the peers (issue 13) ------------------------------------------------------
+
+MLSERVER_RUNTIMES = {"echo": "Echo", "cpu": "Cpu", "vector": "Vector"}
+
+
+def mlserver_call(model: str, text: str) -> Request:
+    """Open Inference Protocol: one ``BYTES`` input ``text`` of one item."""
+    body = {
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]
+    }
+    return Request(
+        "POST",
+        f"/v2/models/{model}/infer",
+        json.dumps(body).encode(),
+        "application/json",
+    )
+
+
+def mlserver_read(body: bytes) -> object:
+    """The first item of the ``prediction`` output (the model's JSON)."""
+    outputs = json.loads(body)["outputs"]
+    found = next(o for o in outputs if o["name"] == "prediction")
+    return json.loads(found["data"][0])
+
+
+def mlserver_target(
+    venv: Venv,
+    label: str,
+    scratch: Path,
+    *,
+    model: str = "echo",
+    workers: int = 1,
+    batching: bool = False,
+    max_batch_size: int = 64,
+    max_wait_ms: float = 5.0,
+) -> Target:
+    """``mlserver start`` of a model repository made under ``scratch``.
+
+    :param workers: MLServer's ``parallel_workers`` (inference processes).
+    :param batching: MLServer's adaptive batching: ``max_batch_size`` and
+        ``max_batch_time`` (``max_wait_ms``).
+    """
+
+    def argv(port: int) -> list[str]:
+        repo = scratch / f"mlserver-{port}"
+        (repo / model).mkdir(parents=True)
+        settings = {
+            "host": "127.0.0.1",
+            "http_port": port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "parallel_workers": workers,
+        }
+        model_settings: dict[str, object] = {
+            "name": model,
+            "implementation": f"mlserver_models.{MLSERVER_RUNTIMES[model]}",
+        }
+        if batching:
+            model_settings["max_batch_size"] = max_batch_size
+            model_settings["max_batch_time"] = max_wait_ms / 1000
+        (repo / "settings.json").write_text(json.dumps(settings))
+        (repo / model / "model-settings.json").write_text(json.dumps(model_settings))
+        return [str(venv.script("mlserver")), "start", str(repo)]
+
+    return Target(
+        label,
+        argv,
+        model,
+        call=mlserver_call,
+        read=mlserver_read,
+        env={"PYTHONPATH": str(PEERS)},
+    )
+
+
+BENTOML_SERVICES = {"echo": "Echo", "cpu": "Cpu", "vector": "Vector"}
+
+
+def bentoml_call(model: str, text: str) -> Request:
+    """BentoML's JSON: the API's arguments by name (a list for the batchable
+    ``vector``); the service serves one model at ``/predict``."""
+    body = {"texts": [text]} if model == "vector" else {"text": text}
+    return Request("POST", "/predict", json.dumps(body).encode(), "application/json")
+
+
+def bentoml_read(body: bytes) -> object:
+    answer = json.loads(body)
+    return answer[0] if isinstance(answer, list) else answer
+
+
+def bentoml_target(
+    venv: Venv, label: str, scratch: Path, *, model: str = "echo", workers: int = 1
+) -> Target:
+    """``bentoml serve`` of one service of ``peers/bentoml_service.py``.
+
+    :param workers: the service's ``workers`` (processes).
+    """
+
+    def argv(port: int) -> list[str]:
+        return [
+            str(venv.script("bentoml")),
+            "serve",
+            f"bentoml_service:{BENTOML_SERVICES[model]}",
+            "--working-dir",
+            str(PEERS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+
+    return Target(
+        label,
+        argv,
+        model,
+        call=bentoml_call,
+        read=bentoml_read,
+        env={
+            "BENCH_WORKERS": str(workers),
+            "BENTOML_HOME": str(scratch / "bentoml-home"),
+            "BENTOML_DO_NOT_TRACK": "True",
+        },
+    )
+
+
+def ray_serve_call(model: str, text: str) -> Request:
+    """The application's route, the text as a query argument."""
+    return Request("POST", f"/{model}?text={text}")
+
+
+def ray_serve_read(body: bytes) -> object:
+    return json.loads(body)
+
+
+#: First port of each Ray cluster's range (100 ports each; the benchmark runs
+#: in a network namespace of its own, so these are free).
+_ray_ports = itertools.count(21000, 1000)
+
+
+def ray_serve_target(
+    venv: Venv, label: str, *, model: str = "echo", replicas: int = 1
+) -> Target:
+    """``peers/ray_serve_app.py``: a Ray head node of its own (2 CPUs) and the
+    model's Serve application, with ``replicas`` replicas."""
+    base = next(_ray_ports)
+
+    def argv(port: int) -> list[str]:
+        return [
+            str(venv.python),
+            str(PEERS / "ray_serve_app.py"),
+            model,
+            "--http-port",
+            str(port),
+            "--ports-from",
+            str(base),
+            "--replicas",
+            str(replicas),
+        ]
+
+    return Target(
+        label,
+        argv,
+        model,
+        call=ray_serve_call,
+        read=ray_serve_read,
+        env={
+            "PYTHONPATH": str(PEERS),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Ray Serve's documented settings for throughput (deepserve's ray
+            # executor sets them too).
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        },
+    )
 
 
 def _problems(server: Server) -> list[str]:
@@ -176,10 +386,12 @@ def measure(
     threads: int | None = None,
     timeout_s: float = 2.0,
     wait: bool = True,
+    request: Request | None = None,
 ) -> Run:
     """wrk against ``url``, with the server's CPU use over the same time.
 
     :param wait: first wait (at most ``quiet_wait_s``) for a quiet machine.
+    :param request: its body and content type go with every request.
     """
     quiet = not wait or _wait_quiet()
     pids = server.tree()
@@ -192,6 +404,8 @@ def measure(
         duration_s=duration_s,
         threads=threads,
         timeout_s=timeout_s,
+        body=request.body if request else b"",
+        content_type=request.content_type if request else None,
     )
     wall = time.perf_counter() - start
     busy = machine_busy_seconds() - busy_before
@@ -216,6 +430,24 @@ def _wait_quiet() -> bool:
     return _was_quiet[0]
 
 
+@dataclass(frozen=True)
+class Startup:
+    """How a server started, and its memory once idle.
+
+    :param ready_s: from spawning its command to the first 200 answer to a
+        predict (polled every 50 ms).
+    :param idle_rss: VmRSS summed over its process tree (its descendants, its
+        process group and session), after its first answers and a second of
+        rest.
+    :param processes: how many processes that tree had.
+    """
+
+    model: str
+    ready_s: float | None
+    idle_rss: int
+    processes: int
+
+
 @dataclass
 class Rounds:
     """Load runs: every round's result, by server and connections."""
@@ -224,6 +456,8 @@ class Rounds:
     problems: list[str] = field(default_factory=list)
     #: The vector model's ``(call_s, item_s)``, when its counters were read.
     vector_costs: tuple[float, float] | None = None
+    #: How each server started, by label.
+    startup: dict[str, Startup] = field(default_factory=dict)
 
 
 def load_rounds(
@@ -250,37 +484,52 @@ def load_rounds(
     """
     out = Rounds()
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(_serve(t, scratch)) for t in targets]
-        models = {s.label: t.model for s, t in zip(servers, targets, strict=True)}
+        # One after the other: each starts while the ones before sit idle.
+        servers = []
+        for target in targets:
+            server = stack.enter_context(_serve(target, scratch))
+            servers.append(server)
+            _check_echo(server, target)
+            time.sleep(SETTLE_S)
+            tree = server.tree()
+            out.startup[server.label] = Startup(
+                target.model, server.ready_s, rss_bytes(tree), len(tree)
+            )
+        by_label = {s.label: t for s, t in zip(servers, targets, strict=True)}
         for server in servers:
-            _check_echo(server, models[server.label])
+            target = by_label[server.label]
             out.runs[server.label] = {c: [] for c in levels}
             if batch_stats:
-                out.vector_costs = vector_costs(server)
+                out.vector_costs = vector_costs(server, target)
+            hello = target.call(target.model, "hello")
             run_wrk(
-                _url(server, models[server.label]),
+                server.base + hello.path,
                 connections=max(levels),
                 duration_s=warmup_s,
                 threads=threads,
                 timeout_s=timeout_s,
+                body=hello.body,
+                content_type=hello.content_type,
             )
         for round_ in range(rounds):
             turn = round_ % len(servers)
             for server in servers[turn:] + servers[:turn]:
                 print(f"[{tag}] round {round_ + 1}/{rounds}: {server.label}")
-                model = models[server.label]
+                target = by_label[server.label]
+                hello = target.call(target.model, "hello")
                 for connections in levels:
-                    before = _vector_stats(server) if batch_stats else None
+                    before = _vector_stats(server, target) if batch_stats else None
                     run = measure(
                         server,
-                        _url(server, model),
+                        server.base + hello.path,
                         connections=connections,
                         duration_s=duration_s,
                         threads=threads,
                         timeout_s=timeout_s,
+                        request=hello,
                     )
                     if before is not None:
-                        after = _vector_stats(server)
+                        after = _vector_stats(server, target)
                         # The second stats request is a call of its own.
                         run = dataclasses.replace(
                             run,
@@ -315,29 +564,25 @@ def load_rounds(
     return out
 
 
-def _url(server: Server, model: str) -> str:
-    return server.base + predict_path(model) + "?text=hello"
-
-
-def vector_costs(server: Server) -> tuple[float, float]:
+def vector_costs(server: Server, target: Target) -> tuple[float, float]:
     """The vector model's cost per call and per item, in seconds."""
-    stats = _vector_answer(server)
+    stats = _vector_answer(server, target)
     return float(stats["call_s"]), float(stats["item_s"])
 
 
-def _vector_stats(server: Server) -> tuple[int, int]:
+def _vector_stats(server: Server, target: Target) -> tuple[int, int]:
     """The vector model's ``(calls, items)`` so far (one worker process)."""
-    stats = _vector_answer(server)
+    stats = _vector_answer(server, target)
     return int(stats["calls"]), int(stats["items"])
 
 
-def _vector_answer(server: Server) -> dict[str, float]:
-    status, body = server.request(
-        "POST", predict_path("vector") + f"?text={VECTOR_STATS}", timeout=30
-    )
+def _vector_answer(server: Server, target: Target) -> dict[str, float]:
+    status, body = server.send(target.call("vector", VECTOR_STATS), timeout=30)
     if status != 200:
         raise RuntimeError(f"{server.label}: stats answered {status} {body[:200]!r}")
-    stats: dict[str, float] = json.loads(body)["predictions"]
+    stats = target.read(body)
+    if not isinstance(stats, dict):
+        raise RuntimeError(f"{server.label}: stats answered {body[:200]!r}")
     return stats
 
 

@@ -3,7 +3,8 @@
 A server runs with ``TMPDIR`` pointing to a fresh directory of its own, so
 that what it leaves there (uploads never removed) can be listed afterwards.
 Its process tree is found through ``/proc``, for memory sampling and so that
-no worker outlives the benchmark.
+no worker outlives the benchmark. How long it took from its start to its
+first answered prediction, and its memory once idle, are recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,29 @@ from pathlib import Path
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
+#: Between two probes of a starting server (the time to first prediction is
+#: known to this much).
+PROBE_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request: what a probe, an answer check and wrk send.
+
+    :param path: with its query string.
+    :param content_type: of ``body``; None for no body.
+    """
+
+    method: str
+    path: str
+    body: bytes = b""
+    content_type: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        found = {"Content-Length": str(len(self.body))}
+        if self.content_type:
+            found["Content-Type"] = self.content_type
+        return found
 
 
 def free_port() -> int:
@@ -32,19 +56,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """``(ppid, pgid)`` of a process, or None when it is gone."""
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """``(ppid, pgid, sid)`` of a process, or None when it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
     fields = raw.rsplit(")", 1)[1].split()
-    return int(fields[1]), int(fields[2])
+    return int(fields[1]), int(fields[2]), int(fields[3])
 
 
 def process_tree(root: int) -> list[int]:
-    """``root``, its descendants and the rest of its process group."""
+    """``root``, its descendants and the rest of its process group and session.
+
+    A server runs in a session of its own (its id is ``root``): processes that
+    set a process group of their own and whose parent is gone (Ray's daemons)
+    stay in it.
+    """
     parents: dict[int, int] = {}
     group: set[int] = set()
     for entry in os.scandir("/proc"):
@@ -54,7 +83,7 @@ def process_tree(root: int) -> list[int]:
         if stat is None:
             continue
         parents[int(entry.name)] = stat[0]
-        if stat[1] == root:
+        if root in (stat[1], stat[2]):
             group.add(int(entry.name))
     found = {root} | group
     grew = True
@@ -166,6 +195,8 @@ class Server:
     tmpdir: Path
     log: Path
     pids_seen: set[int] = field(default_factory=set)
+    #: Seconds from its start to the first 200 answer to the probe.
+    ready_s: float | None = None
 
     @property
     def base(self) -> str:
@@ -175,9 +206,18 @@ class Server:
         self, method: str, path: str, *, timeout: float = 10.0
     ) -> tuple[int, bytes]:
         """One request without a body; ``(status, body)``."""
+        return self.send(Request(method, path), timeout=timeout)
+
+    def send(self, request: Request, *, timeout: float = 10.0) -> tuple[int, bytes]:
+        """One request; ``(status, body)``."""
         conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
-            conn.request(method, path, headers={"Content-Length": "0"})
+            conn.request(
+                request.method,
+                request.path,
+                body=request.body,
+                headers=request.headers(),
+            )
             resp = conn.getresponse()
             return resp.status, resp.read()
         finally:
@@ -196,7 +236,8 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_ready(server: Server, probe: str, timeout: float) -> None:
+def _wait_ready(server: Server, probe: Request, timeout: float, started: float) -> None:
+    """Probe until a 200 answer; ``started``: when the server was spawned."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
@@ -205,11 +246,12 @@ def _wait_ready(server: Server, probe: str, timeout: float) -> None:
                 + server.log_tail()
             )
         with contextlib.suppress(OSError):
-            status, _ = server.request("POST", probe, timeout=5)
+            status, _ = server.send(probe, timeout=5)
             if status == 200:
+                server.ready_s = time.monotonic() - started
                 server.tree()
                 return
-        time.sleep(0.25)
+        time.sleep(PROBE_INTERVAL_S)
     raise RuntimeError(
         f"{server.label} not ready in {timeout:.0f} s:\n{server.log_tail()}"
     )
@@ -253,22 +295,27 @@ def running(
     *,
     port: int,
     scratch: Path,
-    probe: str,
+    probe: str | Request,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT_S,
 ) -> Iterator[Server]:
-    """Start ``argv`` (which must listen on ``port``), wait until a POST to
-    ``probe`` answers 200, and stop the whole process tree on exit.
+    """Start ``argv`` (which must listen on ``port``), wait until ``probe``
+    (a path to POST to with no body, or a request) answers 200, and stop the
+    whole process tree on exit.
 
     :param scratch: a directory for the server's log and its ``TMPDIR``.
+    :param env: more environment variables for the server.
     """
+    if isinstance(probe, str):
+        probe = Request("POST", probe)
     slug = label.lower().replace(" ", "-").replace("/", "-")
     tmpdir = scratch / f"{slug}-{port}-tmp"
     tmpdir.mkdir()
     log = scratch / f"{slug}-{port}.log"
-    child_env = dict(os.environ if env is None else env)
+    child_env = {**os.environ, **(env or {})}
     child_env["TMPDIR"] = str(tmpdir)
     child_env["PYTHONUNBUFFERED"] = "1"
+    started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -281,7 +328,7 @@ def running(
         )
     server = Server(label=label, port=port, proc=proc, tmpdir=tmpdir, log=log)
     try:
-        _wait_ready(server, probe, timeout)
+        _wait_ready(server, probe, timeout, started)
         yield server
     finally:
         _stop(server)

@@ -1,9 +1,14 @@
--- wrk script for deepserve's benchmarks: every request is a POST with an
--- empty body (Content-Length: 0), and the run ends with one JSON line that
--- run.py reads instead of wrk's human-readable report.
+-- wrk script for deepserve's benchmarks: every request is a POST whose body
+-- and Content-Type come from the environment (WRK_BODY, WRK_CONTENT_TYPE;
+-- default: an empty body, Content-Length: 0), and the run ends with one JSON
+-- line that run.py reads instead of wrk's human-readable report.
 
 wrk.method = "POST"
-wrk.body = ""
+wrk.body = os.getenv("WRK_BODY") or ""
+local content_type = os.getenv("WRK_CONTENT_TYPE")
+if content_type and content_type ~= "" then
+   wrk.headers["Content-Type"] = content_type
+end
 
 function done(summary, latency, requests)
    local e = summary.errors
