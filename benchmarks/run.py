@@ -156,6 +156,8 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
+#: Set for the run re-run in a network namespace: the venvs were just built.
+VENVS_READY = "DEEPSERVE_BENCH_VENVS_READY"
 IFF_UP = 0x1
 SIOCGIFFLAGS = 0x8913
 
@@ -186,7 +188,8 @@ def rerun_in_netns(argv: list[str]) -> int:
     script = shlex.join([sys.executable, str(Path(__file__).resolve()), *argv])
     print("== re-running in a private network namespace (unshare -n)", flush=True)
     return subprocess.call(
-        ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {script}"]
+        ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {script}"],
+        env={**os.environ, VENVS_READY: "1"},
     )
 
 
@@ -260,7 +263,8 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
 
     print("== venvs", flush=True)
-    ds_venv = envs.deepserve_venv(rebuild=args.rebuild_venvs)
+    ready = os.environ.get(VENVS_READY) == "1"
+    ds_venv = envs.deepserve_venv(rebuild=args.rebuild_venvs, reinstall=not ready)
     dp_venv = envs.deepaas_venv(rebuild=args.rebuild_venvs)
     deepserve = scenarios.deepserve_target(ds_venv, label=report.DS_PROCESS)
     threaded = scenarios.deepserve_target(
