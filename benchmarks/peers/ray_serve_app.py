@@ -67,9 +67,11 @@ def _text(request: Request) -> str:
     return str(request.query_params.get("text", "x"))
 
 
-@serve.deployment
+@serve.deployment(max_ongoing_requests=64)
 class Echo:
-    """``bench_echo.predict``: returns ``{"echo": text}``."""
+    """``bench_echo.predict``: returns ``{"echo": text}``. ``max_ongoing_requests``
+    64: with Serve's default (5), 64 clients make the proxy queue and retry,
+    and the replica serves a few dozen requests a second."""
 
     async def __call__(self, request: Request) -> dict[str, Any]:
         return bench_echo.predict(text=_text(request))
