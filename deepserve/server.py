@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -188,6 +189,7 @@ async def _serve(
             if error is not None:
                 raise error
             LOG.info("Ready: every model has started")
+            settle_heap()
             await stopping
         grace = settings.shutdown_grace
         await asyncio.gather(
@@ -208,6 +210,21 @@ async def _serve(
         # cleanup_ctx; the registry's running() closes after this.
         await runner.cleanup()
         access.flush()
+
+
+def settle_heap() -> None:
+    """Take what start-up built (modules, schemas, the models) out of the
+    garbage collector's way (:func:`gc.freeze`).
+
+    A full collection walks every object it tracks, and under load one runs
+    every second or so: with start-up's objects in it, each held the event
+    loop for 30-70 ms on the machine of ``benchmarks/RESULTS.md``, and the
+    slowest percent of batched predictions waited for them (p99 90 ms
+    against 30 ms frozen). Frozen objects are never collected: start-up's
+    are kept for the server's life anyway.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _drain(

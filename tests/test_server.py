@@ -499,6 +499,25 @@ def test_temporary_files_a_model_writes_per_prediction_do_not_pile_up(
     assert os.listdir(temp) == []
 
 
+def test_what_start_up_built_is_out_of_the_collectors_way(tmp_path):
+    """Once ready, the server freezes start-up's objects (server.settle_heap):
+    full garbage collections no longer walk them and stall the event loop."""
+    site = write_dist(
+        tmp_path / "site", "heap", {"heap": ("deepserve.v2.model", "fake_heap")}
+    )
+    server = Server(
+        ["--model-name", "heap", "--executor", "thread"], subprocess_env(site)
+    )
+    try:
+        server.wait_ready()
+        status, body, _ = call(server.base + "/v2/models/heap/predict/", method="POST")
+        assert status == 200
+        # Everything imported and built before the first request, at least.
+        assert body["predictions"]["frozen"] > 10_000
+    finally:
+        server.stop()
+
+
 def _alive(pid: int) -> bool:
     return not gone(pid)
 
