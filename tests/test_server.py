@@ -499,14 +499,16 @@ def test_temporary_files_a_model_writes_per_prediction_do_not_pile_up(
     assert os.listdir(temp) == []
 
 
-def test_what_start_up_built_is_out_of_the_collectors_way(tmp_path):
-    """Once ready, the server freezes start-up's objects (server.settle_heap):
-    full garbage collections no longer walk them and stall the event loop."""
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_what_start_up_built_is_out_of_the_collectors_way(tmp_path, executor):
+    """Once ready, the server (thread: the model runs there) and each worker
+    (process) freeze start-up's objects (server.settle_heap, worker.main):
+    full garbage collections no longer walk them and stall calls."""
     site = write_dist(
         tmp_path / "site", "heap", {"heap": ("deepserve.v2.model", "fake_heap")}
     )
     server = Server(
-        ["--model-name", "heap", "--executor", "thread"], subprocess_env(site)
+        ["--model-name", "heap", "--executor", executor], subprocess_env(site)
     )
     try:
         server.wait_ready()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -80,6 +81,11 @@ def main(conn: Connection, start: WorkerStart) -> None:
         return
     if capture is not None:
         output.flush()  # what warm() printed comes before the training's
+    # What building and warming made stays for the worker's life: out of
+    # the garbage collector's full passes, which would stall calls (see
+    # deepserve.server.settle_heap).
+    gc.collect()
+    gc.freeze()
     _send(conn, Ready(os.getpid()))
     spaces = callspace.Spaces(base)
     try:

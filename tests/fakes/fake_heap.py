@@ -1,5 +1,5 @@
-"""A model reporting the server's garbage collector state (run it with the
-thread executor, so that it runs in the server's own process)."""
+"""A model reporting the garbage collector state of the process it runs
+in: the server's (thread executor) or a worker's (process executor)."""
 
 from __future__ import annotations
 
