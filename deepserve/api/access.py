@@ -138,7 +138,9 @@ class Pending:
     def __init__(self) -> None:
         self._lines: list[tuple[float, str, str | None]] = []
         self._logger: logging.Logger | None = None
-        self._scheduled = False
+        #: The loop a flush is scheduled on (a loop that closed before it
+        #: ran never will: the next line schedules one on its own loop).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
 
     def add(
         self, logger: logging.Logger, at: float, message: str, request_id: str | None
@@ -149,17 +151,19 @@ class Pending:
         self._lines.append((at, message, request_id))
         if len(self._lines) >= self.LIMIT:
             self.flush()
-        elif not self._scheduled:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop: nothing to wait for
-                self.flush()
-            else:
-                self._scheduled = True
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing to wait for
+            self.flush()
+            return
+        if self._scheduled is not loop:
+            loop.call_soon(self.flush)
+            self._scheduled = loop
 
     def flush(self) -> None:
         """Write the lines kept (through logging if its setup changed)."""
-        self._scheduled = False
+        self._scheduled = None
         lines, self._lines = self._lines, []
         logger = self._logger
         if not lines or logger is None:
