@@ -40,14 +40,30 @@ MAX_RESTART_DELAY = 30.0
 #: Calls a worker may hold at once: one running, the next ready behind it,
 #: so the worker does not idle while the server hands it the next call.
 PIPELINE = 2
+#: Calls a worker may hold when its calls take under :data:`FAST_CALL`
+#: seconds: under load the server's event loop, busy with many connections,
+#: takes longer than such a call to come back to the worker, which would
+#: idle between calls with only one waiting (echo at 64 connections: 3.9k
+#: req/s with 2, 7.3k with 8 on the 2-CPU VM of benchmarks/RESULTS.md).
+DEEP_PIPELINE = 8
+FAST_CALL = 0.002
+
+
+def pipeline_depth(service: float | None) -> int:
+    """How many calls a worker may hold, given how long its calls take
+    (seconds, a running average; ``None``: not known yet)."""
+    if service is not None and service < FAST_CALL:
+        return DEEP_PIPELINE
+    return PIPELINE
 
 
 class ProcessExecutor:
     """A pool of worker processes for one model, plus one process per job.
 
     Calls wait in one FIFO queue and go to the worker with the fewest calls
-    in its pipe (at most :data:`PIPELINE` each). It belongs to the event loop
-    that starts it.
+    in its pipe (at most :data:`PIPELINE` each, :data:`DEEP_PIPELINE` for
+    fast calls: :func:`pipeline_depth`). It belongs to the event loop that
+    starts it.
 
     :param ref: the model to build in each worker.
     :param workers: how many pool workers.
@@ -219,7 +235,7 @@ class ProcessExecutor:
                 continue
             if not w.pending:
                 return w
-            if len(w.pending) < PIPELINE and (
+            if len(w.pending) < pipeline_depth(w.service) and (
                 best is None or len(w.pending) < len(best.pending)
             ):
                 best = w

@@ -64,6 +64,8 @@ class PendingCall:
     #: The request it serves, for the worker's log lines (taken from the
     #: caller's context; a batch, merged from several, has none).
     request_id: str | None = dataclasses.field(default_factory=logs.REQUEST_ID.get)
+    #: When it went down the pipe (the event loop's clock).
+    sent: float = 0.0
 
     @property
     def running(self) -> bool:
@@ -105,6 +107,12 @@ class Worker:
         self.ready: asyncio.Future[int] = self._loop.create_future()
         self.pending: collections.deque[PendingCall] = collections.deque()
         self.dead = False
+        #: How long its calls take, seconds (a running average from the
+        #: server's side: from a call's start, when it was sent or when
+        #: the call before it was answered, to its answer); ``None`` until
+        #: one was answered.
+        self.service: float | None = None
+        self._answered_at: float | None = None
         self._conn, child = ctx.Pipe(duplex=True)
         self._frames = frames.Frames()
         self.process: SpawnProcess = ctx.Process(
@@ -157,6 +165,7 @@ class Worker:
             )
             return
         call.worker = self
+        call.sent = self._loop.time()
         self.pending.append(call)
 
     def cancel(self, call: PendingCall) -> None:
@@ -198,6 +207,8 @@ class Worker:
         if not self.pending:
             return False
         call = self.pending.popleft()
+        if not isinstance(message, Skipped):
+            self._timed(call)
         if isinstance(message, Answer):
             if call.answer.done():
                 # Its caller left (a client that disconnected): nobody
@@ -209,6 +220,14 @@ class Worker:
         else:
             settle(call.answer, error=message.error)
         return True
+
+    def _timed(self, call: PendingCall) -> None:
+        """Count how long ``call`` took in :attr:`service`."""
+        now = self._loop.time()
+        began = max(call.sent, self._answered_at or call.sent)
+        took = now - began
+        self.service = took if self.service is None else 0.8 * self.service + 0.2 * took
+        self._answered_at = now
 
     def _lost(self) -> None:
         """The pipe closed: the process died or is dying."""

@@ -17,7 +17,13 @@ import pytest
 
 from deepserve import loader
 from deepserve.exceptions import DeadlineExceeded, LoaderError, WorkerDied
-from deepserve.executors.processes import ProcessExecutor
+from deepserve.executors.processes import (
+    DEEP_PIPELINE,
+    FAST_CALL,
+    PIPELINE,
+    ProcessExecutor,
+    pipeline_depth,
+)
 from deepserve.loader import ModelRef
 from tests.checks import wait_for_pidfile
 from tests.conftest import oldstyle_args, subprocess_env
@@ -96,6 +102,47 @@ async def test_calls_spread_over_the_workers(make_executor: MakeExecutor) -> Non
     # Four half-second calls on two workers: two rounds, not four.
     assert elapsed < 1.8
     assert [r["warm_calls"] for r in results] == [1, 1, 1, 1]
+
+
+def test_fast_calls_get_a_deeper_pipeline() -> None:
+    assert pipeline_depth(None) == PIPELINE  # nothing known yet
+    assert pipeline_depth(0.0005) == DEEP_PIPELINE
+    assert pipeline_depth(FAST_CALL) == PIPELINE
+    assert pipeline_depth(0.5) == PIPELINE
+
+
+async def test_a_worker_holds_more_fast_calls_than_slow_ones(
+    make_executor: MakeExecutor,
+) -> None:
+    """Fast calls fill a worker's pipe deeper (it never idles waiting for a
+    busy event loop); slow ones keep two, so that no call waits behind
+    several slow ones while another worker may free up."""
+    executor = await make_executor("oldstyle", workers=1)
+    (worker,) = executor._workers
+    held: list[int] = []
+
+    async def burst(n: int, **args: Any) -> None:
+        calls = [
+            asyncio.ensure_future(executor.call("predict", oldstyle_args(**args)))
+            for _ in range(n)
+        ]
+        await asyncio.sleep(0)
+        while not all(c.done() for c in calls):
+            held.append(len(worker.pending))
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*calls)
+
+    await burst(4, mode="sleep", text="0.05")
+    assert worker.service is not None and worker.service >= 0.05
+    assert max(held) == PIPELINE
+    held.clear()
+    for _ in range(5):  # the running average comes down
+        await burst(20)
+    assert worker.service is not None and worker.service < FAST_CALL
+    held.clear()
+    await burst(40)
+    assert max(held) > PIPELINE
+    assert max(held) <= DEEP_PIPELINE
 
 
 async def test_warm_runs_once_per_worker_and_persists(
