@@ -41,7 +41,6 @@ from typing import Protocol
 from aiohttp import web
 
 from deepserve.api import access, protocol
-from deepserve.api.access import AccessLogger
 from deepserve.api.inflight import IN_FLIGHT
 from deepserve.exceptions import DeepserveError, LoaderError
 from deepserve.runtime import Registry
@@ -150,7 +149,7 @@ async def _serve(
         access_log=logging.getLogger("deepserve.access")
         if settings.access_log
         else None,
-        access_log_class=AccessLogger,
+        access_log_class=access.AccessLogger,
         # A client that goes away cancels its request's queued work.
         handler_cancellation=True,
         shutdown_timeout=CUT_WAIT,
